@@ -1,0 +1,24 @@
+# w2v: `make demo` sets everything up and runs the offline demo; `make test` runs the test suite.
+SHELL := /bin/bash
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/tools/kenlm/bin:$(PATH)
+
+.PHONY: setup demo demo-quick test bench clean
+
+setup:
+	scripts/setup.sh
+
+demo: setup
+	recipes/demo/run.sh
+
+demo-quick: setup
+	recipes/demo/run.sh --quick
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+bench: setup
+	bench/run.sh
+
+clean:
+	rm -rf $(VENV) tools

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Build KenLM's lmplz, build_binary and query from the `kenlm` source package on PyPI
+# into tools/kenlm/bin (git-ignored). Safe to re-run: does nothing when they are built.
+#
+# Needs: build-essential cmake libboost-{program-options,system,thread,test}-dev zlib1g-dev
+# libbz2-dev liblzma-dev (scripts/setup.sh installs them on Debian/Ubuntu).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+dest="$root/tools/kenlm"
+python=${PYTHON:-python3}
+
+if [ -x "$dest/bin/lmplz" ] && [ -x "$dest/bin/build_binary" ] && [ -x "$dest/bin/query" ]; then
+  echo "kenlm: already built in $dest/bin"
+  exit 0
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "kenlm: fetching the source package"
+"$python" -m pip download --no-deps --no-binary :all: --no-build-isolation -q -d "$work" kenlm
+tar -xzf "$work"/kenlm-*.tar.gz -C "$work"
+src=$(find "$work" -maxdepth 1 -type d -name 'kenlm-*' | head -n1)
+echo "kenlm: building lmplz build_binary query (about a minute)"
+mkdir -p "$src/build"
+(cd "$src/build" && cmake .. -DCMAKE_BUILD_TYPE=Release -DKENLM_MAX_ORDER=6 >/dev/null \
+  && make -j"$(nproc)" lmplz build_binary query >/dev/null)
+mkdir -p "$dest/bin"
+cp "$src/build/bin/lmplz" "$src/build/bin/build_binary" "$src/build/bin/query" "$dest/bin/"
+echo "kenlm: installed $dest/bin/{lmplz,build_binary,query}"

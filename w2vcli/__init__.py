@@ -1,0 +1,13 @@
+"""w2v: wav2vec 2.0 speech recognition from the command line."""
+
+__version__ = "0.1.0"
+
+
+def load_model(path, device="cpu"):
+    """Load a w2v, Hugging Face or fairseq checkpoint; see `w2vcli.model.checkpoint.load_model`."""
+    from w2vcli.model.checkpoint import load_model as _load_model
+
+    return _load_model(path, device=device)
+
+
+__all__ = ["__version__", "load_model"]

@@ -1,0 +1,89 @@
+"""The `w2v` command: a thin Typer front end over the library.
+
+Each subcommand lives in `w2vcli/commands/<name>.py`, parses its options, builds a config and
+calls one library function. A `W2VError` becomes one red line and exit code 1;
+`W2V_DEBUG=1` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from w2vcli import __version__
+from w2vcli.errors import W2VError
+
+
+def report_error(exc: BaseException) -> None:
+    """Print a user-facing error as one red line on stderr."""
+    from rich.console import Console
+
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False)
+
+
+class W2VGroup(TyperGroup):
+    """Runs subcommands and turns a `W2VError` into one red line and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except W2VError as exc:
+            if os.environ.get("W2V_DEBUG"):
+                raise
+            report_error(exc)
+            ctx.exit(1)
+
+
+app = typer.Typer(
+    cls=W2VGroup,
+    name="w2v",
+    help="wav2vec 2.0 speech recognition: prepare data, pretrain, fine-tune with CTC, "
+    "transcribe with an n-gram LM, score.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"w2v {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """wav2vec 2.0 speech recognition from the command line."""
+
+
+def _register() -> None:
+    from w2vcli.commands import export, finetune, lm, prepare, pretrain, score, transcribe
+
+    app.add_typer(prepare.app, name="prepare")
+    app.command("pretrain")(pretrain.pretrain)
+    app.command("finetune")(finetune.finetune)
+    app.command("transcribe")(transcribe.transcribe)
+    app.command("score")(score.score)
+    app.add_typer(lm.app, name="lm")
+    app.command("export")(export.export)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except W2VError as exc:  # raised outside a subcommand (rare)
+        if os.environ.get("W2V_DEBUG"):
+            raise
+        report_error(exc)
+        sys.exit(1)
