@@ -1,13 +1,85 @@
-"""`w2v prepare`: manifests from corpora (not implemented yet)."""
+"""`w2v prepare`: JSONL manifests, a letter vocabulary and transcripts from a corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-from w2vcli.commands._common import not_implemented
-
 app = typer.Typer(help="Write JSONL manifests, a vocabulary and transcripts from a corpus.", no_args_is_help=True)
+
+Jobs = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all cores).")]
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [s.strip() for s in value.split(",") if s.strip()] if value else None
 
 
 @app.command("librispeech")
-def librispeech() -> None:
-    """Not implemented yet."""
-    not_implemented("prepare librispeech")
+def librispeech(
+    root: Annotated[Path, typer.Argument(help="LibriSpeech root (holding SUBSET/SPK/CHAP) or one subset directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for manifests and vocabulary.")],
+    subsets: Annotated[Optional[str], typer.Option(help="Comma-separated subsets to prepare (default: all found).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo subsets that are already prepared.")] = False,
+    jobs: Jobs = None,
+) -> None:
+    """Read a LibriSpeech-layout tree: writes OUT/<subset>.jsonl and .txt, vocab.json, dict.ltr.txt, words.txt.
+
+    Reads audio headers only. Missing, empty, truncated or unreadable audio, audio without a
+    transcript line and transcript lines without audio are named in warnings and left out.
+    Finished subsets are skipped on a re-run unless --force.
+    """
+    from w2vcli.data.librispeech import prepare_librispeech
+
+    prepare_librispeech(root, out, subsets=_split(subsets), force=force, jobs=jobs)
+
+
+@app.command("fairseq")
+def fairseq(
+    tsv: Annotated[list[Path], typer.Argument(help="fairseq .tsv manifests (.wrd/.ltr beside them give text).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: one <name>.jsonl per .tsv.")],
+) -> None:
+    """Convert fairseq .tsv (+ .wrd/.ltr) manifests to w2v JSONL manifests, checking every audio file."""
+    from w2vcli.data.fairseq import prepare_fairseq
+
+    prepare_fairseq(tsv, out)
+
+
+@app.command("folder")
+def folder(
+    directory: Annotated[Path, typer.Argument(help="Folder searched recursively for audio files.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output manifest (.jsonl).")],
+    jobs: Jobs = None,
+) -> None:
+    """An unlabeled manifest (for pretraining) of every audio file soundfile reads under DIRECTORY."""
+    from w2vcli.data.folder import prepare_folder
+
+    prepare_folder(directory, out, jobs=jobs)
+
+
+@app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output corpus root (LibriSpeech layout).")],
+    hours: Annotated[float, typer.Option(min=0.0, help="Hours of training audio (subset train-clean).")] = 1.0,
+    dev_minutes: Annotated[float, typer.Option(min=0.0, help="Minutes of dev-clean audio (unseen speakers and sentences).")] = 10.0,
+    test_minutes: Annotated[float, typer.Option(min=0.0, help="Minutes of test-clean audio (unseen speakers and sentences).")] = 10.0,
+    speakers: Annotated[int, typer.Option(min=1, help="Training speakers (dev and test get their own, 4 each by default).")] = 32,
+    heldout_speakers: Annotated[int, typer.Option(min=1, help="Speakers in each of dev-clean and test-clean.")] = 4,
+    sentences: Annotated[Optional[Path], typer.Option(help="Sentence list (one per line, .txt or .txt.gz); default: the shipped one.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same corpus.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a corpus already in OUT.")] = False,
+    jobs: Jobs = None,
+) -> None:
+    """Synthesize an English multi-speaker corpus (flite, festival, espeak-ng) laid out like LibriSpeech.
+
+    Writes OUT/{train-clean,dev-clean,test-clean}/SPK/CHAP/SPK-CHAP-UTT.flac with
+    SPK-CHAP.trans.txt and OUT/SPEAKERS.TXT; dev and test speakers and sentences are disjoint
+    from training and from each other. Then run `w2v prepare librispeech OUT --out DATA`.
+    """
+    from w2vcli.data.synth import SynthConfig, synthesize
+
+    cfg = SynthConfig(train_hours=hours, dev_minutes=dev_minutes, test_minutes=test_minutes,
+                      train_speakers=speakers, heldout_speakers=heldout_speakers,
+                      sentences=sentences, seed=seed)
+    synthesize(cfg, out, jobs=jobs, force=force)

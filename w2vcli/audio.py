@@ -1,0 +1,110 @@
+"""Audio I/O used everywhere: read with soundfile, mix down to mono, resample with soxr.
+
+`audio_info` reads headers only (plus, by default, a few thousand samples at the very end of
+the file, so a truncated file is caught cheaply at `prepare` time instead of halfway through
+training). Every failure is a `W2VError` with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from w2vcli.errors import W2VError
+
+SAMPLE_RATE = 16000  # Hz, what every model in w2v consumes
+TAIL_FRAMES = 4096  # samples decoded at the end of a file to detect truncation
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the header says about an audio file."""
+
+    path: str
+    num_samples: int  # frames at the file's own sample rate
+    sample_rate: int  # Hz
+    channels: int
+    format: str  # soundfile's container name, e.g. "FLAC", "WAV"
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.num_samples / self.sample_rate
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # soundfile prefixes "Error opening 'path': "; the caller names the file already
+    return text.split("': ", 1)[-1] if text.startswith("Error opening") else text
+
+
+def audio_info(path: str | os.PathLike, check_end: bool = True) -> AudioInfo:
+    """Header information of an audio file, validated.
+
+    Raises `W2VError` when the file is missing, not audio soundfile can read, empty (0
+    frames), or (with `check_end`) truncated: the last `TAIL_FRAMES` samples cannot be
+    decoded, which for FLAC means the header promises more audio than the file holds.
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        raise W2VError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise W2VError(f"{path}: empty file")
+    try:
+        with sf.SoundFile(path) as f:
+            info = AudioInfo(path, int(f.frames), int(f.samplerate), int(f.channels), str(f.format))
+            if info.num_samples <= 0:
+                raise W2VError(f"{path}: no audio samples (0 frames)")
+            if check_end and f.seekable():
+                start = max(0, info.num_samples - TAIL_FRAMES)
+                f.seek(start)
+                tail = f.read(info.num_samples - start, dtype="int16", always_2d=True)
+                if len(tail) != info.num_samples - start:
+                    raise W2VError(
+                        f"{path}: truncated (header says {info.num_samples} samples, "
+                        f"only {start + len(tail)} readable)"
+                    )
+    except W2VError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+        raise W2VError(f"{path}: not readable audio ({_reason(exc)})") from None
+    return info
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode a whole file to float32 mono at `sample_rate`: array of shape [S]."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise W2VError(f"{path}: no such file")
+    try:
+        wav, sr = sf.read(path, dtype="float32", always_2d=True)  # [S, C]
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+        raise W2VError(f"{path}: not readable audio ({_reason(exc)})") from None
+    if wav.shape[0] == 0:
+        raise W2VError(f"{path}: no audio samples (0 frames)")
+    wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]  # [S]
+    if sr != sample_rate:
+        wav = soxr.resample(wav, sr, sample_rate, quality="HQ")
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def resampled_length(num_samples: int, from_rate: int, to_rate: int = SAMPLE_RATE) -> int:
+    """Number of samples `load_audio` returns for a file of `num_samples` at `from_rate`."""
+    if from_rate == to_rate:
+        return num_samples
+    return int(round(num_samples * to_rate / from_rate))
+
+
+def write_flac(path: str | os.PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write float32 mono audio as 16-bit FLAC (clipped to [-1, 1]), via a temp file + rename."""
+    from w2vcli.utils import atomic_open
+
+    pcm = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
+    pcm = np.round(pcm * 32767.0).astype(np.int16)
+    with atomic_open(Path(path), "wb") as f:
+        sf.write(f, pcm, sample_rate, format="FLAC", subtype="PCM_16")

@@ -1,0 +1,177 @@
+"""Manifests: one utterance per row, `{"id", "audio", "num_samples", "sample_rate", "text"?, "speaker"?}`.
+
+w2v writes JSONL (one JSON object per line, `audio` an absolute path, `num_samples` at the
+file's own `sample_rate`). Readers also accept fairseq's `.tsv` manifests: the first line is
+the audio root directory, then `relpath<TAB>num_samples` lines; a sibling `.wrd` (words) or
+`.ltr` (letters, `|` between words) file with the same stem gives one transcript per line.
+fairseq assumes 16 kHz audio, so rows read from a `.tsv` carry `sample_rate` 16000.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+from w2vcli.errors import W2VError
+from w2vcli.text import WORD_BOUNDARY, normalize_text
+from w2vcli.utils import atomic_open, write_jsonl
+
+REQUIRED = ("id", "audio", "num_samples", "sample_rate")
+FAIRSEQ_RATE = 16000  # Hz, what fairseq's tsv manifests assume
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict]:
+    """Rows of a `.jsonl` manifest or a fairseq `.tsv` manifest (text from `.wrd`/`.ltr` beside it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise W2VError(f"{path}: manifest not found")
+    if path.suffix == ".tsv":
+        return _read_tsv(path)
+    return _read_jsonl(path)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows: list[dict] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise W2VError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise W2VError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+            missing = [k for k in REQUIRED if k not in row]
+            if missing:
+                raise W2VError(f"{path}:{n}: missing field(s) {', '.join(missing)}")
+            for key in ("num_samples", "sample_rate"):
+                if not isinstance(row[key], int) or isinstance(row[key], bool) or row[key] <= 0:
+                    raise W2VError(f"{path}:{n}: field {key} must be a positive integer, got {row[key]!r}")
+            if not isinstance(row["audio"], str) or not row["audio"]:
+                raise W2VError(f"{path}:{n}: field audio must be a path string")
+            if "text" in row and not isinstance(row["text"], str):
+                raise W2VError(f"{path}:{n}: field text must be a string")
+            row["id"] = str(row["id"])
+            if row["id"] in seen:
+                raise W2VError(f"{path}:{n}: duplicate id {row['id']!r}")
+            seen.add(row["id"])
+            if not os.path.isabs(row["audio"]):  # relative paths are relative to the manifest
+                row["audio"] = str((path.parent / row["audio"]).resolve())
+            rows.append(row)
+    return rows
+
+
+def _read_tsv(path: Path) -> list[dict]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or not lines[0].strip():
+        raise W2VError(f"{path}:1: expected the audio root directory on the first line")
+    root = Path(lines[0].strip())
+    if not root.is_absolute():
+        root = (path.parent / root).resolve()
+    entries: list[tuple[str, int]] = []
+    for n, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[1].strip().isdigit() or int(parts[1]) <= 0:
+            raise W2VError(f"{path}:{n}: expected 'relpath<TAB>num_samples', got {line!r}")
+        entries.append((parts[0], int(parts[1])))
+    texts = _read_fairseq_text(path, len(entries))
+    stems = [Path(rel).with_suffix("").name for rel, _ in entries]
+    unique = len(set(stems)) == len(stems)
+    rows = []
+    for i, (rel, num) in enumerate(entries):
+        uid = stems[i] if unique else str(Path(rel).with_suffix(""))
+        row = {"id": uid, "audio": str(root / rel), "num_samples": num, "sample_rate": FAIRSEQ_RATE}
+        if texts is not None:
+            row["text"] = texts[i]
+        rows.append(row)
+    return rows
+
+
+def _read_fairseq_text(tsv: Path, count: int) -> list[str] | None:
+    """Transcripts from `<stem>.wrd`, else `<stem>.ltr`, checked to have one line per tsv row."""
+    for suffix in (".wrd", ".ltr"):
+        side = tsv.with_suffix(suffix)
+        if not side.is_file():
+            continue
+        lines = side.read_text(encoding="utf-8").splitlines()
+        if lines and not lines[-1].strip() and len(lines) == count + 1:
+            lines = lines[:-1]
+        if len(lines) != count:
+            raise W2VError(f"{side}: {len(lines)} lines but {tsv.name} lists {count} files")
+        if suffix == ".ltr":
+            lines = [line.replace(" ", "").replace(WORD_BOUNDARY, " ") for line in lines]
+        return [normalize_text(line) for line in lines]
+    return None
+
+
+def write_manifest(path: str | os.PathLike, rows: Iterable[dict]) -> int:
+    """Write a JSONL manifest atomically (temp file + rename). Returns the number of rows."""
+    return write_jsonl(path, rows)
+
+
+def write_fairseq(tsv_path: str | os.PathLike, rows: list[dict], root: str | os.PathLike | None = None) -> None:
+    """Write a fairseq `.tsv` (and `.ltr` + `.wrd` when every row has text).
+
+    `root` defaults to the deepest directory that holds every audio file. Sample counts are
+    written as they are (fairseq expects 16 kHz audio).
+    """
+    tsv_path = Path(tsv_path)
+    if not rows:
+        raise W2VError(f"{tsv_path}: nothing to write (no rows)")
+    audio = [os.path.abspath(r["audio"]) for r in rows]
+    root = Path(root).resolve() if root else Path(os.path.commonpath([os.path.dirname(a) for a in audio]))
+    with atomic_open(tsv_path, "w", encoding="utf-8") as f:
+        f.write(f"{root}\n")
+        for a, r in zip(audio, rows):
+            f.write(f"{os.path.relpath(a, root)}\t{r['num_samples']}\n")
+    if all("text" in r for r in rows):
+        with atomic_open(tsv_path.with_suffix(".wrd"), "w", encoding="utf-8") as f:
+            f.writelines(r["text"] + "\n" for r in rows)
+        with atomic_open(tsv_path.with_suffix(".ltr"), "w", encoding="utf-8") as f:
+            for r in rows:
+                words = r["text"].split()
+                f.write(" ".join(" ".join(w) + f" {WORD_BOUNDARY}" for w in words) + "\n")
+
+
+def duration(row: dict) -> float:
+    """Length of a manifest row in seconds."""
+    return row["num_samples"] / row["sample_rate"]
+
+
+def subset_manifest(rows: list[dict], minutes: float, seed: int = 0) -> list[dict]:
+    """Whole utterances adding up to at most `minutes`, spread over speakers round-robin.
+
+    Deterministic for a given `seed`; the result keeps the input order. Rows without a
+    speaker are treated as one speaker each.
+    """
+    budget = minutes * 60.0
+    rng = random.Random(seed)
+    by_speaker: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_speaker[str(r.get("speaker", f"#{i}"))].append(i)
+    queues = [by_speaker[s] for s in sorted(by_speaker)]
+    rng.shuffle(queues)
+    for q in queues:
+        rng.shuffle(q)
+    chosen: list[int] = []
+    total = 0.0
+    while queues:
+        still = []
+        for q in queues:
+            while q:  # this speaker's next utterance that still fits
+                i = q.pop()
+                if total + duration(rows[i]) <= budget:
+                    chosen.append(i)
+                    total += duration(rows[i])
+                    still.append(q)
+                    break
+        queues = [q for q in still if q]
+    return [rows[i] for i in sorted(chosen)]
