@@ -1,8 +1,52 @@
-"""`w2v score` (not implemented yet)."""
+"""`w2v score`: WER and CER of hypotheses against references."""
 
-from w2vcli.commands._common import not_implemented
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from w2vcli.utils import log
 
 
-def score() -> None:
-    """Not implemented yet."""
-    not_implemented("score")
+def score(
+    ref: Annotated[Path, typer.Option("--ref", help="References: JSONL manifest (id, text) or Kaldi-style 'ID TEXT' file.", dir_okay=False)],
+    hyp: Annotated[Path, typer.Option("--hyp", help="Hypotheses, same formats (e.g. from `w2v transcribe --manifest ... --out`).", dir_okay=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
+    details: Annotated[Optional[Path], typer.Option("--details", help="Write per-utterance alignments and the most frequent errors into this directory.", file_okay=False)] = None,
+    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Normalise both sides with normalize_text (upper case, letters and apostrophes only).")] = True,
+    wer: Annotated[bool, typer.Option("--wer", hidden=True, help="Accepted for compatibility; WER is always reported.")] = False,
+) -> None:
+    """Word and character error rates with substitution, deletion and insertion counts.
+
+    Utterances are matched by id. A reference id missing from HYP counts as all deletions
+    (with a warning naming it); hypothesis ids without a reference are ignored (warned).
+    WER and CER equal jiwer's on the same (normalised) strings; CER counts spaces between words.
+    """
+    from w2vcli.score import read_transcripts, score_texts, write_details
+
+    report = score_texts(read_transcripts(ref), read_transcripts(hyp), normalize=normalize)
+    if details is not None:
+        paths = write_details(report, details)
+        log(f"wrote {', '.join(str(p) for p in paths)}")
+    if as_json:
+        typer.echo(json.dumps(report.to_json()))
+        return
+    _print_table(report, ref, hyp)
+
+
+def _print_table(report, ref: Path, hyp: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{hyp} vs {ref}  ({len(report.utterances)} utterances)")
+    for name in ("", "rate %", "errors", "sub", "del", "ins", "correct", "ref tokens"):
+        table.add_column(name, justify="left" if not name else "right")
+    for name, c in (("WER", report.words), ("CER", report.chars)):
+        table.add_row(
+            name, f"{100 * c.rate:.2f}", str(c.errors), str(c.substitutions), str(c.deletions),
+            str(c.insertions), str(c.hits), str(c.ref_len),
+        )  # fmt: skip
+    Console().print(table)
