@@ -1,8 +1,64 @@
-"""`w2v finetune` (not implemented yet)."""
+"""`w2v finetune`: CTC fine-tuning of a pretrained wav2vec 2.0 model on labelled audio."""
 
-from w2vcli.commands._common import not_implemented
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from w2vcli.commands.pretrain import (ClipNorm, ConfigFile, Gpus, LogInterval, Lr, Manifest, MaxSampleSize,
+                                      MaxTokens, MaxUpdates, Nproc, NumWorkers, Out, Precision, Preset, Resume,
+                                      ScheduleUpdates, Seed, UpdateFreq, Valid, ValidInterval, Warmup,
+                                      common_layer, run)
 
 
-def finetune() -> None:
-    """Not implemented yet."""
-    not_implemented("finetune")
+def finetune(
+    train: Manifest,
+    out: Out,
+    init: Annotated[Optional[str], typer.Option("--init", help="Pretrained model: a w2v .pt, a Hugging Face save_pretrained folder, a fairseq .pt, or `none` (random init from --preset, a baseline).")] = None,
+    from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Same as --init none.")] = False,
+    valid: Valid = None,
+    preset: Preset = None,
+    config: ConfigFile = None,
+    vocab: Annotated[Optional[str], typer.Option("--vocab", help="Output units: `letters` (from the transcripts), a sentencepiece .model, or a vocab.json / dict.ltr.txt.")] = None,
+    train_spm: Annotated[Optional[int], typer.Option("--train-spm", help="Train a sentencepiece model of N units on the training transcripts and use it.", min=2)] = None,
+    freeze_updates: Annotated[Optional[int], typer.Option("--freeze-updates", help="Train only the output layer for the first N updates.", min=0)] = None,
+    mask_prob: Annotated[Optional[float], typer.Option("--mask-prob", help="Time masking, fairseq convention (span starts p × span length; paper's 0.065 × 10 = 0.65).", min=0)] = None,
+    mask_channel_prob: Annotated[Optional[float], typer.Option("--mask-channel-prob", help="Channel masking probability (fairseq convention).", min=0)] = None,
+    layerdrop: Annotated[Optional[float], typer.Option("--layerdrop", help="Probability of skipping a Transformer layer in training.", min=0, max=1)] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option("--lr-schedule", help="tri_stage (10%/40%/50% warmup/hold/decay) or polynomial (with --warmup-updates).")] = None,
+    max_updates: MaxUpdates = None,
+    max_tokens: MaxTokens = None,
+    max_sample_size: MaxSampleSize = None,
+    update_freq: UpdateFreq = None,
+    lr: Lr = None,
+    warmup_updates: Warmup = None,
+    schedule_updates: ScheduleUpdates = None,
+    clip_norm: ClipNorm = None,
+    seed: Seed = None,
+    precision: Precision = None,
+    gpus: Gpus = None,
+    nproc: Nproc = None,
+    resume: Resume = False,
+    valid_interval: ValidInterval = None,
+    log_interval: LogInterval = None,
+    num_workers: NumWorkers = None,
+) -> None:
+    """Fine-tune with CTC: feature encoder frozen, tri-stage learning rate, time and channel masking.
+
+    Validation decodes greedily and reports WER and CER; OUT/best.pt keeps the lowest dev WER.
+    Example: w2v finetune --init exp/pt/best.pt --train data/train-10m.jsonl --valid data/dev.jsonl --out exp/ft
+    """
+    from w2vcli.train.config import FinetuneConfig
+
+    if from_scratch:
+        init = "none"
+    cli = common_layer(train=train, valid=valid, preset=preset, init=init, vocab=vocab, train_spm=train_spm,
+                       freeze_updates=freeze_updates, mask_prob=mask_prob, mask_channel_prob=mask_channel_prob,
+                       layerdrop=layerdrop, lr_schedule=lr_schedule, max_updates=max_updates,
+                       max_tokens=max_tokens, max_sample_size=max_sample_size, update_freq=update_freq, lr=lr,
+                       warmup_updates=warmup_updates, schedule_updates=schedule_updates, clip_norm=clip_norm,
+                       seed=seed, precision=precision, gpus=gpus, nproc=nproc, valid_interval=valid_interval,
+                       log_interval=log_interval, num_workers=num_workers)
+    run(FinetuneConfig, preset, config, out, resume, cli)

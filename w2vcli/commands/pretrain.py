@@ -1,8 +1,93 @@
-"""`w2v pretrain` (not implemented yet)."""
+"""`w2v pretrain`: self-supervised wav2vec 2.0 pretraining on unlabelled audio.
 
-from w2vcli.commands._common import not_implemented
+The options shared with `w2v finetune` are defined here as `Annotated` aliases; every one
+defaults to None, meaning "not given", so a `--config` file or the preset decides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Manifest = Annotated[Path, typer.Option("--train", help="Training manifest (.jsonl or fairseq .tsv).", exists=True, dir_okay=False)]
+Valid = Annotated[Optional[Path], typer.Option("--valid", help="Validation manifest: validated every --valid-interval updates; best.pt keeps the best.", exists=True, dir_okay=False)]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder: last.pt, best.pt, metrics.jsonl, config.toml.", file_okay=False)]
+Preset = Annotated[Optional[str], typer.Option("--preset", help="Model preset: tiny, small, base, large (default small).")]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML file of options (overrides the preset; options given here override it). A [model] table changes model fields.", exists=True, dir_okay=False)]
+MaxUpdates = Annotated[Optional[int], typer.Option("--max-updates", help="Stop after this many optimizer updates.", min=1)]
+MaxTokens = Annotated[Optional[int], typer.Option("--max-tokens", help="Audio samples per batch per device, padding included (16000 = 1 s).", min=1)]
+MaxSampleSize = Annotated[Optional[int], typer.Option("--max-sample-size", help="Pretraining: crop longer audio to this many samples at a random offset; fine-tuning: skip longer audio.", min=1)]
+UpdateFreq = Annotated[Optional[int], typer.Option("--update-freq", help="Batches accumulated per update (gradient accumulation).", min=1)]
+Lr = Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")]
+Warmup = Annotated[Optional[int], typer.Option("--warmup-updates", help="Linear warmup updates of the polynomial schedule.", min=0)]
+ScheduleUpdates = Annotated[Optional[int], typer.Option("--schedule-updates", help="Updates the LR schedule spans (default: --max-updates). Fix it to stop early and --resume later with the same schedule.", min=1)]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed (data order, crops, init, masks).")]
+Precision = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling).")]
+Gpus = Annotated[Optional[int], typer.Option("--gpus", help="Start one process per GPU (NCCL). Under torchrun, leave it out.", min=0)]
+Nproc = Annotated[Optional[int], typer.Option("--nproc", help="CPU processes (gloo) when not using GPUs.", min=1)]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt exactly (its config.toml, then --config and these options, apply).")]
+ValidInterval = Annotated[Optional[int], typer.Option("--valid-interval", help="Validate, and write checkpoints, every N updates.", min=1)]
+LogInterval = Annotated[Optional[int], typer.Option("--log-interval", help="A metrics line and metrics.jsonl row every N updates.", min=1)]
+NumWorkers = Annotated[Optional[int], typer.Option("--num-workers", help="DataLoader worker processes per device (0 = main process).", min=0)]
+ClipNorm = Annotated[Optional[float], typer.Option("--clip-norm", help="Clip the gradient norm to this (0 = off).", min=0)]
 
 
-def pretrain() -> None:
-    """Not implemented yet."""
-    not_implemented("pretrain")
+def common_layer(**options) -> dict:
+    """The options the user gave (None = not given), as config field names."""
+    return {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in options.items() if v is not None}
+
+
+def run(cfg_cls, preset: str | None, config: Path | None, out: Path, resume: bool, cli: dict) -> None:
+    """Resolve the config (preset < saved run config on --resume < --config < options) and train."""
+    from w2vcli.train.config import read_toml, resolve
+    from w2vcli.train.engine import train
+
+    layers = []
+    saved = out / "config.toml"
+    if resume and saved.is_file():
+        layers.append(read_toml(saved, cfg_cls))
+    if config is not None:
+        layers.append(read_toml(config, cfg_cls))
+    layers.append({**cli, "out": str(out.resolve()), "resume": resume})
+    train(resolve(cfg_cls, preset, layers))
+
+
+def pretrain(
+    train: Manifest,
+    out: Out,
+    valid: Valid = None,
+    preset: Preset = None,
+    config: ConfigFile = None,
+    max_updates: MaxUpdates = None,
+    max_tokens: MaxTokens = None,
+    max_sample_size: MaxSampleSize = None,
+    update_freq: UpdateFreq = None,
+    lr: Lr = None,
+    warmup_updates: Warmup = None,
+    schedule_updates: ScheduleUpdates = None,
+    clip_norm: ClipNorm = None,
+    seed: Seed = None,
+    precision: Precision = None,
+    gpus: Gpus = None,
+    nproc: Nproc = None,
+    resume: Resume = False,
+    valid_interval: ValidInterval = None,
+    log_interval: LogInterval = None,
+    num_workers: NumWorkers = None,
+) -> None:
+    """Pretrain a wav2vec 2.0 model on unlabelled audio (contrastive + diversity loss).
+
+    Writes OUT/last.pt (every --valid-interval updates, at the end, and on SIGTERM/Ctrl-C),
+    OUT/best.pt (lowest validation loss), OUT/metrics.jsonl and OUT/config.toml.
+    Example: w2v pretrain --train data/train.jsonl --valid data/dev.jsonl --preset small --out exp/pt
+    """
+    from w2vcli.train.config import PretrainConfig
+
+    cli = common_layer(train=train, valid=valid, preset=preset, max_updates=max_updates, max_tokens=max_tokens,
+                       max_sample_size=max_sample_size, update_freq=update_freq, lr=lr,
+                       warmup_updates=warmup_updates, schedule_updates=schedule_updates, clip_norm=clip_norm,
+                       seed=seed, precision=precision, gpus=gpus, nproc=nproc, valid_interval=valid_interval,
+                       log_interval=log_interval, num_workers=num_workers)
+    run(PretrainConfig, preset, config, out, resume, cli)

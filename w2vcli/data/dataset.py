@@ -1,0 +1,202 @@
+"""Training data: manifest rows -> padded batches of audio, bucketed by length.
+
+The pieces, in the order the training loop uses them:
+
+    AudioDataset        one utterance per key; crops long audio at a random (but seeded) offset
+    BucketBatchSampler  length-sorted batches that fill `max_tokens` padded samples, shuffled
+                        between batches per epoch from (seed, epoch), sharded across ranks, and
+                        resumable at (epoch, batch index)
+    collate             pads to the longest utterance: wav[B,S], lengths[B], targets[B,L]
+    make_loader         a DataLoader over the three with worker processes
+
+All randomness is a pure function of (seed, epoch, utterance index), never of a worker's or
+the process's random state, so a run resumed at (epoch, batch) sees exactly the batches and
+crops it would have seen, whatever `num_workers` is.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from w2vcli.audio import SAMPLE_RATE, load_audio, resampled_length
+from w2vcli.errors import W2VError
+from w2vcli.utils import warn
+
+
+def row_length(row: dict) -> int:
+    """Length in samples at 16 kHz of a manifest row (what `load_audio` returns)."""
+    return resampled_length(int(row["num_samples"]), int(row["sample_rate"]), SAMPLE_RATE)
+
+
+class AudioDataset(Dataset):
+    """Utterances of a manifest; item keys are `(epoch, index)` so a crop depends on both.
+
+    rows:            manifest rows (`read_manifest`)
+    targets:         token ids per row for CTC, or None (pretraining)
+    max_sample_size: crop longer audio to this many samples at a random offset (None: no crop)
+    seed:            base seed of the crop offsets
+    """
+
+    def __init__(self, rows: list[dict], targets: list[list[int]] | None = None,
+                 max_sample_size: int | None = None, seed: int = 0):
+        if targets is not None and len(targets) != len(rows):
+            raise ValueError(f"{len(targets)} targets for {len(rows)} rows")
+        self.rows = rows
+        self.targets = targets
+        self.max_sample_size = max_sample_size
+        self.seed = seed
+        full = np.array([row_length(r) for r in rows], dtype=np.int64)
+        self.sizes = np.minimum(full, max_sample_size) if max_sample_size else full  # [N] samples after cropping
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, index = key
+        row = self.rows[index]
+        wav = load_audio(row["audio"])  # [S] float32
+        size = int(self.sizes[index])
+        if len(wav) > size:  # crop; offset from (seed, epoch, index) only
+            rng = np.random.default_rng([self.seed, epoch, index])
+            start = int(rng.integers(0, len(wav) - size + 1))
+            wav = wav[start:start + size]
+        item = {"index": index, "id": row["id"], "wav": torch.from_numpy(wav)}
+        if self.targets is not None:
+            item["target"] = torch.tensor(self.targets[index], dtype=torch.long)
+        return item
+
+
+def collate(items: list[dict]) -> dict:
+    """Pad a list of items into a batch.
+
+    Returns {"ids": list[str], "index": [B], "wav": [B,S] zero-padded, "lengths": [B] samples,
+    and for CTC "targets": [B,L] padded with 0 (the blank, never a target), "target_lengths": [B]}.
+    """
+    lengths = torch.tensor([len(it["wav"]) for it in items], dtype=torch.long)  # [B]
+    wav = torch.zeros(len(items), int(lengths.max()), dtype=torch.float32)  # [B,S]
+    for b, it in enumerate(items):
+        wav[b, : len(it["wav"])] = it["wav"]
+    batch = {
+        "ids": [it["id"] for it in items],
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        "wav": wav,
+        "lengths": lengths,
+    }
+    if "target" in items[0]:
+        target_lengths = torch.tensor([len(it["target"]) for it in items], dtype=torch.long)
+        targets = torch.zeros(len(items), max(1, int(target_lengths.max())), dtype=torch.long)  # [B,L]
+        for b, it in enumerate(items):
+            targets[b, : len(it["target"])] = it["target"]
+        batch["targets"], batch["target_lengths"] = targets, target_lengths
+    return batch
+
+
+def make_batches(sizes: np.ndarray, max_tokens: int, seed: int = 0) -> list[list[int]]:
+    """Length-sorted batches whose padded size (count × longest) stays within `max_tokens`.
+
+    Equal lengths are ordered by a permutation drawn from `seed`, so which utterances share a
+    batch varies with the seed but not from run to run.
+    """
+    ties = np.random.default_rng([seed, 1 << 20]).permutation(len(sizes))
+    order = np.lexsort((ties, sizes))  # by size, then by the random tie-break
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    longest = 0
+    for i in order.tolist():
+        size = int(sizes[i])
+        if batch and max(longest, size) * (len(batch) + 1) > max_tokens:
+            batches.append(batch)
+            batch, longest = [], 0
+        batch.append(i)
+        longest = max(longest, size)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+@dataclass
+class DataPosition:
+    """Where a run is in its data: batch `batch` (0-based, next to be read) of epoch `epoch` (1-based)."""
+
+    epoch: int = 1
+    batch: int = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+
+class BucketBatchSampler(Sampler):
+    """Yields this rank's batches of `(epoch, index)` keys for one epoch, from a start position.
+
+    The batches are fixed (`make_batches`); each epoch visits them in an order drawn from
+    (seed, epoch), and rank r of `world_size` takes every world_size-th batch of that order
+    (with `drop_last`, the remainder is dropped so that all ranks take the same number of steps;
+    validation keeps it).
+    """
+
+    def __init__(self, sizes: np.ndarray, max_tokens: int, seed: int = 0, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1, drop_last: bool = True):
+        self.batches = make_batches(sizes, max_tokens, seed)
+        self.seed, self.shuffle, self.rank, self.world_size = seed, shuffle, rank, world_size
+        self.drop_last = drop_last
+        if drop_last and len(self.batches) < world_size:
+            raise W2VError(f"only {len(self.batches)} batches for {world_size} processes: "
+                           "lower --max-tokens or use more data")
+        self.epoch, self.start = 1, 0
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        """The next `__iter__` yields epoch `epoch` from its batch `start` on."""
+        self.epoch, self.start = epoch, start
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches of `epoch`, in order."""
+        order = np.arange(len(self.batches))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.batches))
+        usable = len(order) // self.world_size * self.world_size if self.drop_last else len(order)
+        return [self.batches[i] for i in order[self.rank:usable:self.world_size].tolist()]
+
+    def __len__(self) -> int:
+        return len(self.epoch_batches(self.epoch)) - self.start
+
+    def __iter__(self):
+        epoch = self.epoch
+        for batch in self.epoch_batches(epoch)[self.start:]:
+            yield [(epoch, i) for i in batch]
+
+
+def filter_rows(rows: list[dict], min_size: int, max_size: int | None, name: str) -> list[dict]:
+    """Drop rows shorter than `min_size` or (if `max_size`) longer, with one warning saying how many."""
+    keep = [r for r in rows if row_length(r) >= min_size and (max_size is None or row_length(r) <= max_size)]
+    if len(keep) < len(rows):
+        limits = f"shorter than {min_size} samples" + (f" or longer than {max_size}" if max_size else "")
+        warn(f"{name}: skipping {len(rows) - len(keep)} of {len(rows)} utterances {limits}")
+    if not keep:
+        raise W2VError(f"{name}: no utterances left after length filtering ({limits})")
+    return keep
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Ctrl-C goes to the whole process group: let the main process finish its update and
+    # write a checkpoint instead of seeing its workers die mid-batch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def make_loader(dataset: AudioDataset, sampler: BucketBatchSampler, num_workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """A DataLoader that draws nothing from the global torch RNG (it has its own generator)."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        worker_init_fn=_worker_init if num_workers else None,
+        generator=torch.Generator().manual_seed(0),
+        prefetch_factor=4 if num_workers else None,
+    )

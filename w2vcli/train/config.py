@@ -1,0 +1,218 @@
+"""Training configuration: dataclasses, per-preset defaults, TOML files, the resolved config.
+
+Precedence, lowest first: the dataclass defaults, the preset's training defaults
+(`preset_defaults`), the run's own saved `config.toml` when resuming, a `--config FILE.toml`,
+then command-line options. A `[model]` table overrides fields of the model preset's
+`ModelConfig` (see `w2vcli/model/config.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from w2vcli.errors import W2VError
+from w2vcli.utils import atomic_open
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """What both `w2v pretrain` and `w2v finetune` share."""
+
+    train: str = ""  # training manifest (.jsonl or fairseq .tsv)
+    valid: str = ""  # validation manifest ("" = no validation)
+    out: str = ""  # output folder: last.pt, best.pt, metrics.jsonl, config.toml
+    preset: str = "small"  # model preset (tiny, small, base, large)
+    model: dict = field(default_factory=dict)  # overrides of ModelConfig fields ([model] table)
+    # steps and batches
+    max_updates: int = 20000  # stop after this many optimizer updates
+    max_tokens: int = 400_000  # audio samples per batch per device, padding included
+    max_sample_size: int = 250_000  # pretraining: crop longer audio; finetune: skip longer audio
+    min_sample_size: int = 8000  # skip shorter audio (samples)
+    update_freq: int = 1  # batches per update per device (gradient accumulation)
+    num_workers: int = 2  # DataLoader worker processes per device (0 = load in the main process)
+    # optimizer (AdamW, fairseq's adam: betas 0.9/0.98, eps 1e-6, decoupled weight decay)
+    lr: float = 5e-4  # peak learning rate
+    warmup_updates: int = 500  # polynomial schedule's linear warmup
+    schedule_updates: int = 0  # updates the LR schedule spans (0 = max_updates)
+    end_lr: float = 0.0  # polynomial schedule's final learning rate
+    weight_decay: float = 0.01
+    adam_betas: tuple = (0.9, 0.98)
+    adam_eps: float = 1e-6
+    clip_norm: float = 10.0  # gradient norm clip (0 = no clipping)
+    # run
+    seed: int = 1
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 with dynamic loss scaling)
+    gpus: int = 0  # CUDA processes to start (0 = CPU, or what torchrun started)
+    nproc: int = 1  # CPU processes (gloo) when gpus is 0
+    valid_interval: int = 1000  # validate and write best.pt every N updates (and at the end)
+    save_interval: int = 0  # write last.pt every N updates (0 = valid_interval)
+    log_interval: int = 50  # metrics line + metrics.jsonl row every N updates
+    max_bad_updates: int = 10  # stop after this many non-finite steps in a row
+    resume: bool = False  # continue from OUT/last.pt
+
+    @property
+    def task(self) -> str:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise W2VError naming the option at fault."""
+        if not self.train:
+            raise W2VError("--train is required")
+        if not self.out:
+            raise W2VError("--out is required")
+        if self.precision not in PRECISIONS:
+            raise W2VError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("max_updates", "max_tokens", "update_freq", "log_interval", "valid_interval", "nproc"):
+            if getattr(self, name) < 1:
+                raise W2VError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.gpus < 0 or self.num_workers < 0:
+            raise W2VError("--gpus and --num-workers cannot be negative")
+        if self.lr <= 0:
+            raise W2VError(f"--lr must be positive, got {self.lr}")
+
+    @property
+    def total_updates(self) -> int:
+        return self.schedule_updates or self.max_updates
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """`w2v pretrain`: contrastive + diversity loss; the Gumbel temperature schedule is the
+    model's (`[model]` gumbel_start / gumbel_end / gumbel_decay)."""
+
+    @property
+    def task(self) -> str:
+        return "pretrain"
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """`w2v finetune`: CTC on labelled audio from a pretrained model."""
+
+    init: str = ""  # pretrained checkpoint (w2v .pt, Hugging Face dir, fairseq .pt) or "none"
+    vocab: str = "letters"  # "letters" or a sentencepiece .model
+    train_spm: int = 0  # train a sentencepiece model of this many units on the transcripts
+    freeze_updates: int = 0  # train only the output layer for this many updates
+    freeze_feature_encoder: bool = True  # never train the conv feature encoder
+    lr_schedule: str = "tri_stage"  # tri_stage | polynomial
+    tri_stage: tuple = (0.1, 0.4, 0.5)  # warmup / hold / decay fractions of the schedule
+    mask_prob: float | None = None  # time-mask span-start probability (None = model preset's)
+    mask_channel_prob: float | None = None  # channel-mask probability (None = model preset's)
+    layerdrop: float | None = None  # Transformer layer drop (None = model preset's)
+    final_dropout: float | None = None  # dropout before the output layer (None = model preset's)
+
+    @property
+    def task(self) -> str:
+        return "finetune"
+
+    def check(self) -> None:
+        super().check()
+        if not self.init:
+            raise W2VError("--init is required (a pretrained checkpoint, or `none` with --preset)")
+        if self.lr_schedule not in ("tri_stage", "polynomial"):
+            raise W2VError(f"lr_schedule must be tri_stage or polynomial, got {self.lr_schedule!r}")
+        if len(self.tri_stage) != 3 or abs(sum(self.tri_stage) - 1) > 1e-6:
+            raise W2VError(f"tri_stage must be three fractions adding up to 1, got {self.tri_stage}")
+
+
+def preset_defaults(task: str, preset: str) -> dict:
+    """Training defaults that go with a model preset (the paper's for base/large)."""
+    if preset in ("base", "large"):
+        if task == "pretrain":  # paper §4.2; 64 (base) / 128 (large) GPUs there: raise update_freq
+            return {"max_updates": 400_000, "max_tokens": 1_400_000, "max_sample_size": 250_000,
+                    "min_sample_size": 32_000, "lr": 5e-4 if preset == "base" else 3e-4,
+                    "warmup_updates": 32_000, "clip_norm": 25.0 if preset == "large" else 10.0}
+        return {"max_updates": 20_000, "max_tokens": 3_200_000, "max_sample_size": 3_200_000,
+                "lr": 5e-5 if preset == "base" else 3e-5, "freeze_updates": 10_000,
+                "valid_interval": 1000, "clip_norm": 0.0}
+    # tiny / small: minutes on a CPU
+    if task == "pretrain":
+        return {"max_updates": 20_000, "max_tokens": 200_000, "max_sample_size": 48_000,
+                "lr": 2e-3, "warmup_updates": 500, "valid_interval": 500}
+    return {"max_updates": 5000, "max_tokens": 400_000, "max_sample_size": 400_000,
+            "lr": 1e-3, "freeze_updates": 0, "valid_interval": 250}
+
+
+def _coerce(cfg_cls, name: str, value, source: str):
+    """Check a value from a TOML file / saved config against the field's default type."""
+    known = {f.name: f for f in fields(cfg_cls)}
+    if name not in known:
+        raise W2VError(f"{source}: unknown option {name!r} (known: {', '.join(sorted(known))})")
+    default = known[name].default if known[name].default is not dataclasses.MISSING else known[name].default_factory()
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if default is None or value is None or type(value) is type(default):
+        return value
+    raise W2VError(f"{source}: option {name!r} must be {type(default).__name__}, got {value!r}")
+
+
+def read_toml(path: str | os.PathLike, cfg_cls) -> dict:
+    """Options from a TOML file, checked against `cfg_cls`'s fields (a `[model]` table is kept as is)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise W2VError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise W2VError(f"{path}: not valid TOML ({exc})") from None
+    out = {}
+    for name, value in raw.items():
+        out[name] = value if name == "model" else _coerce(cfg_cls, name, value, str(path))
+    return out
+
+
+def resolve(cfg_cls, preset: str | None, layers: list[dict]):
+    """Build a config: defaults < preset defaults < each of `layers` in order (None values skipped)."""
+    merged: dict = {}
+    model: dict = {}
+    for layer in layers:
+        for k, v in layer.items():
+            if k == "model":
+                model.update(v or {})
+            elif v is not None:
+                merged[k] = v
+    preset = merged.get("preset") or preset or "small"
+    task = cfg_cls().task
+    values = {**preset_defaults(task, preset), **merged, "preset": preset, "model": model}
+    values = {k: _coerce(cfg_cls, k, v, "config") for k, v in values.items()}
+    return cfg_cls(**values)
+
+
+def to_dict(cfg) -> dict:
+    d = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+
+def save_config(cfg, path: str | os.PathLike) -> None:
+    """Write the resolved config as TOML (None values left out), readable again by `--config`."""
+    d = to_dict(cfg)
+    d.pop("resume", None)
+    lines = [f"# w2v {cfg.task} config, resolved (defaults < preset < --config < options)"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in d.items() if k != "model" and v is not None]
+    if d["model"]:
+        lines += ["", "[model]"] + [f"{k} = {_toml_value(v)}" for k, v in d["model"].items() if v is not None]
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")

@@ -1,0 +1,128 @@
+"""Processes and devices: one process per GPU (NCCL) or per CPU worker (gloo), or just this one.
+
+`launch(fn, cfg)` runs `fn(cfg)` in every training process:
+- under `torchrun` (RANK/WORLD_SIZE/LOCAL_RANK set) it calls `fn` directly: torchrun started
+  the processes, across as many nodes as it was told;
+- with `--gpus N` (N > 1) or `--nproc N` (N > 1) it starts N local processes itself and sets
+  the same environment variables torchrun would;
+- otherwise it calls `fn` in this process.
+Inside `fn`, `setup(cfg)` joins the process group and returns this process's `Dist`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from w2vcli.errors import W2VError
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 writes checkpoints, metrics and the progress bar."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def _under_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def setup(cfg) -> Dist:
+    """Join the process group (if several processes) and pick this process's device."""
+    if cfg.gpus and not torch.cuda.is_available():
+        raise W2VError(f"--gpus {cfg.gpus}: no CUDA device is available (use --nproc for CPU processes)")
+    use_cuda = bool(cfg.gpus) or (_under_torchrun() and torch.cuda.is_available())
+    if not _under_torchrun():
+        device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(device)
+        return Dist(device=device)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
+                                device_id=device if use_cuda else None)
+    return Dist(rank, world, local_rank, device)
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_gather_object(obj, d: Dist) -> list:
+    if not d.enabled:
+        return [obj]
+    out = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(local_rank: int, world: int, port: int, fn, cfg) -> None:
+    os.environ.update(RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        fn(cfg)
+    except W2VError as exc:
+        if local_rank == 0:
+            from w2vcli.cli import report_error
+
+            report_error(exc)
+        raise SystemExit(1) from None
+
+
+def launch(fn, cfg):
+    """Run `fn(cfg)` in each training process (see the module docstring)."""
+    n = cfg.gpus if cfg.gpus else cfg.nproc
+    if _under_torchrun() or n <= 1:
+        return fn(cfg)
+    if cfg.gpus and torch.cuda.device_count() < cfg.gpus:
+        raise W2VError(f"--gpus {cfg.gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    ctx = mp.start_processes(_worker, args=(n, _free_port(), fn, cfg), nprocs=n, join=False,
+                             start_method="spawn")
+    # Ctrl-C reaches the children directly (same process group); a SIGTERM sent to this process
+    # is passed on, so each child writes its checkpoint and exits cleanly.
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_term = signal.signal(signal.SIGTERM, lambda *_: [os.kill(p, signal.SIGTERM) for p in ctx.pids()])
+    try:
+        while not ctx.join():
+            pass
+    except mp.ProcessExitedException as exc:
+        raise W2VError(f"training process {exc.error_index} exited with code {exc.exit_code}") from None
+    except mp.ProcessRaisedException as exc:
+        raise RuntimeError(f"training process failed:\n{exc}") from None
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)

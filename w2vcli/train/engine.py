@@ -1,0 +1,315 @@
+"""The training loop shared by `w2v pretrain` and `w2v finetune`.
+
+    train(cfg)  ->  launch one process per device  ->  Trainer(cfg, dist).run()
+
+A `Task` (w2vcli/train/tasks.py) owns the model, the data and the loss; this file owns
+everything else: the optimizer (AdamW, β=(0.9, 0.98), ε=1e-6, weight decay 0.01), the
+learning-rate schedule, gradient accumulation, mixed precision, clipping, skipping
+non-finite steps, validation, metrics, checkpoints, exact resume, signals and DDP.
+
+Losses are sums over the batch; the gradient is divided by the sample size summed over all
+micro-batches and processes (masked frames for pretraining, utterances for CTC), as fairseq
+does, so N processes with batch b take the same step as one process with batch N·b.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from w2vcli.data.dataset import DataPosition
+from w2vcli.errors import W2VError
+from w2vcli.train import distributed
+from w2vcli.train.config import save_config, to_dict
+from w2vcli.train.progress import MetricsLog, TrainProgress
+from w2vcli.train.schedule import PolynomialDecay, TriStage
+from w2vcli.train.state import (load_checkpoint, model_checkpoint, rng_state, save_checkpoint,
+                                seed_everything, set_rng_state)
+from w2vcli.utils import log, warn
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def train(cfg) -> None:
+    """Run a training job described by a resolved PretrainConfig/FinetuneConfig."""
+    cfg.check()
+    distributed.launch(_run, cfg)
+
+
+def _run(cfg) -> None:
+    d = distributed.setup(cfg)
+    try:
+        Trainer(cfg, d).run()
+    finally:
+        distributed.cleanup()
+
+
+class StopRequested:
+    """Turns SIGTERM / SIGINT into a flag checked after each update (a second Ctrl-C aborts)."""
+
+    def __init__(self):
+        self.signal: str | None = None
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _handle(self, signum, _frame):
+        if self.signal == "SIGINT" and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    def __init__(self, cfg, d: distributed.Dist):
+        from w2vcli.train.tasks import make_task
+
+        self.cfg, self.d = cfg, d
+        self.out = Path(cfg.out)
+        seed_everything(cfg.seed)  # the same initial weights on every rank
+        self.task = make_task(cfg, d)
+        self.model = self.task.model.to(d.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, betas=tuple(cfg.adam_betas),
+                                           eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        if getattr(cfg, "lr_schedule", "polynomial") == "tri_stage":
+            self.schedule = TriStage(cfg.lr, cfg.total_updates, tuple(cfg.tri_stage))
+        else:
+            self.schedule = PolynomialDecay(cfg.lr, cfg.warmup_updates, cfg.total_updates, cfg.end_lr)
+        self.dtype = DTYPES[cfg.precision]
+        if cfg.precision == "bf16" and d.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise W2VError("--precision bf16: this GPU has no bfloat16 support; use fp16")
+        self.scaler = torch.amp.GradScaler(d.device.type, init_scale=2.0**7, enabled=cfg.precision == "fp16")
+        self.update, self.best, self.position = 0, None, DataPosition()
+        self.skipped = 0  # non-finite steps skipped, whole run
+        self.train_loader, self.sampler = self.task.train_loader()
+        self.valid_loader = self.task.valid_loader() if cfg.valid else None
+        if cfg.resume:
+            self._load(self.out / "last.pt")
+        else:
+            seed_everything(cfg.seed + 1000 * d.rank)  # dropout and masking differ between ranks
+        self.ddp = (DDP(self.model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+                    if d.enabled else self.model)
+        if d.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.toml")
+            self.task.save_assets(self.out)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", d.main, truncate_after=self.update)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"] or {})
+        self.update, self.best, self.skipped = ckpt["update"], ckpt["best"], ckpt.get("skipped", 0)
+        self.position = DataPosition(**ckpt["data"])
+        rngs = ckpt["rng"]
+        if len(rngs) == self.d.world_size:
+            set_rng_state(rngs[self.d.rank])
+        else:
+            warn(f"{path}: saved by {len(rngs)} process(es), resuming with {self.d.world_size}: "
+                 "random streams are reseeded, so the run will not repeat exactly")
+            seed_everything(self.cfg.seed + 1000 * self.d.rank + self.update)
+        if self.d.main:
+            log(f"resuming from {path}: update {self.update}, epoch {self.position.epoch}, "
+                f"batch {self.position.batch}")
+
+    def _checkpoint(self) -> dict:
+        rngs = distributed.all_gather_object(rng_state(), self.d)  # collective: every rank calls
+        ckpt = model_checkpoint(self.model, self.task.kind)
+        ckpt.update(
+            optimizer=self.optimizer.state_dict(),
+            scheduler={**self.schedule.state_dict(), "update": self.update},
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            rng=rngs, data=self.position.state_dict(), update=self.update, best=self.best,
+            skipped=self.skipped, train_config=to_dict(self.cfg),
+        )
+        return ckpt
+
+    def save(self, best: bool = False) -> None:
+        ckpt = self._checkpoint()
+        if self.d.main:
+            save_checkpoint(self.out / "last.pt", ckpt)
+            if best:
+                save_checkpoint(self.out / "best.pt", ckpt)
+
+    # --- one update ------------------------------------------------------------------------------
+    def _next_batch(self):
+        batch = next(self._iter, None)
+        if batch is None:  # end of epoch
+            self.position = DataPosition(self.position.epoch + 1, 0)
+            self.sampler.set_position(self.position.epoch, 0)
+            self._iter = iter(self.train_loader)
+            batch = next(self._iter, None)
+            if batch is None:
+                raise W2VError(f"{self.cfg.train}: no batches (is --max-tokens smaller than every utterance?)")
+        self.position.batch += 1
+        return batch
+
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.d.device.type, dtype=self.dtype)
+
+    def train_step(self) -> dict:
+        """Accumulate `update_freq` batches, then take (or skip) one optimizer step. Returns stat sums."""
+        cfg, sums = self.cfg, defaultdict(float)
+        t0 = time.perf_counter()
+        data_time = 0.0
+        self.model.train()
+        for i in range(cfg.update_freq):
+            t = time.perf_counter()
+            batch = self._next_batch()
+            batch = {k: v.to(self.d.device, non_blocking=True) if torch.is_tensor(v) else v
+                     for k, v in batch.items()}
+            data_time += time.perf_counter() - t
+            last = i == cfg.update_freq - 1
+            sync = contextlib.nullcontext() if last or not self.d.enabled else self.ddp.no_sync()
+            with sync:
+                with self._autocast():
+                    loss, stats = self.task.forward(self.ddp, batch, self.update)
+                self.scaler.scale(loss).backward()
+            for k, v in stats.items():
+                sums[k] += float(v)
+        # totals over micro-batches and processes; the step is divided by the total sample size
+        keys = sorted(sums)
+        totals = distributed.all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
+                                                         device=self.d.device), self.d).tolist()
+        sums = dict(zip(keys, totals))
+        self.scaler.unscale_(self.optimizer)
+        scale = self.d.world_size / max(sums["sample_size"], 1.0)  # DDP averaged over ranks
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        self.task.before_step(self.model, self.update)  # e.g. drop frozen parameters' gradients
+        max_norm = cfg.clip_norm if cfg.clip_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        loss_ok = math.isfinite(sums["loss"])
+        if loss_ok and math.isfinite(grad_norm):
+            lr = self.schedule(self.update + 1)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.scaler.step(self.optimizer)
+            self.update += 1
+            self.bad_in_row = 0
+            sums["updates"] = 1.0
+        else:
+            self.skipped += 1
+            overflow = self.scaler.is_enabled() and loss_ok  # fp16 overflow: the scaler backs off
+            self.bad_in_row += 0 if overflow else 1
+            sums["skipped"] = 1.0
+            if self.d.main and not overflow:
+                warn(f"update {self.update + 1}: non-finite {'loss' if not loss_ok else 'gradient'} "
+                     f"(batch {', '.join(batch['ids'][:3])}...), step skipped ({self.skipped} so far)")
+            if self.bad_in_row >= cfg.max_bad_updates:
+                raise W2VError(f"{self.bad_in_row} non-finite steps in a row at update {self.update}: "
+                               "lower --lr, use --precision fp32, or check the data for silent/corrupt audio")
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums.update(grad_norm=grad_norm if math.isfinite(grad_norm) else 0.0,
+                    data_time=data_time, step_time=time.perf_counter() - t0 - data_time)
+        return sums
+
+    # --- validation ------------------------------------------------------------------------------
+    def validate(self) -> dict:
+        # own random stream (fixed masks and distractors), leaving the training stream untouched
+        devices = [self.d.device] if self.d.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast():
+            torch.manual_seed(self.cfg.seed)
+            self.model.eval()
+            result = self.task.validate(self.model, self.valid_loader, self.d)
+        self.model.train()
+        return result
+
+    # --- the loop --------------------------------------------------------------------------------
+    def run(self) -> None:
+        cfg, d = self.cfg, self.d
+        self.sampler.set_position(self.position.epoch, self.position.batch)
+        self._iter = iter(self.train_loader)
+        self.bad_in_row = 0
+        save_every = cfg.save_interval or cfg.valid_interval
+        window: dict = defaultdict(float)
+        t_window = time.perf_counter()
+        start_update = self.update
+        with StopRequested() as stop, TrainProgress(cfg.max_updates, self.update, d.main) as bar:
+            while self.update < cfg.max_updates:
+                sums = self.train_step()
+                for k, v in sums.items():
+                    window[k] += v
+                stats = self.task.summarize(sums) if sums.get("updates") else {}
+                bar.advance(self.update, stats, self.schedule(self.update))
+                if not sums.get("updates"):
+                    continue
+                stopping = self._agree(stop.signal is not None)
+                done = self.update >= cfg.max_updates
+                if self.update % cfg.log_interval == 0 or done or stopping:
+                    self._log_window(window, time.perf_counter() - t_window, bar)
+                    window, t_window = defaultdict(float), time.perf_counter()
+                best = False
+                if cfg.valid and (self.update % cfg.valid_interval == 0 or done):
+                    best = self._validate_and_log(bar)
+                if best or done or stopping or self.update % save_every == 0:
+                    self.save(best=best)
+                if stopping:
+                    if d.main:
+                        log(f"{stop.signal or 'signal'}: stopped at update {self.update}, checkpoint "
+                            f"{self.out / 'last.pt'} written; continue with --resume")
+                    return
+        if d.main and self.update == start_update:
+            log(f"nothing to do: already at update {self.update} of --max-updates {cfg.max_updates}")
+
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank if any rank got a stop signal."""
+        if not self.d.enabled:
+            return flag
+        t = torch.tensor([float(flag)], device=self.d.device)
+        return bool(distributed.all_reduce_sum(t, self.d).item() > 0)
+
+    def _log_window(self, window: dict, seconds: float, bar) -> None:
+        row = {"update": self.update, **self.task.summarize(window)}
+        n = max(window.get("updates", 0.0) + window.get("skipped", 0.0), 1.0)
+        row.update(
+            lr=self.schedule(self.update),
+            grad_norm=window["grad_norm"] / n,
+            samples_per_s=window["nsentences"] / seconds,
+            audio_per_s=window["nsamples"] / 16000 / seconds,
+            data_time=window["data_time"] / n,
+            step_time=window["step_time"] / n,
+            skipped=int(window.get("skipped", 0)),
+            skipped_total=self.skipped,
+            epoch=self.position.epoch,
+        )
+        if self.task.kind == "pretrain":
+            row["temperature"] = self.task.temperature(self.update)
+        self.metrics.write(row)
+        bar.print_row(row)
+
+    def _validate_and_log(self, bar) -> bool:
+        result = self.validate()
+        score = result.pop("score")
+        best = self.best is None or score < self.best
+        if best:
+            self.best = score
+        row = {"update": self.update, **{f"valid_{k}": v for k, v in result.items()}, "valid_best": best}
+        self.metrics.write(row)
+        bar.print_row(row)
+        return best
+
+
+def metrics_rows(path: str | Path) -> list[dict]:
+    """Rows of a metrics.jsonl (for tests and plots)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

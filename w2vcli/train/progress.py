@@ -1,0 +1,107 @@
+"""What a run shows and records: the rich progress bar, metric lines above it, metrics.jsonl
+(and TensorBoard when it is installed). Only rank 0 shows or writes anything."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from w2vcli.utils import console
+
+# order and format of the fields in a printed metric line
+_SHOWN = [("loss", ".3f"), ("contrastive", ".3f"), ("diversity", ".3f"), ("accuracy", ".3f"),
+          ("code_perplexity", ".1f"), ("temperature", ".3f"), ("lr", ".2e"), ("grad_norm", ".2f"),
+          ("samples_per_s", ".1f"), ("audio_per_s", ".1f"), ("data_time", ".3f"), ("step_time", ".3f"),
+          ("skipped", "d"), ("valid_loss", ".3f"), ("valid_accuracy", ".3f"), ("valid_code_perplexity", ".1f"),
+          ("valid_wer", ".4f"), ("valid_cer", ".4f")]
+
+
+def format_row(row: dict) -> str:
+    parts = [f"update {row['update']}"]
+    for key, fmt in _SHOWN:
+        value = row.get(key)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            parts.append(f"{key} {value:{fmt}}")
+    if row.get("valid_best"):
+        parts.append("[green]best[/green]")
+    return " | ".join(parts)
+
+
+class MetricsLog:
+    """Appends one JSON object per line to metrics.jsonl; on resume, rows past the checkpoint's
+    update (written after it by a run that was then killed) are dropped first."""
+
+    def __init__(self, path: Path, enabled: bool, truncate_after: int = 0):
+        self.path, self.enabled = path, enabled
+        self.tb = None
+        if not enabled:
+            return
+        if path.exists():
+            with open(path, encoding="utf-8") as f:
+                rows = [line for line in f if line.strip()]
+            keep = [line for line in rows if _update_of(line) <= truncate_after]
+            if len(keep) != len(rows):
+                from w2vcli.utils import atomic_open
+
+                with atomic_open(path, "w", encoding="utf-8") as f:
+                    f.writelines(keep)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "update":
+                    self.tb.add_scalar(k, v, row["update"])
+            self.tb.flush()
+
+
+def _update_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("update", 0))
+    except ValueError:
+        return 1 << 62  # a torn last line: drop it
+
+
+class TrainProgress:
+    """Progress bar: update, loss, accuracy, perplexity, lr, samples/s, ETA."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+            console=console, disable=not enabled, transient=False,
+        )
+        self.task = self.progress.add_task("train", total=total, completed=start, stats="")
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def advance(self, update: int, stats: dict, lr: float) -> None:
+        shown = [f"{k[:4]} {stats[k]:.3f}" for k in ("loss", "accuracy") if k in stats]
+        if "code_perplexity" in stats:
+            shown.append(f"ppl {stats['code_perplexity']:.1f}")
+        shown.append(f"lr {lr:.1e}")
+        if "samples_per_s" in stats:
+            shown.append(f"{stats['samples_per_s']:.1f} utt/s")
+        self.progress.update(self.task, completed=update, stats=" ".join(shown))
+
+    def print_row(self, row: dict) -> None:
+        if self.enabled:
+            self.progress.console.print(format_row(row), highlight=False)

@@ -1,0 +1,222 @@
+"""What differs between pretraining and fine-tuning: the model, the data, the loss, validation.
+
+A task gives the engine:
+    kind                      "pretrain" | "ctc" (the checkpoint kind)
+    model                     the bare model (the engine wraps it in DDP)
+    train_loader()            (DataLoader, BucketBatchSampler) for this rank
+    valid_loader()            a DataLoader over this rank's share of the validation set
+    forward(model, batch, u)  (loss summed over the batch, {stat: sum}) incl. "loss",
+                              "sample_size", "nsentences", "nsamples"
+    summarize(sums)           sums over batches/updates/ranks -> metric values
+    before_step(model, u)     last look at the gradients before the optimizer step
+    validate(model, loader)   metric dict with "score" (lower is better: best.pt)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from w2vcli.data.dataset import AudioDataset, BucketBatchSampler, filter_rows, make_loader
+from w2vcli.data.manifest import read_manifest
+from w2vcli.errors import W2VError
+from w2vcli.train import distributed
+from w2vcli.train.vocab import build_vocab, encode_targets
+
+
+def make_task(cfg, d: distributed.Dist):
+    return PretrainTask(cfg, d) if cfg.task == "pretrain" else FinetuneTask(cfg, d)
+
+
+class Task:
+    kind = ""
+    crop = False  # crop long audio (pretraining) instead of skipping it (fine-tuning)
+
+    def __init__(self, cfg, d: distributed.Dist):
+        self.cfg, self.d = cfg, d
+        max_size = cfg.max_sample_size if not self.crop else None
+        self.train_rows = filter_rows(read_manifest(cfg.train), cfg.min_sample_size,
+                                      min(max_size, cfg.max_tokens) if max_size else None, cfg.train)
+        self.valid_rows = (filter_rows(read_manifest(cfg.valid), cfg.min_sample_size,
+                                       max_size, cfg.valid) if cfg.valid else [])
+
+    def targets(self, rows: list[dict]):
+        return None
+
+    def _dataset(self, rows):
+        return AudioDataset(rows, self.targets(rows), self.cfg.max_sample_size if self.crop else None,
+                            seed=self.cfg.seed)
+
+    def train_loader(self):
+        ds = self._dataset(self.train_rows)
+        sampler = BucketBatchSampler(ds.sizes, self.cfg.max_tokens, self.cfg.seed, shuffle=True,
+                                     rank=self.d.rank, world_size=self.d.world_size)
+        return make_loader(ds, sampler, self.cfg.num_workers, self.d.device.type == "cuda"), sampler
+
+    def valid_loader(self):
+        ds = self._dataset(self.valid_rows)
+        sampler = BucketBatchSampler(ds.sizes, self.cfg.max_tokens, self.cfg.seed, shuffle=False,
+                                     rank=self.d.rank, world_size=self.d.world_size, drop_last=False)
+        return make_loader(ds, sampler, min(self.cfg.num_workers, 1))
+
+    def before_step(self, model, update: int) -> None:
+        pass
+
+    def save_assets(self, out: Path) -> None:
+        pass
+
+    def _reduce(self, sums: dict) -> dict:
+        keys = sorted(sums)
+        t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=self.d.device)
+        return dict(zip(keys, distributed.all_reduce_sum(t, self.d).tolist()))
+
+
+class PretrainTask(Task):
+    """Contrastive + diversity loss + feature penalty; Gumbel temperature annealed per update."""
+
+    kind = "pretrain"
+    crop = True
+
+    def __init__(self, cfg, d):
+        super().__init__(cfg, d)
+        from w2vcli.model.config import get_preset
+        from w2vcli.model.wav2vec2 import Wav2Vec2ForPreTraining
+
+        config = get_preset(cfg.preset).replace(**cfg.model)
+        self.model = Wav2Vec2ForPreTraining(config)
+
+    def temperature(self, update: int) -> float:
+        return self.model.config.gumbel_temperature(update)
+
+    def forward(self, model, batch, update):
+        out = model(batch["wav"], batch["lengths"], temperature=self.temperature(update))
+        n = float(out.num_masked)
+        return out.loss, {
+            "loss": float(out.loss.detach()), "sample_size": n, "nsentences": len(batch["ids"]),
+            "nsamples": float(batch["lengths"].sum()),
+            "contrastive": float(out.contrastive_loss), "diversity": float(out.diversity_loss) * n,
+            "correct": float(out.num_correct), "code_perplexity": float(out.code_perplexity),
+            "prob_perplexity": float(out.prob_perplexity), "batches": 1.0,
+        }
+
+    def summarize(self, s: dict) -> dict:
+        n, b = max(s["sample_size"], 1.0), max(s["batches"], 1.0)
+        return {"loss": s["loss"] / n, "contrastive": s["contrastive"] / n, "diversity": s["diversity"] / n,
+                "accuracy": s["correct"] / n, "code_perplexity": s["code_perplexity"] / b,
+                "prob_perplexity": s["prob_perplexity"] / b, "num_masked": s["sample_size"]}
+
+    def validate(self, model, loader, d) -> dict:
+        sums = {"loss": 0.0, "sample_size": 0.0, "contrastive": 0.0, "diversity": 0.0, "correct": 0.0,
+                "code_perplexity": 0.0, "prob_perplexity": 0.0, "batches": 0.0}
+        for batch in loader:
+            batch = {k: v.to(d.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            _, stats = self.forward(model, batch, 0)
+            for k in sums:
+                sums[k] += stats[k]
+        result = self.summarize(self._reduce(sums))
+        result.pop("num_masked")
+        return {**result, "score": result["loss"]}
+
+
+class FinetuneTask(Task):
+    """CTC on letters or sentencepiece units, from a pretrained model (or random init)."""
+
+    kind = "ctc"
+
+    def __init__(self, cfg, d):
+        super().__init__(cfg, d)
+        self.vocab, self.spm = build_vocab(cfg, self.train_rows)
+        last = Path(cfg.out) / "last.pt"
+        if cfg.resume and last.is_file():  # the engine loads the weights; skip --init
+            from w2vcli.model.config import ModelConfig
+            from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
+
+            config = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["model_config"]
+            self.model = Wav2Vec2ForCTC(ModelConfig.from_dict(config), self.vocab)
+        else:
+            self.model = build_ctc_model(cfg, self.vocab)
+        if cfg.freeze_feature_encoder:
+            self.model.freeze_feature_encoder()
+        self._head = {id(p) for p in self.model.head.parameters()}
+
+    def targets(self, rows):
+        return encode_targets(rows, self.vocab, self.spm)
+
+    def save_assets(self, out: Path) -> None:
+        self.vocab.save(out / "vocab.json")
+
+    def before_step(self, model, update: int) -> None:
+        if update < self.cfg.freeze_updates:  # only the output layer learns at first
+            for p in model.parameters():
+                if id(p) not in self._head:
+                    p.grad = None
+
+    def forward(self, model, batch, update):
+        from w2vcli.model.wav2vec2 import ctc_loss
+
+        logits, frame_lengths = model(batch["wav"], batch["lengths"])  # [B,T,V], [B]
+        loss = ctc_loss(logits, frame_lengths, batch["targets"], batch["target_lengths"])  # summed
+        return loss, {"loss": float(loss.detach()), "sample_size": float(len(batch["ids"])),
+                      "nsentences": float(len(batch["ids"])), "nsamples": float(batch["lengths"].sum()),
+                      "ntokens": float(batch["target_lengths"].sum())}
+
+    def summarize(self, s: dict) -> dict:
+        return {"loss": s["loss"] / max(s["sample_size"], 1.0)}
+
+    def validate(self, model, loader, d) -> dict:
+        from w2vcli.score import score_utterance
+
+        texts = {r["id"]: r.get("text", "") for r in self.valid_rows}
+        sums = {"loss": 0.0, "sample_size": 0.0, "word_errors": 0.0, "words": 0.0,
+                "char_errors": 0.0, "chars": 0.0}
+        for batch in loader:
+            batch = {k: v.to(d.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            loss, stats = self.forward(model, batch, 0)
+            sums["loss"] += stats["loss"]
+            sums["sample_size"] += stats["sample_size"]
+            logits, frame_lengths = model(batch["wav"], batch["lengths"])
+            for uid, hyp in zip(batch["ids"], greedy_decode(logits, frame_lengths, self.vocab)):
+                utt = score_utterance(uid, texts[uid].split(), hyp.split())
+                sums["word_errors"] += utt.words.errors
+                sums["words"] += utt.words.ref_len
+                sums["char_errors"] += utt.chars.errors
+                sums["chars"] += utt.chars.ref_len
+        s = self._reduce(sums)
+        wer = s["word_errors"] / max(s["words"], 1.0)
+        return {"loss": s["loss"] / max(s["sample_size"], 1.0), "wer": wer,
+                "cer": s["char_errors"] / max(s["chars"], 1.0), "score": wer}
+
+
+def greedy_decode(logits: torch.Tensor, frame_lengths: torch.Tensor, vocab) -> list[str]:
+    """Best path: argmax per frame, collapse repeats, drop blanks. logits [B,T,V] -> B texts."""
+    best = logits.argmax(dim=-1).cpu()  # [B,T]
+    texts = []
+    for b, n in enumerate(frame_lengths.tolist()):
+        ids = torch.unique_consecutive(best[b, :n]).tolist()
+        texts.append(vocab.decode([i for i in ids if i != vocab.blank]))
+    return texts
+
+
+def build_ctc_model(cfg, vocab):
+    """A CTC model for `vocab`: from --init (w2v / Hugging Face / fairseq) or, with `none`, a preset."""
+    from w2vcli import load_model
+    from w2vcli.model.config import get_preset
+    from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
+
+    overrides = {k: v for k, v in {"mask_time_prob": cfg.mask_prob, "mask_channel_prob": cfg.mask_channel_prob,
+                                   "layer_drop": cfg.layerdrop, "final_dropout": cfg.final_dropout}.items()
+                 if v is not None}
+    overrides.update(cfg.model)
+    if cfg.freeze_feature_encoder:
+        overrides["feature_grad_mult"] = 0.0
+    if cfg.init.lower() in ("none", "scratch"):
+        return Wav2Vec2ForCTC(get_preset(cfg.preset).replace(**overrides), vocab)
+    if not Path(cfg.init).exists():
+        raise W2VError(f"--init {cfg.init}: no such file or directory")
+    pretrained = load_model(cfg.init)  # a pretraining model, or a CTC model to fine-tune further
+    model = Wav2Vec2ForCTC.from_pretraining(pretrained, vocab, pretrained.config.replace(**overrides))
+    old_vocab = getattr(pretrained, "vocab", None)
+    if old_vocab is not None and old_vocab.tokens == vocab.tokens:  # same units: keep the trained head
+        model.head.load_state_dict(pretrained.head.state_dict())
+    return model.cpu()
