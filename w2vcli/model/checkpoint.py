@@ -1,0 +1,475 @@
+"""Saving and loading models: w2v's own checkpoints, Hugging Face directories, fairseq `.pt` files.
+
+w2v checkpoint (a `torch.save` dict that loads with `torch.load(weights_only=True)`):
+
+    {"format": "w2v", "kind": "pretrain" | "ctc", "model_config": ModelConfig.to_dict(),
+     "vocab": list[str] | None, "model": state_dict, ...training state added by the trainer}
+
+`load_model(path)` also reads
+- a Hugging Face `save_pretrained` directory of Wav2Vec2ForPreTraining / Wav2Vec2ForCTC /
+  Wav2Vec2Model (config.json + model.safetensors or pytorch_model.bin, vocab.json,
+  preprocessor_config.json's `do_normalize`);
+- a fairseq checkpoint such as `wav2vec_small.pt` (pretraining) or `wav2vec_small_960h.pt`
+  (CTC), with the letter dictionary from `dict.ltr.txt` beside it, an explicit `vocab`, or
+  LibriSpeech's standard letter order.
+
+No file is ever unpickled with arbitrary globals: torch's `weights_only` unpickler is used, and
+the configuration objects inside fairseq checkpoints (argparse.Namespace, omegaconf containers,
+fairseq meters) are rebuilt as inert stand-ins and read as plain dicts. A pickle naming anything
+else (os.system, builtins.eval, ...) is refused with a W2VError before it can run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from w2vcli.errors import W2VError
+from w2vcli.model.config import ModelConfig
+from w2vcli.model.convert import (
+    FAIRSEQ_ENCODER_NAMES, FAIRSEQ_HEAD_NAMES, FAIRSEQ_UNUSED, HF_ENCODER_NAMES, HF_HEAD_NAMES,
+    codevectors_from_flat, config_from_fairseq, config_from_hf, config_to_hf, rename,
+)  # fmt: skip
+from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, Wav2Vec2Model
+from w2vcli.text import SPECIALS, Vocabulary
+from w2vcli.utils import atomic_open
+
+# fairseq's dict.ltr.txt for LibriSpeech (letters by falling frequency), after the 4 specials
+LIBRISPEECH_LETTERS = list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ")
+
+Model = Wav2Vec2ForPreTraining | Wav2Vec2ForCTC | Wav2Vec2Model
+
+
+def librispeech_vocab() -> Vocabulary:
+    """The 32-token letter vocabulary of the released LibriSpeech CTC models (HF and fairseq)."""
+    return Vocabulary(list(SPECIALS) + LIBRISPEECH_LETTERS)
+
+
+def model_kind(model: Model) -> str:
+    if isinstance(model, Wav2Vec2ForCTC):
+        return "ctc"
+    if isinstance(model, Wav2Vec2ForPreTraining):
+        return "pretrain"
+    if isinstance(model, Wav2Vec2Model):
+        return "encoder"
+    raise TypeError(f"not a w2v model: {type(model).__name__}")
+
+
+def build_model(kind: str, config: ModelConfig, vocab: Vocabulary | None = None) -> Model:
+    """A freshly initialised model of `kind` ("pretrain", "ctc" needs `vocab`, "encoder")."""
+    if kind == "pretrain":
+        return Wav2Vec2ForPreTraining(config)
+    if kind == "ctc":
+        if vocab is None:
+            raise W2VError("a CTC model needs a vocabulary")
+        return Wav2Vec2ForCTC(config, vocab)
+    if kind == "encoder":
+        return Wav2Vec2Model(config)
+    raise W2VError(f"unknown model kind {kind!r} (pretrain, ctc or encoder)")
+
+
+# --- w2v's own format ----------------------------------------------------------------------------
+
+
+def checkpoint_dict(model: Model) -> dict:
+    """The model part of a w2v checkpoint; the trainer adds optimizer/scheduler/RNG state beside it."""
+    vocab = getattr(model, "vocab", None)
+    return {
+        "format": "w2v",
+        "kind": model_kind(model),
+        "model_config": model.config.to_dict(),
+        "vocab": list(vocab.tokens) if vocab is not None else None,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, model: Model, **extra: Any) -> None:
+    """Write a w2v checkpoint atomically (temp file + rename); `extra` entries are stored beside the model."""
+    ckpt = checkpoint_dict(model)
+    ckpt.update(extra)
+    with atomic_open(path, "wb") as f:
+        torch.save(ckpt, f)
+
+
+def model_from_checkpoint(ckpt: dict, where: str = "checkpoint", device: str | torch.device = "cpu") -> Model:
+    """Rebuild a model from a loaded w2v checkpoint dict."""
+    try:
+        config = ModelConfig.from_dict(ckpt["model_config"])
+        vocab = Vocabulary(list(ckpt["vocab"])) if ckpt.get("vocab") else None
+        model = build_model(ckpt["kind"], config, vocab)
+    except KeyError as exc:
+        raise W2VError(f"{where}: w2v checkpoint lacks the {exc} entry") from None
+    _load_state(model, ckpt["model"], where)
+    return model.to(device).eval()
+
+
+def _load_state(model: torch.nn.Module, state: dict, where: str, allow_missing: tuple[str, ...] = ()) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not any(k.endswith(a) for a in allow_missing)]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise W2VError(
+            f"{where}: weights do not fit the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise W2VError(f"{where}: {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+    model.load_state_dict(state, strict=False)
+
+
+# --- loading anything ----------------------------------------------------------------------------
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", vocab: Vocabulary | str | None = None) -> Model:
+    """Load a model for inference or further training, in eval mode, on `device`.
+
+    `path` is a w2v checkpoint, a Hugging Face `save_pretrained` directory or a fairseq `.pt`.
+    Returns `Wav2Vec2ForCTC` (with `.vocab`), `Wav2Vec2ForPreTraining` or `Wav2Vec2Model`.
+    `vocab` (a Vocabulary or a path to vocab.json / dict.ltr.txt) overrides the vocabulary found
+    with the checkpoint.
+    """
+    path = Path(path)
+    if isinstance(vocab, (str, os.PathLike)):
+        vocab = Vocabulary.load(vocab)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise W2VError(f"{path} is a directory without config.json: not a Hugging Face model directory")
+        model = load_hf_dir(path, vocab)
+    elif path.is_file():
+        ckpt = safe_torch_load(path)
+        if not isinstance(ckpt, dict):
+            raise W2VError(f"{path}: not a model checkpoint (holds a {type(ckpt).__name__})")
+        if ckpt.get("format") == "w2v":
+            model = model_from_checkpoint(ckpt, str(path))
+            if vocab is not None and isinstance(model, Wav2Vec2ForCTC):
+                _check_vocab(vocab, model.head.out_features, str(path))
+                model.vocab = vocab
+        elif "model" in ckpt and ("cfg" in ckpt or "args" in ckpt):
+            model = model_from_fairseq(ckpt, path, vocab)
+        else:
+            raise W2VError(f"{path}: neither a w2v nor a fairseq checkpoint (keys: {sorted(ckpt)[:8]})")
+    else:
+        raise W2VError(f"model not found: {path}")
+    return model.to(device).eval()
+
+
+def _check_vocab(vocab: Vocabulary, size: int, where: str) -> None:
+    if len(vocab) != size:
+        raise W2VError(f"{where}: the vocabulary has {len(vocab)} tokens but the CTC head has {size} outputs")
+
+
+# --- safe unpickling -----------------------------------------------------------------------------
+
+# modules whose classes may appear in fairseq checkpoints as configuration or logging state;
+# they are never imported: an inert stand-in is built instead.
+_STUB_MODULES = ("fairseq", "omegaconf", "typing", "argparse", "numpy", "enum", "collections", "pathlib", "datetime")
+_STUB_BUILTINS = {"dict", "list", "set", "frozenset", "tuple", "int", "float", "str", "bool", "bytes", "object",
+                  "complex", "slice", "range", "type", "NoneType"}  # fmt: skip
+_UNSUPPORTED = re.compile(r"GLOBAL (\S+) was not an allowed global")
+_BLOCKED = re.compile(r"unsupported GLOBAL (\S+) whose module")
+
+
+class _Stub:
+    """Stand-in for a class or function named in a pickle: records its arguments and state, runs nothing."""
+
+    _name = "?"
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        obj.args, obj.state = args, None
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __repr__(self):
+        return f"<stub {self._name}>"
+
+
+def _stub_for(name: str) -> type:
+    return type(name.rsplit(".", 1)[-1], (_Stub,), {"_name": name})
+
+
+def _may_stub(name: str) -> bool:
+    module, _, attr = name.rpartition(".")
+    if module == "builtins":
+        return attr in _STUB_BUILTINS
+    return module.split(".")[0] in _STUB_MODULES
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(weights_only=True)` that also reads fairseq's config objects (as inert stand-ins).
+
+    Anything that would import a module outside the allow-list raises a W2VError naming it.
+    """
+    path = Path(path)
+    stubs: dict[str, type] = {}
+    try:
+        for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
+            if not _may_stub(name):
+                raise _refuse(path, name)
+            stubs[name] = _stub_for(name)
+    except (ValueError, RuntimeError, pickle.UnpicklingError, KeyError, OSError):
+        pass  # legacy (non-zip) file or unreadable: the loop below finds names one by one
+    for _ in range(500):
+        try:
+            with torch.serialization.safe_globals([(cls, name) for name, cls in stubs.items()]):
+                return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            message = str(exc)
+            m = _UNSUPPORTED.search(message)
+            if m is None:
+                blocked = _BLOCKED.search(message)
+                if blocked:
+                    raise _refuse(path, blocked.group(1)) from None
+                first = next((line for line in message.splitlines() if line.strip() and "Weights only" not in line), message)
+                raise W2VError(f"refusing to load {path}: it is not a plain weights file ({first.strip()})") from None
+            name = m.group(1)
+            if "." not in name:
+                name = f"builtins.{name}"
+            if name in stubs or not _may_stub(name):
+                raise _refuse(path, name) from None
+            stubs[name] = _stub_for(name)
+        except (RuntimeError, EOFError, OSError) as exc:
+            raise W2VError(f"cannot read checkpoint {path}: {exc}") from None
+    raise W2VError(f"refusing to load {path}: too many unknown objects inside")
+
+
+def _refuse(path: Path, name: str) -> W2VError:
+    return W2VError(
+        f"refusing to load {path}: its pickle refers to {name}, which could run code when loaded; "
+        "w2v only loads weights, configs and vocabularies (never arbitrary objects)"
+    )
+
+
+def plain(obj: Any) -> Any:
+    """Turn stand-ins (argparse.Namespace, omegaconf DictConfig/ListConfig/nodes) into dicts, lists, values."""
+    if isinstance(obj, _Stub):
+        state = obj.state
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], (dict, type(None))):
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if isinstance(state, dict):
+            if "_content" in state:  # omegaconf container
+                return plain(state["_content"])
+            if "_val" in state:  # omegaconf value node
+                return plain(state["_val"])
+            return {k: plain(v) for k, v in state.items()}  # argparse.Namespace and other plain objects
+        if obj.args and len(obj.args) == 1 and isinstance(obj.args[0], (str, int, float)):
+            return obj.args[0]  # e.g. an enum member or pathlib path
+        return None
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    return obj
+
+
+# --- Hugging Face --------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise W2VError(f"cannot read {path}: {exc}") from None
+
+
+def load_hf_dir(directory: str | os.PathLike, vocab: Vocabulary | None = None) -> Model:
+    """Load a `save_pretrained` directory of Wav2Vec2ForPreTraining / Wav2Vec2ForCTC / Wav2Vec2Model."""
+    directory = Path(directory)
+    hf = _read_json(directory / "config.json")
+    config = config_from_hf(hf, str(directory / "config.json"))
+    pre = directory / "preprocessor_config.json"
+    if pre.is_file():
+        config.normalize_waveform = bool(_read_json(pre).get("do_normalize", False))
+    if (directory / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(directory / "model.safetensors"))
+    elif (directory / "pytorch_model.bin").is_file():
+        state = safe_torch_load(directory / "pytorch_model.bin")
+    else:
+        raise W2VError(f"{directory}: no model.safetensors or pytorch_model.bin (sharded weights are not supported)")
+    arch = (hf.get("architectures") or ["Wav2Vec2Model"])[0]
+    where = str(directory)
+    if any(k.startswith("lm_head.") for k in state) or arch == "Wav2Vec2ForCTC":
+        kind = "ctc"
+    elif any(k.startswith("quantizer.") for k in state) or arch == "Wav2Vec2ForPreTraining":
+        kind = "pretrain"
+    else:
+        kind = "encoder"
+    mapped = {}
+    for key, value in state.items():
+        inner = key[len("wav2vec2."):] if key.startswith("wav2vec2.") else key
+        name = rename(inner, HF_ENCODER_NAMES)
+        if name is not None:
+            mapped[name if kind == "encoder" else "wav2vec2." + name] = value
+            continue
+        name = rename(key, HF_HEAD_NAMES)
+        if name is None:
+            raise W2VError(f"{where}: unknown parameter {key} (not a plain wav2vec 2.0 model?)")
+        mapped[name] = codevectors_from_flat(value, config) if name == "quantizer.codevectors" else value
+    if kind == "ctc":
+        n_out = mapped["head.weight"].shape[0]
+        vocab, mapped = _hf_vocab(directory, hf, vocab, n_out, mapped)
+    model = build_model(kind, config, vocab)
+    _load_state(model, mapped, where, allow_missing=("mask_embedding",))
+    return model
+
+
+def _hf_vocab(directory: Path, hf: dict, vocab: Vocabulary | None, n_out: int, mapped: dict):
+    """The vocabulary of an HF CTC model, with its blank (pad_token_id) moved to index 0 if needed."""
+    where = str(directory)
+    if vocab is not None:
+        _check_vocab(vocab, n_out, where)
+        return vocab, mapped
+    path = directory / "vocab.json"
+    if not path.is_file():
+        if n_out == 32:
+            return librispeech_vocab(), mapped
+        raise W2VError(f"{where}: no vocab.json; pass a vocabulary (vocab.json or dict.ltr.txt) explicitly")
+    mapping = _read_json(path)
+    if mapping and all(isinstance(v, dict) for v in mapping.values()):  # multilingual {lang: {tok: id}}
+        raise W2VError(f"{path}: multilingual vocabularies are not supported")
+    tokens = [t for t, _ in sorted(mapping.items(), key=lambda kv: int(kv[1]))]
+    if len(tokens) != n_out:
+        raise W2VError(f"{path}: {len(tokens)} tokens but the CTC head has {n_out} outputs")
+    blank = int(hf.get("pad_token_id") or 0)
+    if blank != 0:  # e.g. HF fine-tuning tutorials put "[PAD]" last: move it (and its head row) to index 0
+        order = [blank] + [i for i in range(n_out) if i != blank]
+        for k in ("head.weight", "head.bias"):
+            mapped[k] = mapped[k][order]
+        tokens = ["<pad>"] + [tokens[i] for i in order[1:]]
+    else:
+        tokens[0] = "<pad>"
+    tokens = ["|" if t == " " else t for t in tokens]
+    try:
+        return Vocabulary(tokens), mapped
+    except W2VError as exc:
+        raise W2VError(f"{path}: {exc}") from None
+
+
+def export_hf(model: Model, out_dir: str | os.PathLike) -> Path:
+    """Write `model` as a directory `transformers` loads with `from_pretrained`.
+
+    Files: config.json, model.safetensors, preprocessor_config.json, and for a CTC model
+    vocab.json + tokenizer_config.json + special_tokens_map.json (Wav2Vec2CTCTokenizer).
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = model_kind(model)
+    arch = {"ctc": "Wav2Vec2ForCTC", "pretrain": "Wav2Vec2ForPreTraining", "encoder": "Wav2Vec2Model"}[kind]
+    state = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu().contiguous()
+        inner = key[len("wav2vec2."):] if key.startswith("wav2vec2.") else key
+        name = rename(inner, HF_ENCODER_NAMES, reverse=True)
+        if name is not None:
+            state[name if kind == "encoder" else "wav2vec2." + name] = value
+            continue
+        name = rename(key, HF_HEAD_NAMES, reverse=True)
+        if name is None:
+            raise W2VError(f"cannot export parameter {key} to the Hugging Face layout")
+        if name == "quantizer.codevectors":
+            value = value.reshape(1, -1, value.shape[-1]).contiguous()
+        state[name] = value
+    vocab = getattr(model, "vocab", None)
+    hf = config_to_hf(model.config, arch, len(vocab) if vocab is not None else None)
+    with atomic_open(out / "config.json", "w", encoding="utf-8") as f:
+        json.dump(hf, f, indent=2)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    pre = {
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": 16000,
+        "padding_value": 0.0, "padding_side": "right", "do_normalize": bool(model.config.normalize_waveform),
+        "return_attention_mask": True,
+    }  # fmt: skip
+    if vocab is not None:
+        pre["processor_class"] = "Wav2Vec2Processor"
+        vocab.save(out / "vocab.json")
+        tok = {
+            "tokenizer_class": "Wav2Vec2CTCTokenizer", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>",
+            "pad_token": "<pad>", "word_delimiter_token": vocab.word_boundary or "|", "do_lower_case": False,
+            "processor_class": "Wav2Vec2Processor",
+        }  # fmt: skip
+        with atomic_open(out / "tokenizer_config.json", "w", encoding="utf-8") as f:
+            json.dump(tok, f, indent=2)
+        special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+        with atomic_open(out / "special_tokens_map.json", "w", encoding="utf-8") as f:
+            json.dump(special, f, indent=2)
+    with atomic_open(out / "preprocessor_config.json", "w", encoding="utf-8") as f:
+        json.dump(pre, f, indent=2)
+    return out
+
+
+# --- fairseq -------------------------------------------------------------------------------------
+
+
+def model_from_fairseq(ckpt: dict, path: Path, vocab: Vocabulary | None = None) -> Model:
+    """Build a model from a loaded fairseq checkpoint dict (`wav2vec_small.pt`, `wav2vec_small_960h.pt`)."""
+    where = str(path)
+    cfg = plain(ckpt.get("cfg")) or {}
+    args = plain(ckpt.get("args")) or {}
+    if cfg:
+        model_cfg, task_cfg, crit_cfg = cfg.get("model") or {}, cfg.get("task") or {}, cfg.get("criterion") or {}
+    else:  # older checkpoints: one flat argparse.Namespace
+        model_cfg = task_cfg = crit_cfg = args
+    state = ckpt["model"]
+    if not isinstance(state, dict):
+        raise W2VError(f"{where}: the 'model' entry is not a state dict")
+    is_ctc = any(k.startswith("w2v_encoder.") for k in state)
+    if is_ctc:
+        w2v_args = plain(model_cfg.get("w2v_args")) or {}
+        pt_model = w2v_args.get("model") or w2v_args  # omegaconf-era nests model/task; Namespace-era is flat
+        pt_task = w2v_args.get("task") or w2v_args
+        if not pt_model:
+            raise W2VError(f"{where}: fine-tuned checkpoint without w2v_args (the pretraining config)")
+        normalize = task_cfg.get("normalize", pt_task.get("normalize", False))
+        config = config_from_fairseq(pt_model, None, normalize, where, finetune_cfg=model_cfg)
+    else:
+        loss_weights = crit_cfg.get("loss_weights")
+        config = config_from_fairseq(model_cfg, loss_weights, task_cfg.get("normalize", False), where)
+    mapped = {}
+    for key, value in state.items():
+        inner = key
+        if is_ctc:
+            if key.startswith("w2v_encoder.proj."):
+                mapped["head." + key[len("w2v_encoder.proj."):]] = value
+                continue
+            if not key.startswith("w2v_encoder.w2v_model."):
+                raise W2VError(f"{where}: unknown parameter {key}")
+            inner = key[len("w2v_encoder.w2v_model."):]
+            if inner.startswith(FAIRSEQ_UNUSED):
+                continue
+        name = rename(inner, FAIRSEQ_ENCODER_NAMES)
+        if name is not None:
+            mapped["wav2vec2." + name] = value
+            continue
+        name = rename(inner, FAIRSEQ_HEAD_NAMES)
+        if name is None:
+            if inner.startswith(FAIRSEQ_UNUSED):
+                raise W2VError(f"{where}: {inner}: only quantized-target wav2vec 2.0 models are supported")
+            raise W2VError(f"{where}: unknown parameter {key}")
+        mapped[name] = codevectors_from_flat(value, config) if name == "quantizer.codevectors" else value
+    if is_ctc:
+        n_out = mapped["head.weight"].shape[0]
+        if vocab is None:
+            dict_path = path.parent / "dict.ltr.txt"
+            vocab = Vocabulary.load(dict_path) if dict_path.is_file() else librispeech_vocab()
+        _check_vocab(vocab, n_out, where)
+        model = Wav2Vec2ForCTC(config, vocab)
+    else:
+        model = Wav2Vec2ForPreTraining(config)
+    _load_state(model, mapped, where)
+    return model
