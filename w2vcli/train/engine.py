@@ -100,8 +100,10 @@ class Trainer:
             self._load(self.out / "last.pt")
         else:
             seed_everything(cfg.seed + 1000 * d.rank)  # dropout and masking differ between ranks
-        self.ddp = (DDP(self.model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-                    if d.enabled else self.model)
+        self.ddp = self.model
+        if d.enabled:
+            self.ddp = DDP(self.model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
+                           find_unused_parameters=self.task.find_unused_parameters)
         if d.main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.toml")
@@ -300,7 +302,7 @@ class Trainer:
     def _validate_and_log(self, bar) -> bool:
         result = self.validate()
         score = result.pop("score")
-        best = self.best is None or score < self.best
+        best = self.best is None or list(score) < list(self.best)
         if best:
             self.best = score
         row = {"update": self.update, **{f"valid_{k}": v for k, v in result.items()}, "valid_best": best}

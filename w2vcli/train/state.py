@@ -61,15 +61,13 @@ def seed_everything(seed: int) -> None:
 
 def model_checkpoint(model, kind: str) -> dict:
     """The model part of a w2v checkpoint (docs/architecture.md), tensors under "model"."""
+    from w2vcli.model.checkpoint import checkpoint_dict
+
+    ckpt = checkpoint_dict(model)
     vocab = getattr(model, "vocab", None)
-    return {
-        "format": "w2v",
-        "kind": kind,
-        "model_config": model.config.to_dict(),
-        "vocab": list(vocab.tokens) if vocab is not None else None,
-        "vocab_word_boundary": getattr(vocab, "word_boundary", None) if vocab is not None else None,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
+    if vocab is not None:  # None for sentencepiece units ("▁" marks word starts)
+        ckpt["vocab_word_boundary"] = vocab.word_boundary
+    return ckpt
 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: dict) -> None:

@@ -9,7 +9,7 @@ A task gives the engine:
                               "sample_size", "nsentences", "nsamples"
     summarize(sums)           sums over batches/updates/ranks -> metric values
     before_step(model, u)     last look at the gradients before the optimizer step
-    validate(model, loader)   metric dict with "score" (lower is better: best.pt)
+    validate(model, loader)   metric dict with "score", a list compared in order (lower is better: best.pt)
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def make_task(cfg, d: distributed.Dist):
 
 class Task:
     kind = ""
+    find_unused_parameters = False  # for DDP: parameters some steps leave unused (layer drop, mask embedding)
     crop = False  # crop long audio (pretraining) instead of skipping it (fine-tuning)
 
     def __init__(self, cfg, d: distributed.Dist):
@@ -85,6 +86,7 @@ class PretrainTask(Task):
 
         config = get_preset(cfg.preset).replace(**cfg.model)
         self.model = Wav2Vec2ForPreTraining(config)
+        self.find_unused_parameters = config.layer_drop > 0
 
     def temperature(self, update: int) -> float:
         return self.model.config.gumbel_temperature(update)
@@ -92,12 +94,13 @@ class PretrainTask(Task):
     def forward(self, model, batch, update):
         out = model(batch["wav"], batch["lengths"], temperature=self.temperature(update))
         n = float(out.num_masked)
+        f = lambda t: float(t.detach())  # noqa: E731
         return out.loss, {
-            "loss": float(out.loss.detach()), "sample_size": n, "nsentences": len(batch["ids"]),
+            "loss": f(out.loss), "sample_size": n, "nsentences": len(batch["ids"]),
             "nsamples": float(batch["lengths"].sum()),
-            "contrastive": float(out.contrastive_loss), "diversity": float(out.diversity_loss) * n,
-            "correct": float(out.num_correct), "code_perplexity": float(out.code_perplexity),
-            "prob_perplexity": float(out.prob_perplexity), "batches": 1.0,
+            "contrastive": f(out.contrastive_loss), "diversity": f(out.diversity_loss) * n,
+            "correct": float(out.num_correct), "code_perplexity": f(out.code_perplexity),
+            "prob_perplexity": f(out.prob_perplexity), "batches": 1.0,
         }
 
     def summarize(self, s: dict) -> dict:
@@ -116,13 +119,14 @@ class PretrainTask(Task):
                 sums[k] += stats[k]
         result = self.summarize(self._reduce(sums))
         result.pop("num_masked")
-        return {**result, "score": result["loss"]}
+        return {**result, "score": [result["loss"]]}
 
 
 class FinetuneTask(Task):
     """CTC on letters or sentencepiece units, from a pretrained model (or random init)."""
 
     kind = "ctc"
+    find_unused_parameters = True
 
     def __init__(self, cfg, d):
         super().__init__(cfg, d)
@@ -152,14 +156,17 @@ class FinetuneTask(Task):
                 if id(p) not in self._head:
                     p.grad = None
 
-    def forward(self, model, batch, update):
+    def forward(self, model, batch, update, return_logits: bool = False):
         from w2vcli.model.wav2vec2 import ctc_loss
 
         logits, frame_lengths = model(batch["wav"], batch["lengths"])  # [B,T,V], [B]
         loss = ctc_loss(logits, frame_lengths, batch["targets"], batch["target_lengths"])  # summed
-        return loss, {"loss": float(loss.detach()), "sample_size": float(len(batch["ids"])),
-                      "nsentences": float(len(batch["ids"])), "nsamples": float(batch["lengths"].sum()),
-                      "ntokens": float(batch["target_lengths"].sum())}
+        stats = {"loss": float(loss.detach()), "sample_size": float(len(batch["ids"])),
+                 "nsentences": float(len(batch["ids"])), "nsamples": float(batch["lengths"].sum()),
+                 "ntokens": float(batch["target_lengths"].sum())}
+        if return_logits:
+            stats["logits"], stats["frame_lengths"] = logits, frame_lengths
+        return loss, stats
 
     def summarize(self, s: dict) -> dict:
         return {"loss": s["loss"] / max(s["sample_size"], 1.0)}
@@ -172,20 +179,20 @@ class FinetuneTask(Task):
                 "char_errors": 0.0, "chars": 0.0}
         for batch in loader:
             batch = {k: v.to(d.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            loss, stats = self.forward(model, batch, 0)
+            _, stats = self.forward(model, batch, 0, return_logits=True)
             sums["loss"] += stats["loss"]
             sums["sample_size"] += stats["sample_size"]
-            logits, frame_lengths = model(batch["wav"], batch["lengths"])
-            for uid, hyp in zip(batch["ids"], greedy_decode(logits, frame_lengths, self.vocab)):
+            hyps = greedy_decode(stats["logits"], stats["frame_lengths"], self.vocab)
+            for uid, hyp in zip(batch["ids"], hyps):
                 utt = score_utterance(uid, texts[uid].split(), hyp.split())
                 sums["word_errors"] += utt.words.errors
                 sums["words"] += utt.words.ref_len
                 sums["char_errors"] += utt.chars.errors
                 sums["chars"] += utt.chars.ref_len
         s = self._reduce(sums)
-        wer = s["word_errors"] / max(s["words"], 1.0)
-        return {"loss": s["loss"] / max(s["sample_size"], 1.0), "wer": wer,
-                "cer": s["char_errors"] / max(s["chars"], 1.0), "score": wer}
+        loss = s["loss"] / max(s["sample_size"], 1.0)
+        wer, cer = s["word_errors"] / max(s["words"], 1.0), s["char_errors"] / max(s["chars"], 1.0)
+        return {"loss": loss, "wer": wer, "cer": cer, "score": [wer, cer, loss]}  # best: WER, ties by CER
 
 
 def greedy_decode(logits: torch.Tensor, frame_lengths: torch.Tensor, vocab) -> list[str]:
@@ -214,8 +221,10 @@ def build_ctc_model(cfg, vocab):
         return Wav2Vec2ForCTC(get_preset(cfg.preset).replace(**overrides), vocab)
     if not Path(cfg.init).exists():
         raise W2VError(f"--init {cfg.init}: no such file or directory")
-    pretrained = load_model(cfg.init)  # a pretraining model, or a CTC model to fine-tune further
-    model = Wav2Vec2ForCTC.from_pretraining(pretrained, vocab, pretrained.config.replace(**overrides))
+    pretrained = load_model(cfg.init)  # a pretraining model, an encoder, or a CTC model to tune further
+    encoder = getattr(pretrained, "wav2vec2", pretrained)  # Wav2Vec2Model
+    model = Wav2Vec2ForCTC(encoder.config.replace(**overrides), vocab)
+    model.wav2vec2.load_state_dict(encoder.state_dict())
     old_vocab = getattr(pretrained, "vocab", None)
     if old_vocab is not None and old_vocab.tokens == vocab.tokens:  # same units: keep the trained head
         model.head.load_state_dict(pretrained.head.state_dict())
