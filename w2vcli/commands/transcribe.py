@@ -1,8 +1,146 @@
-"""`w2v transcribe` (not implemented yet)."""
+"""`w2v transcribe`: speech to text with greedy CTC or KenLM beam search."""
 
-from w2vcli.commands._common import not_implemented
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from w2vcli.errors import W2VError
+from w2vcli.utils import log
 
 
-def transcribe() -> None:
-    """Not implemented yet."""
-    not_implemented("transcribe")
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise W2VError(f"{option} takes numbers separated by commas, got {text!r}") from None
+    if not values:
+        raise W2VError(f"{option} is empty")
+    return values
+
+
+def transcribe(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="w2v checkpoint, Hugging Face directory or fairseq .pt.")],
+    audio: Annotated[Optional[list[str]], typer.Argument(help="Audio files (any format soundfile reads).", show_default=False)] = None,
+    manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="Transcribe a JSONL/tsv manifest instead of files.", dir_okay=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="With --manifest: hypothesis JSONL to write ({id, text, words, ...} per line).", dir_okay=False)] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Output for files: txt | jsonl | srt | vtt.")] = "txt",
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Write AUDIO-STEM.FORMAT files here instead of printing.", file_okay=False)] = None,
+    lm: Annotated[Optional[Path], typer.Option("--lm", help="KenLM binary or ARPA model: beam search with shallow fusion.", dir_okay=False)] = None,
+    beam: Annotated[Optional[int], typer.Option("--beam", help="Beam width (default 50 with --lm, else greedy; 0 = greedy).")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="LM weight.")] = 0.5,
+    beta: Annotated[float, typer.Option("--beta", help="Word insertion bonus.")] = 1.0,
+    unigrams: Annotated[Optional[Path], typer.Option("--unigrams", "--lexicon", help="LM word list, or lexicon (first field used); default LM.unigrams.txt.", dir_okay=False)] = None,
+    hotwords: Annotated[Optional[str], typer.Option("--hotwords", help="Comma-separated words or phrases to favour (beam search).")] = None,
+    hotword_weight: Annotated[float, typer.Option("--hotword-weight", help="Hotword score weight.")] = 10.0,
+    chunk_seconds: Annotated[float, typer.Option("--chunk-seconds", help="Long audio: seconds kept per window (0 = never chunk).")] = 30.0,
+    stride_seconds: Annotated[float, typer.Option("--stride-seconds", help="Long audio: context seconds on each side of a window.")] = 5.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Files (or windows) per forward pass.")] = 8,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")] = "auto",
+    tune: Annotated[bool, typer.Option("--tune", help="Search α and β on --manifest (with text) and print the WER table.")] = False,
+    tune_alpha: Annotated[str, typer.Option("--tune-alpha", help="α values of the grid (or the range of random trials).")] = "0,0.25,0.5,0.75,1,1.5,2",
+    tune_beta: Annotated[str, typer.Option("--tune-beta", help="β values of the grid (or the range of random trials).")] = "-1,0,1,2,3",
+    tune_trials: Annotated[int, typer.Option("--tune-trials", help="Random (α, β) trials instead of the grid (0 = grid).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random trials.")] = 0,
+) -> None:
+    """Transcribe audio files (or a manifest) with a CTC model.
+
+    Greedy decoding by default; --lm switches to beam search through pyctcdecode. Files are
+    printed in the order given (txt: the text; with several files "PATH<TAB>TEXT"). A missing
+    or unreadable file is named in a warning, the others are transcribed, and the exit code is
+    1 at the end. Long files are transcribed in overlapping windows with bounded memory.
+    """
+    import w2vcli
+    from w2vcli.decode.ctc import DecodingOptions
+    from w2vcli.decode.emissions import EmissionOptions
+    from w2vcli.decode.formats import FORMATS, render
+    from w2vcli.decode.transcribe import TranscribeOptions
+
+    files = list(audio or [])
+    if fmt not in FORMATS:
+        raise W2VError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if bool(files) == bool(manifest):
+        raise W2VError("give either AUDIO files or --manifest (one of them)")
+    if manifest is not None and out is None and not tune:
+        raise W2VError("--manifest needs --out HYP.jsonl (or --tune)")
+    if tune and (manifest is None or lm is None):
+        raise W2VError("--tune needs --manifest DEV.jsonl (with text) and --lm")
+    if fmt in ("srt", "vtt") and len(files) > 1 and out_dir is None:
+        raise W2VError(f"--format {fmt} for several files needs --out-dir")
+
+    beam_size = beam if beam is not None else (50 if lm is not None or hotwords else 0)
+    words = tuple(w for w in (" ".join(h.split()).upper() for h in (hotwords or "").split(",")) if w)
+    options = TranscribeOptions(
+        emission=EmissionOptions(batch_size, chunk_seconds, stride_seconds, device, precision),
+        decoding=DecodingOptions(
+            beam_size=beam_size, lm=str(lm) if lm else None, alpha=alpha, beta=beta,
+            unigrams=str(unigrams) if unigrams else None, hotwords=words, hotword_weight=hotword_weight,
+        ),
+    )  # fmt: skip
+    model = w2vcli.load_model(model_path, device="cpu")
+    if not hasattr(model, "vocab"):
+        raise W2VError(f"{model_path}: not a CTC model (no vocabulary/output layer); fine-tune it first")
+
+    if manifest is not None:
+        from w2vcli.data.manifest import read_manifest
+
+        rows = read_manifest(manifest)
+        if tune:
+            _tune(model, rows, options, tune_alpha, tune_beta, tune_trials, seed, out)
+            return
+        from w2vcli.decode.transcribe import transcribe_manifest
+        from w2vcli.utils import write_jsonl
+
+        hyps, stats = transcribe_manifest(model, rows, options)
+        write_jsonl(out, hyps)
+        log(f"wrote {len(hyps)} hypotheses to {out}")
+    else:
+        from w2vcli.decode.transcribe import transcribe_files
+        from w2vcli.utils import atomic_open
+
+        def emit(t: dict) -> None:
+            text = render(t, fmt, with_path=len(files) > 1)
+            if out_dir is None:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            else:
+                target = out_dir / f"{Path(t['audio']).stem}.{fmt}"
+                with atomic_open(target, "w", encoding="utf-8") as f:
+                    f.write(text)
+
+        stats = transcribe_files(model, files, options, emit)
+    log(stats.summary())
+    if stats.failed:
+        raise W2VError(f"{len(stats.failed)} of {stats.files + len(stats.failed)} file(s) could not be transcribed: "
+                       + ", ".join(stats.failed[:5]) + (" ..." if len(stats.failed) > 5 else ""))  # fmt: skip
+
+
+def _tune(model, rows, options, tune_alpha: str, tune_beta: str, trials: int, seed: int, out: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from w2vcli.decode.transcribe import tune_lm, tune_pairs
+    from w2vcli.utils import write_jsonl
+
+    pairs = tune_pairs(_floats(tune_alpha, "--tune-alpha"), _floats(tune_beta, "--tune-beta"), trials, seed)
+    results, stats = tune_lm(model, rows, options, pairs)
+    table = Table(title=f"beam {options.decoding.beam_size}, LM {options.decoding.lm}: WER by α, β")
+    for name in ("α", "β", "WER %", "CER %"):
+        table.add_column(name, justify="right")
+    for r in results:
+        if r.alpha is None:
+            table.add_row("greedy", "", f"{100 * r.wer:.2f}", f"{100 * r.cer:.2f}", style="dim")
+        else:
+            table.add_row(f"{r.alpha:g}", f"{r.beta:g}", f"{100 * r.wer:.2f}", f"{100 * r.cer:.2f}")
+    Console().print(table)
+    best = next(r for r in results if r.alpha is not None)
+    if out is not None:
+        write_jsonl(out, [{"alpha": r.alpha, "beta": r.beta, "wer": r.wer, "cer": r.cer} for r in results])
+        log(f"wrote {out}")
+    log(f"{len(pairs)} (α, β) pairs on {stats.files} utterances in {stats.wall_seconds:.1f} s "
+        f"(emissions once: {stats.model_seconds:.1f} s)")  # fmt: skip
+    typer.echo(f"best: --alpha {best.alpha:g} --beta {best.beta:g}  (WER {100 * best.wer:.2f}%)")

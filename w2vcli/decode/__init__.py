@@ -1,0 +1,9 @@
+"""Decoding: emissions from a CTC model, greedy and LM beam search, long-audio chunking,
+output formats, and `w2v lm build`.
+
+    ctc.py          DecodingOptions, GreedyDecoder, BeamSearchDecoder (pyctcdecode), make_decoder
+    emissions.py    EmissionOptions, Emitter: batched / chunked model runs -> log-probs [T,V]
+    transcribe.py   transcribe_files / transcribe_manifest / tune_lm
+    formats.py      txt, jsonl, srt, vtt
+    lm.py           KenLM n-gram building (lmplz, build_binary) and unigram lists
+"""

@@ -1,0 +1,198 @@
+"""CTC decoding of log-probabilities [T,V]: greedy (argmax) and beam search with pyctcdecode.
+
+Both decoders share one small interface: `decoder.decode(log_probs[T,V]) -> Hypothesis`, the
+text plus each word's first frame and one-past-last frame (the caller turns frames into
+seconds with the model's frame stride). `make_decoder(vocab, DecodingOptions(...))` picks one.
+
+Special tokens: index 0 is the CTC blank. The other specials of w2v's letter vocabulary
+(`<s>`, `</s>`, `<unk>`) never appear in text: greedy decoding collapses repeats and then
+drops them (what `Vocabulary.decode` does), and beam search adds their probability mass to
+the blank's, which gives the same text for the same frame-wise choices.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from w2vcli.errors import W2VError
+from w2vcli.text import BLANK, SPECIALS, Vocabulary
+from w2vcli.utils import warn
+
+SP_WORD = "\u2581"  # sentencepiece's word-start marker
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How to turn emissions into words; validates itself."""
+
+    beam_size: int = 0  # 0: greedy (argmax) decoding; > 0: beam search through pyctcdecode
+    lm: str | None = None  # KenLM binary or ARPA file (needs beam search)
+    alpha: float = 0.5  # LM weight (natural-log LM score is multiplied by it)
+    beta: float = 1.0  # word insertion bonus (added per word)
+    unigrams: str | None = None  # LM word list or lexicon (first field); default: LM.unigrams.txt
+    hotwords: tuple[str, ...] = ()  # words or phrases to favour (beam search only)
+    hotword_weight: float = 10.0  # pyctcdecode's hotword weight
+    beam_prune_logp: float = -10.0  # drop beams this far below the best one (natural log)
+    token_min_logp: float = -5.0  # skip tokens below this log-probability at a frame (unless argmax)
+    unk_score_offset: float = -10.0  # log-score penalty for words outside the unigram list
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 0:
+            raise W2VError(f"--beam must be >= 0 (0 = greedy), got {self.beam_size}")
+        if self.lm is not None and self.beam_size == 0:
+            raise W2VError("--lm needs beam search: give --beam N with N > 0")
+        if self.hotwords and self.beam_size == 0:
+            raise W2VError("--hotwords needs beam search: give --beam N with N > 0 (or --lm)")
+        if self.lm is not None and not Path(self.lm).is_file():
+            raise W2VError(f"{self.lm}: language model not found")
+        if self.unigrams is not None and not Path(self.unigrams).is_file():
+            raise W2VError(f"{self.unigrams}: unigram list not found")
+        if self.unigrams is not None and self.lm is None:
+            raise W2VError("--unigrams/--lexicon only make sense with --lm")
+
+    @property
+    def method(self) -> str:
+        return "beam" if self.beam_size > 0 else "greedy"
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: int  # first frame
+    end: int  # one past the last frame
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    text: str
+    words: list[Word] = field(default_factory=list)
+    score: float | None = None  # beam search: combined acoustic + LM score
+
+
+class GreedyDecoder:
+    """Argmax per frame, collapse repeats, drop blanks and specials; words from `|` or `▁`."""
+
+    def __init__(self, vocab: Vocabulary):
+        self.vocab = vocab
+        self.skip = np.array([t in SPECIALS for t in vocab.tokens])  # blank and other specials
+
+    def decode(self, log_probs: np.ndarray) -> Hypothesis:
+        """log_probs [T,V] (or logits: only the argmax matters)."""
+        ids = np.asarray(log_probs).argmax(axis=-1)  # [T]
+        if ids.size == 0:
+            return Hypothesis("")
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])  # first frame of each run
+        ends = np.r_[starts[1:], ids.size]
+        tokens, boundary = self.vocab.tokens, self.vocab.word_boundary
+        words: list[Word] = []
+        piece, w_start, w_end = "", 0, 0
+        for tok_id, s, e in zip(ids[starts].tolist(), starts.tolist(), ends.tolist()):
+            if self.skip[tok_id]:
+                continue
+            tok = tokens[tok_id]
+            if boundary is None and tok.startswith(SP_WORD):  # sentencepiece: a new word starts
+                if piece:
+                    words.append(Word(piece, w_start, w_end))
+                piece, tok = "", tok[len(SP_WORD):]
+                if not tok:
+                    continue
+            elif tok == boundary:
+                if piece:
+                    words.append(Word(piece, w_start, w_end))
+                piece = ""
+                continue
+            if not piece:
+                w_start = s
+            piece += tok
+            w_end = e
+        if piece:
+            words.append(Word(piece, w_start, w_end))
+        return Hypothesis(" ".join(w.word for w in words), words)
+
+
+class BeamSearchDecoder:
+    """CTC prefix beam search with an optional KenLM n-gram and hotwords (pyctcdecode)."""
+
+    def __init__(self, vocab: Vocabulary, options: DecodingOptions):
+        try:
+            from pyctcdecode import build_ctcdecoder
+        except ImportError:
+            raise W2VError("beam search needs pyctcdecode: pip install 'pyctcdecode>=0.5' 'numpy<2'") from None
+        if options.lm is not None:
+            try:
+                import kenlm  # noqa: F401
+            except ImportError:
+                raise W2VError("--lm needs the kenlm module: pip install kenlm") from None
+        logging.getLogger("pyctcdecode").setLevel(logging.ERROR)  # we warn about what matters ourselves
+        self.options = options
+        # keep the blank, drop the other specials (their mass goes to the blank), relabel
+        self.keep = [i for i, t in enumerate(vocab.tokens) if t not in SPECIALS or t == BLANK]
+        self.merge = [i for i, t in enumerate(vocab.tokens) if t in SPECIALS and t != BLANK]
+        labels = []
+        for i in self.keep:
+            tok = vocab.tokens[i]
+            labels.append("" if tok == BLANK else " " if tok == vocab.word_boundary else tok)
+        unigrams = None
+        if options.lm is not None:
+            from w2vcli.decode.lm import read_unigrams, unigrams_path
+
+            path = options.unigrams or (str(unigrams_path(options.lm)) if unigrams_path(options.lm).is_file() else None)
+            if path is not None:
+                unigrams = read_unigrams(path)
+            elif _is_arpa(options.lm):
+                from pyctcdecode.language_model import load_unigram_set_from_arpa
+
+                unigrams = sorted(load_unigram_set_from_arpa(options.lm) - {"<s>", "</s>", "<unk>"})
+            else:
+                warn(
+                    f"no unigram list for {options.lm} (expected {unigrams_path(options.lm)}, which `w2v lm build` "
+                    "writes): beam search treats every word as known; pass --unigrams"
+                )
+        try:
+            self._decoder = build_ctcdecoder(
+                labels, kenlm_model_path=options.lm, unigrams=unigrams, alpha=float(options.alpha),
+                beta=float(options.beta), unk_score_offset=float(options.unk_score_offset),
+            )  # fmt: skip
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise W2VError(f"cannot set up beam search{f' with {options.lm}' if options.lm else ''}: {exc}") from None
+
+    def set_lm_weights(self, alpha: float, beta: float) -> None:
+        """Change α and β without reloading the LM (used by `--tune`)."""
+        self._decoder.reset_params(alpha=float(alpha), beta=float(beta))
+
+    def _relabel(self, log_probs: np.ndarray) -> np.ndarray:
+        """[T,V] -> [T,V'] over the kept labels, specials' mass added to the blank."""
+        lp = np.asarray(log_probs, dtype=np.float32)
+        if not self.merge:
+            return lp
+        out = lp[:, self.keep]
+        out[:, 0] = np.logaddexp.reduce(lp[:, [0, *self.merge]], axis=1)
+        return out
+
+    def decode(self, log_probs: np.ndarray) -> Hypothesis:
+        """log_probs [T,V]: log-softmax outputs of the CTC model."""
+        if len(log_probs) == 0:
+            return Hypothesis("")
+        o = self.options
+        beams = self._decoder.decode_beams(
+            self._relabel(log_probs), beam_width=o.beam_size, beam_prune_logp=o.beam_prune_logp,
+            token_min_logp=o.token_min_logp, hotwords=list(o.hotwords) or None, hotword_weight=o.hotword_weight,
+        )  # fmt: skip
+        text, _, word_frames, _, score = beams[0]
+        words = [Word(w, int(s), int(e)) for w, (s, e) in word_frames]
+        return Hypothesis(text, words, float(score))
+
+
+def _is_arpa(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    return head.startswith(b"\\data\\")
+
+
+def make_decoder(vocab: Vocabulary, options: DecodingOptions) -> GreedyDecoder | BeamSearchDecoder:
+    """The decoder the options ask for."""
+    return BeamSearchDecoder(vocab, options) if options.method == "beam" else GreedyDecoder(vocab)

@@ -1,0 +1,217 @@
+"""Acoustic emissions: run a CTC model over waveforms and return log-probabilities [T,V].
+
+Short files are batched (zero padding, lengths beside the batch). Long files are streamed from
+disk in blocks and cut into overlapping windows:
+
+    window k = [c_k - ctx, c_k + chunk + ctx) samples, c_k = k * chunk   (clipped to the file)
+
+`chunk` and `ctx` are whole numbers of frames (multiples of the conv stride, 320 samples = 20 ms
+for the paper's stack), so frame u of a window starting at sample w is frame w / stride + u of
+the whole file. From window k only the frames of its centre [c_k, c_k + chunk) are kept; the
+context on both sides gives the Transformer (and the conv receptive field) audio to look at.
+The kept frames tile the file exactly, so the stitched emissions have as many frames as an
+unchunked pass and are decoded once: a word on a chunk border is neither lost nor doubled.
+Memory holds at most `batch_size` windows of audio plus the stitched emissions (T x V floats,
+about 23 MB per hour for a 32-letter vocabulary).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from w2vcli.errors import W2VError
+
+SAMPLE_RATE = 16000  # Hz, what the models consume
+BLOCK_SECONDS = 10.0  # audio read from disk at a time when streaming
+
+
+@dataclass(frozen=True)
+class EmissionOptions:
+    """How to run the acoustic model; validates itself."""
+
+    batch_size: int = 8  # files (or windows of one long file) per forward pass
+    chunk_seconds: float = 30.0  # kept centre of a window for long audio; 0 = never chunk
+    stride_seconds: float = 5.0  # context on each side of a window's centre
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16, or fp16 where bf16 is missing, on CUDA; fp32 on CPU) | fp32 | bf16 | fp16
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise W2VError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.chunk_seconds < 0 or self.stride_seconds < 0:
+            raise W2VError("--chunk-seconds and --stride-seconds must be >= 0")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise W2VError(f"--precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise W2VError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise W2VError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for this device and --precision (None: float32 throughout)."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type != "cuda":
+        raise W2VError(f"--precision {precision} is for CUDA; on {device.type} use fp32 or auto")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+@dataclass
+class Window:
+    """One window of a long file: samples [start, start + len(wav)), centre from `keep_from`."""
+
+    start: int  # first sample of the window in the file
+    keep_from: int  # first sample of the kept centre (c_k)
+    keep_to: int | None  # one past the kept centre; None for the last window (keep to the end)
+    wav: np.ndarray  # [S] float32
+
+
+def stream_audio(path: str, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """Blocks of mono float32 audio at 16 kHz, read (and resampled) a piece at a time."""
+    try:
+        f = sf.SoundFile(path)
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+        raise W2VError(f"{path}: not readable audio ({exc})") from None
+    with f:
+        resampler = None
+        if f.samplerate != SAMPLE_RATE:
+            import soxr
+
+            resampler = soxr.ResampleStream(f.samplerate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        n = max(1, int(block_seconds * f.samplerate))
+        while True:
+            try:
+                block = f.read(n, dtype="float32", always_2d=True)  # [S, C]
+            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                raise W2VError(f"{path}: audio could not be decoded past sample {f.tell()} ({exc})") from None
+            last = len(block) < n
+            mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=last)
+            if len(mono):
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+            if last:
+                return
+
+
+def iter_windows(blocks: Iterable[np.ndarray], chunk: int, ctx: int) -> Iterator[Window]:
+    """Cut a stream of audio blocks into overlapping windows (see the module docstring)."""
+    blocks = iter(blocks)
+    buf = np.zeros(0, dtype=np.float32)
+    buf_start = 0  # file sample index of buf[0]
+    eof = False
+    k = 0
+    while True:
+        centre = k * chunk
+        ws, we = max(0, centre - ctx), centre + chunk + ctx
+        while not eof and buf_start + len(buf) < we:
+            block = next(blocks, None)
+            if block is None:
+                eof = True
+            else:
+                buf = np.concatenate([buf, block])
+        total = buf_start + len(buf)  # samples known so far (the file length once eof)
+        if centre >= total:  # implies eof: the loop above reads until `we` or the end
+            return
+        last = eof and centre + chunk >= total
+        yield Window(ws, centre, None if last else centre + chunk, buf[ws - buf_start : min(we, total) - buf_start].copy())
+        if last:
+            return
+        k += 1
+        drop = max(0, (k * chunk - ctx) - buf_start)  # samples no later window needs
+        buf, buf_start = buf[drop:], buf_start + drop
+
+
+class Emitter:
+    """Runs a CTC model (`model(wav[B,S], lengths[B]) -> (logits[B,T,V], frame_lengths[B])`)."""
+
+    def __init__(self, model: torch.nn.Module, options: EmissionOptions = EmissionOptions()):
+        self.options = options
+        self.device = resolve_device(options.device)
+        self.dtype = autocast_dtype(self.device, options.precision)
+        self.model = model.to(self.device).eval()
+        cfg = model.config
+        self.frame_stride = int(cfg.frame_stride)  # samples per frame
+        self.receptive_field = int(cfg.receptive_field)  # samples seen by one frame
+        fs = self.frame_stride
+        self.chunk = int(round(options.chunk_seconds * SAMPLE_RATE / fs)) * fs
+        self.ctx = int(round(options.stride_seconds * SAMPLE_RATE / fs)) * fs
+        if self.chunk and self.ctx < self.receptive_field:
+            raise W2VError(
+                f"--stride-seconds {options.stride_seconds} is shorter than one frame's receptive field "
+                f"({self.receptive_field / SAMPLE_RATE:.3f} s); use a few seconds"
+            )
+        self.model_seconds = 0.0  # wall time spent in the model (for throughput reports)
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.frame_stride / SAMPLE_RATE
+
+    def needs_chunking(self, num_samples: int) -> bool:
+        return self.chunk > 0 and num_samples > self.chunk + self.ctx
+
+    @torch.inference_mode()
+    def batch(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
+        """Log-probabilities [T_i, V] (float32) for each waveform [S_i] (16 kHz mono)."""
+        t0 = time.perf_counter()
+        out: list[np.ndarray | None] = [None] * len(wavs)
+        idx = [i for i, w in enumerate(wavs) if len(w) >= self.receptive_field]  # shorter: no frame
+        if idx:
+            lengths = torch.tensor([len(wavs[i]) for i in idx], dtype=torch.long)
+            x = torch.zeros(len(idx), int(lengths.max()), dtype=torch.float32)  # [B,S]
+            for row, i in enumerate(idx):
+                x[row, : len(wavs[i])] = torch.from_numpy(np.asarray(wavs[i], dtype=np.float32))
+            x, lengths_dev = x.to(self.device, non_blocking=True), lengths.to(self.device)
+            ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+            with ctx:
+                logits, frame_lengths = self.model(x, lengths_dev)  # [B,T,V], [B]
+            log_probs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+            for row, (i, t) in enumerate(zip(idx, frame_lengths.tolist())):
+                out[i] = log_probs[row, :t]
+        V = len(self.model.vocab)
+        result = [o if o is not None else np.zeros((0, V), dtype=np.float32) for o in out]
+        self.model_seconds += time.perf_counter() - t0
+        return result
+
+    def stitched(self, windows: Iterable[Window]) -> tuple[np.ndarray, int]:
+        """Emissions [T,V] of a long file from its windows, and its length in samples."""
+        fs = self.frame_stride
+        pieces: list[np.ndarray] = []
+        num_samples = 0
+        pending: list[Window] = []
+
+        def flush() -> None:
+            for win, lp in zip(pending, self.batch([w.wav for w in pending])):
+                first = (win.keep_from - win.start) // fs  # local index of the first kept frame
+                stop = len(lp) if win.keep_to is None else min(len(lp), (win.keep_to - win.start) // fs)
+                pieces.append(lp[first:stop])
+            pending.clear()
+
+        for win in windows:
+            num_samples = max(num_samples, win.start + len(win.wav))
+            pending.append(win)
+            if len(pending) == self.options.batch_size:
+                flush()
+        flush()
+        V = len(self.model.vocab)
+        return (np.concatenate(pieces) if pieces else np.zeros((0, V), np.float32)), num_samples
+
+    def long_file(self, path: str) -> tuple[np.ndarray, int]:
+        """Stream a long file from disk through the model in windows: (emissions [T,V], samples)."""
+        return self.stitched(iter_windows(stream_audio(path), self.chunk, self.ctx))

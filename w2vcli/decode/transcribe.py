@@ -1,0 +1,230 @@
+"""Transcription: files or a manifest in, transcripts out; and α/β tuning on a dev set.
+
+    model = w2vcli.load_model("exp/ft/best.pt")
+    stats = transcribe_files(model, ["a.wav", "b.flac"], TranscribeOptions(), on_result=print)
+
+Files are read with `w2vcli.audio` (mono, 16 kHz). Files no longer than `chunk + stride`
+seconds go through the model in padded batches; longer ones are streamed in overlapping
+windows (`emissions.py`). A file that is missing or cannot be decoded is reported through
+`on_error` with its name, counted in `Stats.failed`, and the others go on.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from w2vcli.audio import audio_info, load_audio, resampled_length
+from w2vcli.decode.ctc import DecodingOptions, Hypothesis, make_decoder
+from w2vcli.decode.emissions import SAMPLE_RATE, EmissionOptions, Emitter
+from w2vcli.errors import W2VError
+from w2vcli.utils import console, warn
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    emission: EmissionOptions = field(default_factory=EmissionOptions)
+    decoding: DecodingOptions = field(default_factory=DecodingOptions)
+
+
+@dataclass
+class Stats:
+    """Counts and timings of one run (for the summary line and benchmarks)."""
+
+    files: int = 0
+    failed: list[str] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    load_seconds: float = 0.0  # reading and resampling audio (short files; streamed files count as model)
+    model_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def summary(self) -> str:
+        rtf = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+        share = 100 * self.decode_seconds / self.wall_seconds if self.wall_seconds else 0.0
+        return (
+            f"transcribed {self.files} file(s), {self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s "
+            f"({rtf:.1f} audio s per wall s; model {self.model_seconds:.1f} s, decoder {self.decode_seconds:.1f} s "
+            f"= {share:.0f}%, audio loading {self.load_seconds:.1f} s)"
+            + (f"; {len(self.failed)} failed" if self.failed else "")
+        )
+
+
+def _progress(total: int, what: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True, disable=not console.is_terminal,
+    )  # fmt: skip
+
+
+def iter_emissions(
+    emitter: Emitter, items: list[tuple[str, str]], stats: Stats, on_error: Callable[[str, str], None]
+) -> Iterator[tuple[str, str, np.ndarray, int]]:
+    """(key, path, log_probs[T,V], samples at 16 kHz) for each (key, path) that can be read, in order."""
+    pending: list[tuple[str, str, np.ndarray]] = []
+
+    def flush():
+        outs = emitter.batch([w for _, _, w in pending])
+        done = [(k, p, lp, len(w)) for (k, p, w), lp in zip(pending, outs)]
+        pending.clear()
+        return done
+
+    for key, path in items:
+        try:
+            info = audio_info(path, check_end=False)
+            n = resampled_length(info.num_samples, info.sample_rate)
+            if emitter.needs_chunking(n):
+                yield from flush()
+                lp, n = emitter.long_file(path)
+                yield key, path, lp, n
+                continue
+            t0 = time.perf_counter()
+            wav = load_audio(path)
+            stats.load_seconds += time.perf_counter() - t0
+        except W2VError as exc:
+            stats.failed.append(path)
+            on_error(path, str(exc))
+            continue
+        pending.append((key, path, wav))
+        if len(pending) == emitter.options.batch_size:
+            yield from flush()
+    yield from flush()
+
+
+def transcript(path: str, hyp: Hypothesis, num_samples: int, frame_seconds: float) -> dict:
+    """`{"audio", "text", "words": [{"word", "start", "end"}], "duration"}` with times in seconds."""
+    words = [
+        {"word": w.word, "start": round(w.start * frame_seconds, 3), "end": round(w.end * frame_seconds, 3)}
+        for w in hyp.words
+    ]
+    return {"audio": path, "text": hyp.text, "words": words, "duration": round(num_samples / SAMPLE_RATE, 3)}
+
+
+def _default_error(path: str, message: str) -> None:
+    warn(message if path in message else f"{path}: {message}")
+
+
+def transcribe_items(
+    model,
+    items: list[tuple[str, str]],
+    options: TranscribeOptions,
+    on_result: Callable[[str, dict], None],
+    on_error: Callable[[str, str], None] = _default_error,
+) -> Stats:
+    """Transcribe (key, path) items; `on_result(key, transcript)` is called in item order."""
+    t_start = time.perf_counter()
+    stats = Stats()
+    decoder = make_decoder(model.vocab, options.decoding)
+    emitter = Emitter(model, options.emission)
+    with _progress(len(items), "transcribing") as progress:
+        task = progress.add_task("files", total=len(items))
+        for key, path, lp, n in iter_emissions(emitter, items, stats, lambda p, m: (on_error(p, m), progress.advance(task))):
+            t0 = time.perf_counter()
+            hyp = decoder.decode(lp)
+            stats.decode_seconds += time.perf_counter() - t0
+            stats.files += 1
+            stats.audio_seconds += n / SAMPLE_RATE
+            on_result(key, transcript(path, hyp, n, emitter.frame_seconds))
+            progress.advance(task)
+    stats.model_seconds = emitter.model_seconds
+    stats.wall_seconds = time.perf_counter() - t_start
+    return stats
+
+
+def transcribe_files(model, paths: list[str], options: TranscribeOptions, on_result, on_error=_default_error) -> Stats:
+    """Transcribe audio files in the order given; `on_result(transcript)` per readable file."""
+    return transcribe_items(model, [(p, p) for p in paths], options, lambda _k, t: on_result(t), on_error)
+
+
+def manifest_items(rows: list[dict]) -> list[tuple[str, str]]:
+    """(id, audio) of manifest rows, longest first (less padding per batch, memory errors early)."""
+    def length(row):
+        return row.get("num_samples", 0) / max(1, row.get("sample_rate", SAMPLE_RATE))
+
+    return [(str(r["id"]), str(r["audio"])) for r in sorted(rows, key=length, reverse=True)]
+
+
+def transcribe_manifest(model, rows: list[dict], options: TranscribeOptions, on_error=_default_error) -> tuple[list[dict], Stats]:
+    """Hypothesis rows `{"id", "audio", "text", "words", "duration"}` in manifest order."""
+    results: dict[str, dict] = {}
+    stats = transcribe_items(model, manifest_items(rows), options, lambda k, t: results.__setitem__(k, t), on_error)
+    out = [{"id": str(r["id"]), **results[str(r["id"])]} for r in rows if str(r["id"]) in results]
+    return out, stats
+
+
+# --- α/β tuning -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    alpha: float | None  # None for the greedy baseline
+    beta: float | None
+    wer: float
+    cer: float
+
+
+def tune_pairs(alphas: list[float], betas: list[float], trials: int = 0, seed: int = 0) -> list[tuple[float, float]]:
+    """The grid alphas x betas, or `trials` random pairs drawn uniformly within their ranges."""
+    if trials <= 0:
+        return [(a, b) for a in alphas for b in betas]
+    rng = random.Random(seed)
+    return [
+        (round(rng.uniform(min(alphas), max(alphas)), 3), round(rng.uniform(min(betas), max(betas)), 3))
+        for _ in range(trials)
+    ]
+
+
+def tune_lm(
+    model, rows: list[dict], options: TranscribeOptions, pairs: list[tuple[float, float]], on_error=_default_error
+) -> tuple[list[TuneResult], Stats]:
+    """WER of beam search with each (α, β) on a dev manifest; emissions are computed once.
+
+    Results come sorted by WER (then CER); the greedy baseline is included with α = β = None.
+    """
+    from w2vcli.decode.ctc import GreedyDecoder
+    from w2vcli.score import score_texts
+
+    if options.decoding.lm is None:
+        raise W2VError("--tune needs --lm")
+    missing = [str(r.get("id")) for r in rows if not isinstance(r.get("text"), str)]
+    if missing:
+        raise W2VError(f"--tune needs reference text in the manifest; no 'text' for id {missing[0]}")
+    refs = {str(r["id"]): r["text"] for r in rows}
+    t_start = time.perf_counter()
+    stats = Stats()
+    emitter = Emitter(model, options.emission)
+    emissions: dict[str, np.ndarray] = {}
+    with _progress(len(rows), "emissions") as progress:
+        task = progress.add_task("files", total=len(rows))
+        for key, _path, lp, n in iter_emissions(emitter, manifest_items(rows), stats, lambda p, m: on_error(p, m)):
+            emissions[key] = lp
+            stats.files += 1
+            stats.audio_seconds += n / SAMPLE_RATE
+            progress.advance(task)
+    stats.model_seconds = emitter.model_seconds
+
+    def wer_of(decode) -> tuple[float, float]:
+        hyps = {k: decode(lp).text for k, lp in emissions.items()}
+        report = score_texts({k: v for k, v in refs.items() if k in hyps}, hyps, on_missing=lambda _m: None)
+        return report.wer, report.cer
+
+    greedy = GreedyDecoder(model.vocab)
+    results = [TuneResult(None, None, *wer_of(greedy.decode))]
+    decoder = make_decoder(model.vocab, options.decoding)
+    t0 = time.perf_counter()
+    with _progress(len(pairs), "tuning") as progress:
+        task = progress.add_task("pairs", total=len(pairs))
+        for alpha, beta in pairs:
+            decoder.set_lm_weights(alpha, beta)
+            results.append(TuneResult(alpha, beta, *wer_of(decoder.decode)))
+            progress.advance(task)
+    stats.decode_seconds = time.perf_counter() - t0
+    stats.wall_seconds = time.perf_counter() - t_start
+    results.sort(key=lambda r: (r.wer, r.cer))
+    return results, stats
