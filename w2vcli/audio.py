@@ -56,23 +56,24 @@ def audio_info(path: str | os.PathLike, check_end: bool = True) -> AudioInfo:
     if os.path.getsize(path) == 0:
         raise W2VError(f"{path}: empty file")
     try:
-        with sf.SoundFile(path) as f:
-            info = AudioInfo(path, int(f.frames), int(f.samplerate), int(f.channels), str(f.format))
-            if info.num_samples <= 0:
-                raise W2VError(f"{path}: no audio samples (0 frames)")
-            if check_end and f.seekable():
-                start = max(0, info.num_samples - TAIL_FRAMES)
-                f.seek(start)
-                tail = f.read(info.num_samples - start, dtype="int16", always_2d=True)
-                if len(tail) != info.num_samples - start:
-                    raise W2VError(
-                        f"{path}: truncated (header says {info.num_samples} samples, "
-                        f"only {start + len(tail)} readable)"
-                    )
-    except W2VError:
-        raise
+        f = sf.SoundFile(path)
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
         raise W2VError(f"{path}: not readable audio ({_reason(exc)})") from None
+    with f:
+        info = AudioInfo(path, int(f.frames), int(f.samplerate), int(f.channels), str(f.format))
+        if info.num_samples <= 0:
+            raise W2VError(f"{path}: no audio samples (0 frames)")
+        if check_end and f.seekable():
+            start = max(0, info.num_samples - TAIL_FRAMES)
+            try:
+                f.seek(start)
+                got = len(f.read(info.num_samples - start, dtype="int16", always_2d=True))
+            except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+                raise W2VError(f"{path}: truncated or damaged, the last samples the header promises "
+                               f"cannot be decoded ({_reason(exc)})") from None
+            if got != info.num_samples - start:
+                raise W2VError(f"{path}: truncated (header says {info.num_samples} samples, "
+                               f"only {start + got} readable)")
     return info
 
 

@@ -22,7 +22,7 @@ def report_error(exc: BaseException) -> None:
     from rich.console import Console
 
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
 
 
 class W2VGroup(TyperGroup):

@@ -16,12 +16,12 @@ console = Console(stderr=True)
 
 def log(message: str) -> None:
     """Print a status line on stderr (above any progress bar)."""
-    console.print(message, highlight=False)
+    console.print(message, highlight=False, soft_wrap=True)  # never break a path across lines
 
 
 def warn(message: str) -> None:
     """Print a yellow warning line on stderr."""
-    console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
