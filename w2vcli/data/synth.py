@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gzip
 import json
 import math
@@ -125,7 +126,8 @@ def make_speakers(n: int, seed: int) -> list[Speaker]:
     return speakers
 
 
-def load_sentences(path: Path | None) -> list[str]:
+@functools.lru_cache(maxsize=4)
+def load_sentences(path: Path | None) -> tuple[str, ...]:
     """Normalised, de-duplicated sentences from a text file (gzip if it ends in .gz)."""
     path = Path(path) if path else DEFAULT_SENTENCES
     opener = gzip.open if path.suffix == ".gz" else open
@@ -134,7 +136,7 @@ def load_sentences(path: Path | None) -> list[str]:
             lines = [normalize_text(line) for line in f]
     except OSError as exc:
         raise W2VError(f"{path}: cannot read sentence list ({exc})") from None
-    return list(dict.fromkeys(s for s in lines if s))
+    return tuple(dict.fromkeys(s for s in lines if s))
 
 
 def _estimate(sentence: str, spk: Speaker) -> float:
