@@ -32,3 +32,135 @@ def test_smoke_pretrain_and_ctc(tmp_path):
     again = load_model(tmp_path / "ctc.pt")
     assert again.vocab.tokens == VOCAB.tokens
     torch.testing.assert_close(again(wav, lengths)[0], logits)
+
+
+# --- masking and distractors ---------------------------------------------------------------------
+
+from w2vcli.model.masking import sample_negatives, span_mask  # noqa: E402
+
+
+def test_span_mask_counts_and_padding():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([500, 400, 123, 30, 12])
+    fractions = []
+    for _ in range(20):
+        mask = span_mask(lengths, 500, mask_prob=0.65, span=10, min_masks=2, generator=g)
+        assert mask.shape == (5, 500)
+        for b, L in enumerate(lengths.tolist()):
+            assert not mask[b, L:].any(), "padded frames must never be masked"
+            starts = mask[b] & ~torch.nn.functional.pad(mask[b], (1, 0))[:-1]  # where a run begins
+            runs = int(starts.sum())
+            n_max = max(int(0.65 * L / 10 + 1), 2)
+            assert 1 <= runs <= min(n_max, L - 9)  # overlapping spans merge into fewer runs
+            assert int(mask[b].sum()) <= 10 * n_max
+            assert int(mask[b].sum()) % 10 == 0 or runs < n_max  # whole spans unless merged
+        fractions.append(mask[0].float().mean().item())
+    # paper: p = 0.065 starts, M = 10 -> about 49% of frames masked
+    assert 0.42 < sum(fractions) / len(fractions) < 0.56
+
+
+def test_span_mask_min_masks_and_short_utterances():
+    lengths = torch.tensor([50, 9, 10])
+    mask = span_mask(lengths, 50, mask_prob=0.01, span=10, min_masks=2)
+    assert mask[0].sum() >= 10  # min_masks applies even with a tiny mask_prob
+    assert not mask[1].any()  # shorter than one span: nothing fits
+    assert mask[2].sum() == 10  # exactly one span fits
+
+
+def test_negatives_same_utterance_never_positive():
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([200, 150, 60])
+    mask = span_mask(lengths, 200, 0.65, 10, 2, generator=g)
+    neg = sample_negatives(mask, num_negatives=100, generator=g)
+    B, T = mask.shape
+    assert neg.shape == (B, T, 100)
+    flat_mask = mask.reshape(-1)
+    for b in range(B):
+        for t in torch.nonzero(mask[b]).flatten().tolist():
+            idx = neg[b, t]
+            assert (idx // T == b).all(), "distractors come from the same utterance"
+            assert (idx != b * T + t).all(), "a distractor is never the positive itself"
+            assert flat_mask[idx].all(), "distractors are masked frames"
+    # uniform over the other masked frames: with many draws every one of them shows up
+    b, t = 2, int(torch.nonzero(mask[2])[0])
+    draws = sample_negatives(mask, 4000, generator=g)[b, t]
+    assert set(draws.tolist()) == {b * T + i for i in torch.nonzero(mask[b]).flatten().tolist()} - {b * T + t}
+
+
+def test_cross_sample_negatives():
+    g = torch.Generator().manual_seed(2)
+    mask = span_mask(torch.tensor([80, 80]), 80, 0.65, 10, 2, generator=g)
+    neg = sample_negatives(mask, num_negatives=5, cross_sample_negatives=7, generator=g)
+    assert neg.shape == (2, 80, 12)
+    flat_mask = mask.reshape(-1)
+    for b, t in torch.nonzero(mask).tolist():
+        assert flat_mask[neg[b, t]].all() and (neg[b, t] != b * 80 + t).all()
+    assert (neg[:, :, 5:] // 80 != torch.arange(2)[:, None, None]).any(), "some come from the other utterance"
+
+
+# --- quantizer, losses, feature encoder ----------------------------------------------------------
+
+from w2vcli.model.quantizer import GumbelQuantizer  # noqa: E402
+
+
+def test_perplexity_bounds():
+    torch.manual_seed(0)
+    q = GumbelQuantizer(in_dim=16, num_groups=2, num_vars=8, codevector_dim=8)
+    x = torch.randn(4, 30, 16)
+    for mode in (True, False):
+        out = q.train(mode)(x, temperature=0.7)
+        for ppl in (out.code_perplexity, out.prob_perplexity):
+            assert 2 * 1 - 1e-4 <= ppl.item() <= 2 * 8 + 1e-4  # 1 <= ppl <= V per codebook, G = 2
+        assert out.codevectors.shape == (4, 30, 8) and out.usage.shape == (2,)
+    with torch.no_grad():  # every step picks the same codeword: perplexity G, usage 1/V
+        q.weight_proj.weight.zero_()
+        q.weight_proj.bias.copy_(torch.arange(16.0) * 10)
+    out = q.eval()(x)
+    torch.testing.assert_close(out.code_perplexity, torch.tensor(2.0))
+    torch.testing.assert_close(out.usage, torch.full((2,), 1 / 8))
+
+
+def test_output_lengths_match_conv_stack():
+    torch.manual_seed(0)
+    enc = Wav2Vec2ForPreTraining(get_preset("tiny")).wav2vec2.feature_encoder
+    lengths = torch.tensor([400, 401, 719, 720, 1000, 4321, 16000])
+    with torch.no_grad():
+        actual = [enc(torch.randn(1, L)).shape[-1] for L in lengths.tolist()]
+    assert enc.output_lengths(lengths).tolist() == actual
+    assert enc.output_lengths(torch.tensor([0, 100, 399])).tolist() == [0, 0, 0]
+
+
+def test_feature_encoder_gradient_scale():
+    torch.manual_seed(0)
+    cfg = get_preset("tiny").replace(feature_grad_mult=1.0)
+    model = Wav2Vec2ForPreTraining(cfg)
+    wav, lengths = _batch()
+    mask = torch.zeros(3, 49, dtype=torch.bool)
+    mask[:, 10:20] = True
+    neg = sample_negatives(mask, 5, generator=torch.Generator().manual_seed(0))
+
+    def grads(mult):
+        model.zero_grad()
+        model.config.feature_grad_mult = mult
+        torch.manual_seed(1)
+        model(wav, lengths, mask, neg).loss.backward()
+        conv = model.wav2vec2.feature_encoder.blocks[0].conv.weight.grad
+        proj = model.wav2vec2.feature_projection.projection.weight.grad
+        return (None if conv is None else conv.clone()), proj.clone()
+
+    full, proj_full = grads(1.0)
+    scaled, proj_scaled = grads(0.1)
+    frozen, _ = grads(0.0)
+    torch.testing.assert_close(scaled, 0.1 * full)
+    torch.testing.assert_close(proj_scaled, proj_full)  # only the conv stack is scaled
+    assert frozen is None
+
+
+def test_preset_parameter_counts():
+    counts = {}
+    for name in ("base", "large"):
+        with torch.device("meta"):
+            model = Wav2Vec2ForPreTraining(get_preset(name))
+        counts[name] = sum(p.numel() for p in model.parameters())
+    assert abs(counts["base"] - 95.0e6) < 0.5e6, counts  # paper: 95 M
+    assert abs(counts["large"] - 317.0e6) < 1.0e6, counts  # paper: 317 M

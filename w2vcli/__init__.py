@@ -3,11 +3,11 @@
 __version__ = "0.1.0"
 
 
-def load_model(path, device="cpu"):
+def load_model(path, device="cpu", vocab=None):
     """Load a w2v, Hugging Face or fairseq checkpoint; see `w2vcli.model.checkpoint.load_model`."""
     from w2vcli.model.checkpoint import load_model as _load_model
 
-    return _load_model(path, device=device)
+    return _load_model(path, device=device, vocab=vocab)
 
 
 __all__ = ["__version__", "load_model"]

@@ -1,8 +1,40 @@
-"""`w2v export` (not implemented yet)."""
+"""`w2v export`: convert a model between w2v, Hugging Face and fairseq layouts."""
 
-from w2vcli.commands._common import not_implemented
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from w2vcli.errors import W2VError
+from w2vcli.utils import log
 
 
-def export() -> None:
-    """Not implemented yet."""
-    not_implemented("export")
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A w2v checkpoint, a Hugging Face model directory or a fairseq .pt.", exists=True)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output: a directory for --to hf, a .pt file for --to w2v.")],
+    to: Annotated[str, typer.Option("--to", help="Target format: hf (a directory transformers loads) or w2v (a w2v checkpoint).")] = "hf",
+    vocab: Annotated[Optional[Path], typer.Option("--vocab", help="Vocabulary (vocab.json or fairseq dict.ltr.txt) for a CTC model, overriding the one found with it.", exists=True, dir_okay=False)] = None,
+) -> None:
+    """Write CHECKPOINT in another format.
+
+    `--to hf` writes config.json, model.safetensors, preprocessor_config.json and, for a CTC
+    model, vocab.json and tokenizer files: `Wav2Vec2ForCTC.from_pretrained(OUT)` loads it.
+    `--to w2v` turns a Hugging Face directory or fairseq checkpoint into a w2v checkpoint
+    (e.g. for `w2v finetune --init`).
+    """
+    from w2vcli.model.checkpoint import export_hf, load_model, save_checkpoint
+
+    if to not in ("hf", "w2v"):
+        raise W2VError(f"--to must be 'hf' or 'w2v', got {to!r}")
+    model = load_model(checkpoint, vocab=vocab)
+    if to == "hf":
+        if out.exists() and not out.is_dir():
+            raise W2VError(f"--out {out} exists and is not a directory")
+        export_hf(model, out)
+    else:
+        if out.is_dir():
+            raise W2VError(f"--out {out} is a directory; give a .pt file name")
+        save_checkpoint(out, model)
+    log(f"wrote {type(model).__name__} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters) to {out}")

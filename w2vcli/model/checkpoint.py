@@ -353,6 +353,8 @@ def _hf_vocab(directory: Path, hf: dict, vocab: Vocabulary | None, n_out: int, m
     else:
         tokens[0] = "<pad>"
     tokens = ["|" if t == " " else t for t in tokens]
+    if "[UNK]" in tokens and "<unk>" not in tokens:
+        tokens[tokens.index("[UNK]")] = "<unk>"
     try:
         return Vocabulary(tokens), mapped
     except W2VError as exc:
