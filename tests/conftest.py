@@ -35,3 +35,37 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def real_mini(shared_dir) -> Path:
     return shared_dir / "data" / "real-mini"
+
+
+# --- decoding (tests/test_decode.py, test_lm.py, test_transcribe.py) ----------------------------
+
+
+@pytest.fixture(scope="session")
+def lm_text(shared_dir, tmp_path_factory) -> Path:
+    """The first 3,000 sentences of Moby Dick (gzip), for tiny n-gram LMs."""
+    import gzip
+
+    src = shared_dir / "data" / "text" / "mobydick.txt.gz"
+    out = tmp_path_factory.mktemp("lmtext") / "moby3k.txt.gz"
+    with gzip.open(src, "rt", encoding="utf-8") as fin, gzip.open(out, "wt", encoding="utf-8") as fout:
+        for n, line in enumerate(fin):
+            if n == 3000:
+                break
+            fout.write(line)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(lm_text, tmp_path_factory) -> Path:
+    """A 3-gram KenLM binary (+ .unigrams.txt) from `lm_text`; skipped without KenLM's programs."""
+    from w2vcli.decode.lm import LMBuildConfig, build_lm
+    from w2vcli.errors import W2VError
+
+    out = tmp_path_factory.mktemp("lm") / "moby3.bin"
+    try:
+        build_lm(LMBuildConfig(texts=(lm_text,), out=out, order=3, memory="50M"))
+    except W2VError as exc:
+        if "install_kenlm.sh" in str(exc):
+            pytest.skip(str(exc))
+        raise
+    return out
