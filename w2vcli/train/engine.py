@@ -106,6 +106,8 @@ class Trainer:
                            find_unused_parameters=self.task.find_unused_parameters)
         if d.main:
             self.out.mkdir(parents=True, exist_ok=True)
+            for stale in self.out.glob(".*.tmp"):  # a write cut short by SIGKILL
+                stale.unlink()
             save_config(cfg, self.out / "config.toml")
             self.task.save_assets(self.out)
         self.metrics = MetricsLog(self.out / "metrics.jsonl", d.main, truncate_after=self.update)
@@ -149,13 +151,19 @@ class Trainer:
                 save_checkpoint(self.out / "best.pt", ckpt)
 
     # --- one update ------------------------------------------------------------------------------
+    def _fetch(self):
+        try:
+            return next(self._iter, None)
+        except W2VError as exc:  # from a worker: the original message is the traceback's last line
+            raise W2VError(str(exc).strip().splitlines()[-1].removeprefix("w2vcli.errors.W2VError: ")) from None
+
     def _next_batch(self):
-        batch = next(self._iter, None)
+        batch = self._fetch()
         if batch is None:  # end of epoch
             self.position = DataPosition(self.position.epoch + 1, 0)
             self.sampler.set_position(self.position.epoch, 0)
             self._iter = iter(self.train_loader)
-            batch = next(self._iter, None)
+            batch = self._fetch()
             if batch is None:
                 raise W2VError(f"{self.cfg.train}: no batches (is --max-tokens smaller than every utterance?)")
         self.position.batch += 1

@@ -1,0 +1,76 @@
+"""Runs stopped from outside: SIGTERM writes a checkpoint and exits 0; after SIGKILL at a random
+moment, last.pt is complete and `--resume` carries on."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from train_data import make_corpus
+
+ARGS = ["--preset", "tiny", "--max-tokens", "64000", "--num-workers", "0", "--log-interval", "1"]
+
+
+def start(*args) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "w2vcli", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            pytest.fail(f"training exited early ({proc.returncode}):\n{proc.stdout.read()}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail("timed out waiting for training to start")
+        time.sleep(0.1)
+
+
+def updates_logged(out) -> int:
+    path = out / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def train(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("tones"), "train", 16, seed=0)
+
+
+def test_sigterm_writes_checkpoint_and_exits_cleanly(train, tmp_path):
+    out = tmp_path / "pt"
+    proc = start("pretrain", "--train", train, "--out", out, *ARGS, "--max-updates", 100000)
+    wait_for(lambda: updates_logged(out) >= 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "SIGTERM: stopped at update" in output
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["update"] >= 2
+
+
+def test_sigkill_then_resume(train, tmp_path):
+    out = tmp_path / "pt"
+    # a checkpoint every 2 updates, so the kill often lands during a write
+    proc = start("pretrain", "--train", train, "--out", out, *ARGS, "--max-updates", 100000,
+                 "--valid-interval", 2)
+    wait_for(lambda: (out / "last.pt").exists(), proc)
+    time.sleep(random.uniform(0.0, 1.5))
+    proc.kill()
+    proc.communicate(timeout=30)
+    ckpt = torch.load(out / "last.pt", weights_only=True)  # complete, whatever the moment
+    done = ckpt["update"]
+    proc = start("pretrain", "--train", train, "--out", out, *ARGS, "--max-updates", done + 3,
+                 "--valid-interval", 2, "--resume")
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    assert f"resuming from {out / 'last.pt'}: update {done}" in output.replace("\n", "")
+    assert torch.load(out / "last.pt", weights_only=True)["update"] == done + 3
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
