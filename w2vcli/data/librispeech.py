@@ -224,7 +224,7 @@ def prepare_librispeech(
         if not res.rows:
             raise W2VError(f"{found[name]}: no usable utterances in subset {name}")
         write_subset(out, res)
-        log(f"{name}: {len(res.rows)} utterances, {res.hours:.2f} h, {len(res.problems)} problems "
+        log(f"{name}: {len(res.rows)} utterances, {res.hours:.2f} h, {len(res.problems)} problem(s) "
             f"-> {out / (name + '.jsonl')}")
     for name in found:
         if name not in results:
