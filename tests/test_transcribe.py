@@ -1,0 +1,147 @@
+"""`w2v transcribe` end to end: output formats, manifests -> `w2v score`, failures, `--tune`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from w2vcli.cli import app
+from w2vcli.decode.formats import cues, render, timestamp
+from w2vcli.text import SPECIALS, Vocabulary
+
+VOCAB = Vocabulary(list(SPECIALS) + list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ"))
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A w2v CTC checkpoint of the tiny preset with random weights (varied output)."""
+    from w2vcli.model.checkpoint import build_model, save_checkpoint
+    from w2vcli.model.config import tiny
+
+    torch.manual_seed(0)
+    model = build_model("ctc", tiny(), VOCAB)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 2.0)
+        model.head.bias[VOCAB.index["|"]] += 1.0
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, model)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(real_mini):
+    return sorted(str(p) for p in real_mini.rglob("*.flac"))[:4]
+
+
+def run(*args):
+    return CliRunner().invoke(app, ["transcribe", *map(str, args), "--device", "cpu"])
+
+
+def test_jsonl_output_one_object_per_file(ckpt, files):
+    res = run(ckpt, *files, "--format", "jsonl", "--batch-size", "3")
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(l) for l in res.stdout.splitlines() if l.startswith("{")]
+    assert [r["audio"] for r in rows] == files
+    for r in rows:
+        assert set(r) == {"audio", "text", "words", "duration"}
+        assert r["text"] == " ".join(w["word"] for w in r["words"])
+        assert all(0 <= w["start"] < w["end"] <= r["duration"] + 0.03 for w in r["words"])
+        starts = [w["start"] for w in r["words"]]
+        assert starts == sorted(starts)
+    assert "audio s per wall s" in res.stderr
+
+
+def test_missing_and_unreadable_files_are_named_and_others_transcribed(ckpt, files, tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00not audio at all")
+    res = run(ckpt, files[0], tmp_path / "missing.flac", bad, files[1])
+    assert res.exit_code == 1
+    lines = [l for l in res.stdout.splitlines() if l.strip()]
+    assert [l.split("\t")[0] for l in lines] == [files[0], files[1]]
+    assert "missing.flac" in res.stderr and "broken.wav" in res.stderr
+    assert "2 of 4 file(s) could not be transcribed" in res.stderr
+
+
+def test_manifest_out_then_score(ckpt, files, tmp_path):
+    manifest = tmp_path / "dev.jsonl"
+    rows = [{"id": f"u{i}", "audio": f, "num_samples": 16000, "sample_rate": 16000, "text": "HELLO WORLD"}
+            for i, f in enumerate(files)]  # fmt: skip
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    hyp = tmp_path / "hyp.jsonl"
+    res = run(ckpt, "--manifest", manifest, "--out", hyp, "--batch-size", "2")
+    assert res.exit_code == 0, res.output
+    out = [json.loads(l) for l in hyp.read_text().splitlines()]
+    assert [o["id"] for o in out] == ["u0", "u1", "u2", "u3"] and all("text" in o for o in out)
+    res = CliRunner().invoke(app, ["score", "--ref", str(manifest), "--hyp", str(hyp), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["words"] == 8
+
+
+def test_subtitles_are_well_formed(ckpt, files, tmp_path):
+    res = run(ckpt, *files[:2], "--format", "srt", "--out-dir", tmp_path / "subs")
+    assert res.exit_code == 0, res.output
+    srt_time = r"\d\d:\d\d:\d\d,\d\d\d --> \d\d:\d\d:\d\d,\d\d\d"
+    for f in files[:2]:
+        text = (tmp_path / "subs" / (f.rsplit("/", 1)[1].rsplit(".", 1)[0] + ".srt")).read_text()
+        blocks = [b for b in text.strip().split("\n\n") if b]
+        assert blocks
+        for n, block in enumerate(blocks, 1):
+            idx, times, *body = block.split("\n")
+            assert idx == str(n) and re.fullmatch(srt_time, times) and body and all(body)
+    res = run(ckpt, files[0], "--format", "vtt")
+    assert res.exit_code == 0
+    assert res.stdout.startswith("WEBVTT\n\n")
+    for block in res.stdout.split("\n\n")[1:]:
+        if block.strip():
+            times = block.split("\n")[0]
+            assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d\d\d --> \d\d:\d\d:\d\d\.\d\d\d", times)
+    assert run(ckpt, *files[:2], "--format", "vtt").exit_code == 1  # several files need --out-dir
+
+
+def test_cues_and_timestamps():
+    words = [{"word": "A", "start": 0.0, "end": 0.5}, {"word": "B", "start": 0.6, "end": 1.0},
+             {"word": "C", "start": 3.0, "end": 3.5}, {"word": "D" * 90, "start": 3.6, "end": 4.0}]  # fmt: skip
+    assert [c[2] for c in cues(words)] == ["A B", "C", "D" * 90]  # pause, then too long
+    assert timestamp(3723.4567, ",") == "01:02:03,457" and timestamp(-1, ".") == "00:00:00.000"
+    t = {"audio": "x.wav", "text": "A B", "words": words[:2], "duration": 1.0}
+    assert render(t, "srt") == "1\n00:00:00,000 --> 00:00:01,000\nA B\n"
+    assert render(t, "txt", with_path=True) == "x.wav\tA B\n"
+
+
+def test_usage_errors(ckpt, files, tmp_path):
+    assert "either AUDIO files or --manifest" in run(ckpt).output
+    assert "--tune needs" in run(ckpt, "--manifest", tmp_path / "m.jsonl", "--tune").output
+    assert "--lm needs beam search" in run(ckpt, files[0], "--lm", ckpt, "--beam", "0").output
+    if not torch.cuda.is_available():
+        res = CliRunner().invoke(app, ["transcribe", str(ckpt), files[0], "--device", "cuda"])
+        assert res.exit_code == 1 and "CUDA is not available" in res.output
+
+
+@pytest.mark.slow
+def test_lm_beam_and_tune(ckpt, files, tmp_path, tiny_lm):
+    res = run(ckpt, files[0], "--lm", tiny_lm, "--beam", "8", "--format", "jsonl")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[0])["audio"] == files[0]
+    shutil.copy(tiny_lm, tmp_path / "lm.bin")  # no unigram list beside it: warned, still decodes
+    res = run(ckpt, files[0], "--lm", tmp_path / "lm.bin", "--beam", "4")
+    assert res.exit_code == 0 and "no unigram list" in res.stderr
+
+    manifest = tmp_path / "dev.jsonl"
+    texts = ["THE WHITE WHALE", "CALL ME ISHMAEL"]
+    manifest.write_text("".join(
+        json.dumps({"id": f"d{i}", "audio": f, "num_samples": 1, "sample_rate": 16000, "text": t}) + "\n"
+        for i, (f, t) in enumerate(zip(files, texts))
+    ))  # fmt: skip
+    table = tmp_path / "tune.jsonl"
+    res = run(ckpt, "--manifest", manifest, "--lm", tiny_lm, "--beam", "4", "--tune", "--tune-alpha", "0,1",
+              "--tune-beta", "0,2", "--out", table)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert re.search(r"best: --alpha \S+ --beta \S+ +\(WER [\d.]+%\)", res.stdout)
+    rows = [json.loads(l) for l in table.read_text().splitlines()]
+    assert len(rows) == 5 and {(r["alpha"], r["beta"]) for r in rows} == {(None, None), (0, 0), (0, 2), (1, 0), (1, 2)}
+    res = run(ckpt, "--manifest", manifest, "--lm", tiny_lm, "--tune", "--tune-trials", "3", "--beam", "4")
+    assert res.exit_code == 0 and res.stdout.count("\n") > 3
