@@ -33,7 +33,7 @@ fi
 mkdir -p "$dest/bin"
 cp "$src/build/bin/lmplz" "$src/build/bin/build_binary" "$src/build/bin/query" "$dest/bin/"
 # smoke test: a bigram model from two words, converted to binary and queried
-echo "HELLO WORLD" | "$dest/bin/lmplz" -o 2 -S 10M -T "$work" --discount_fallback >"$work/t.arpa" 2>"$work/t.log" \
+echo "HELLO WORLD" | "$dest/bin/lmplz" -o 2 -S 100M -T "$work" --discount_fallback >"$work/t.arpa" 2>"$work/t.log" \
   && "$dest/bin/build_binary" "$work/t.arpa" "$work/t.bin" >>"$work/t.log" 2>&1 \
   && echo "HELLO WORLD" | "$dest/bin/query" "$work/t.bin" >>"$work/t.log" 2>&1 \
   || { cat "$work/t.log" >&2; echo "kenlm: the built programs do not run" >&2; exit 1; }
