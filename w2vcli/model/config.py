@@ -141,7 +141,7 @@ def mask_prob_from_start_prob(p: float, span: int) -> float:
 
 
 def tiny() -> ModelConfig:
-    """For unit tests: about 0.2 M parameters, the real 7-block stride-320 conv stack at 32 channels."""
+    """For unit tests: about 41 k parameters, the real 7-block stride-320 conv stack at 32 channels."""
     return ModelConfig(
         conv_dim=(32,) * 7, hidden_size=32, num_layers=2, num_heads=2, ffn_dim=64,
         pos_conv_kernel=16, pos_conv_groups=4, num_codebooks=2, codebook_size=8,
@@ -151,7 +151,7 @@ def tiny() -> ModelConfig:
 
 
 def small() -> ModelConfig:
-    """For two CPU cores (minutes of pretraining, the offline demo): about 4.6 M parameters."""
+    """For two CPU cores (minutes of pretraining, the offline demo): about 2.3 M parameters."""
     return ModelConfig(
         conv_dim=(128,) * 7, hidden_size=192, num_layers=4, num_heads=4, ffn_dim=768,
         pos_conv_kernel=64, pos_conv_groups=16, num_codebooks=2, codebook_size=64,
@@ -161,16 +161,20 @@ def small() -> ModelConfig:
 
 
 def base() -> ModelConfig:
-    """The paper's BASE model (fairseq `wav2vec_small`): 12 x 768, post-LN, group-norm conv; ≈95 M params."""
+    """The paper's BASE model (fairseq `wav2vec_small`, wav2vec2_base_librispeech.yaml): 12 x 768,
+    post-LN, group-norm conv, dropout 0.1, layer drop 0.05, conv gradient x0.1; ≈95 M params."""
     return ModelConfig()
 
 
 def large() -> ModelConfig:
-    """The paper's LARGE model (the "stable" lv60 variant): 24 x 1024, pre-LN, layer-norm conv; ≈317 M params."""
+    """The paper's LARGE model, "stable" variant as released for LibriVox (fairseq
+    wav2vec2_large_librivox.yaml): 24 x 1024, pre-LN, layer-norm conv with bias, no dropout,
+    full conv gradient, Gumbel 2 -> 0.1, no feature penalty, normalised input; ≈317 M params."""
     return ModelConfig(
-        conv_bias=True, feature_norm="layer", hidden_size=1024, num_layers=24, num_heads=16,
-        ffn_dim=4096, layer_norm_first=True, codevector_dim=768, proj_dim=768,
-        layer_drop=0.0, normalize_waveform=True,
+        conv_bias=True, feature_norm="layer", feature_grad_mult=1.0, hidden_size=1024, num_layers=24,
+        num_heads=16, ffn_dim=4096, layer_norm_first=True, codevector_dim=768, proj_dim=768,
+        dropout=0.0, attention_dropout=0.0, feature_dropout=0.0, quantizer_dropout=0.0, layer_drop=0.0,
+        gumbel_end=0.1, feature_penalty_weight=0.0, normalize_waveform=True,
     )  # fmt: skip
 
 
