@@ -123,9 +123,12 @@ def test_usage_errors(ckpt, files, tmp_path):
 
 @pytest.mark.slow
 def test_lm_beam_and_tune(ckpt, files, tmp_path, tiny_lm):
-    res = run(ckpt, files[0], "--lm", tiny_lm, "--beam", "8", "--format", "jsonl")
+    res = run(ckpt, *files[:3], "--lm", tiny_lm, "--beam", "8", "--format", "jsonl")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout.splitlines()[0])["audio"] == files[0]
+    assert [json.loads(l)["audio"] for l in res.stdout.splitlines()] == files[:3]
+    parallel = run(ckpt, *files[:3], "--lm", tiny_lm, "--beam", "8", "--format", "jsonl", "--jobs", "2")
+    assert parallel.exit_code == 0 and parallel.stdout == res.stdout  # same results, same order
+    assert "in 2 processes" in parallel.stderr
     shutil.copy(tiny_lm, tmp_path / "lm.bin")  # no unigram list beside it: warned, still decodes
     res = run(ckpt, files[0], "--lm", tmp_path / "lm.bin", "--beam", "4")
     assert res.exit_code == 0 and "no unigram list" in res.stderr
@@ -143,5 +146,5 @@ def test_lm_beam_and_tune(ckpt, files, tmp_path, tiny_lm):
     assert re.search(r"best: --alpha \S+ --beta \S+ +\(WER [\d.]+%\)", res.stdout)
     rows = [json.loads(l) for l in table.read_text().splitlines()]
     assert len(rows) == 5 and {(r["alpha"], r["beta"]) for r in rows} == {(None, None), (0, 0), (0, 2), (1, 0), (1, 2)}
-    res = run(ckpt, "--manifest", manifest, "--lm", tiny_lm, "--tune", "--tune-trials", "3", "--beam", "4")
+    res = run(ckpt, "--manifest", manifest, "--lm", tiny_lm, "--tune", "--tune-trials", "3", "--beam", "4", "-j", "2")
     assert res.exit_code == 0 and res.stdout.count("\n") > 3

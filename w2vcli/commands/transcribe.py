@@ -39,6 +39,7 @@ def transcribe(
     chunk_seconds: Annotated[float, typer.Option("--chunk-seconds", help="Long audio: seconds kept per window (0 = never chunk).")] = 30.0,
     stride_seconds: Annotated[float, typer.Option("--stride-seconds", help="Long audio: context seconds on each side of a window.")] = 5.0,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Files (or windows) per forward pass.")] = 8,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Beam-search decoder processes (pure Python, one core each), overlapping with the model.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")] = "auto",
     tune: Annotated[bool, typer.Option("--tune", help="Search α and β on --manifest (with text) and print the WER table.")] = False,
@@ -80,6 +81,7 @@ def transcribe(
             beam_size=beam_size, lm=str(lm) if lm else None, alpha=alpha, beta=beta,
             unigrams=str(unigrams) if unigrams else None, hotwords=words, hotword_weight=hotword_weight,
         ),
+        jobs=jobs,
     )  # fmt: skip
     model = w2vcli.load_model(model_path, device="cpu")
     if not hasattr(model, "vocab"):

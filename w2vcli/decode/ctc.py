@@ -13,6 +13,7 @@ the blank's, which gives the same text for the same frame-wise choices.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,3 +197,78 @@ def _is_arpa(path: str) -> bool:
 def make_decoder(vocab: Vocabulary, options: DecodingOptions) -> GreedyDecoder | BeamSearchDecoder:
     """The decoder the options ask for."""
     return BeamSearchDecoder(vocab, options) if options.method == "beam" else GreedyDecoder(vocab)
+
+
+# --- decoding in worker processes ---------------------------------------------------------------
+
+_worker_decoder: GreedyDecoder | BeamSearchDecoder | None = None  # inherited by forked workers
+
+
+def _timed_decode(decoder, log_probs: np.ndarray) -> tuple[Hypothesis, float]:
+    t0 = time.perf_counter()
+    hyp = decoder.decode(log_probs)
+    return hyp, time.perf_counter() - t0
+
+
+def _worker_decode(task: tuple[np.ndarray, tuple[float, float] | None]) -> tuple[Hypothesis, float]:
+    log_probs, weights = task
+    if weights is not None:
+        _worker_decoder.set_lm_weights(*weights)
+    return _timed_decode(_worker_decoder, log_probs)
+
+
+class _Done:
+    """An already computed result with the interface of multiprocessing's AsyncResult."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def ready(self) -> bool:
+        return True
+
+    def get(self):
+        return self.value
+
+
+class DecoderPool:
+    """Runs a decoder in `jobs` forked processes (pyctcdecode's beam search is pure Python and
+    uses one core), so decoding overlaps with the acoustic model and scales with cores.
+    With `jobs` <= 1, or where `fork` is unavailable, it decodes in this process.
+
+    `submit(log_probs, weights=None)` returns a handle whose `get()` gives (Hypothesis, seconds);
+    `weights` = (alpha, beta) sets the LM weights first (used by `--tune`).
+    """
+
+    def __init__(self, decoder: GreedyDecoder | BeamSearchDecoder, jobs: int = 1):
+        global _worker_decoder
+        import multiprocessing
+
+        self.decoder, self.jobs, self._pool = decoder, 1, None
+        if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
+            _worker_decoder = decoder
+            self._pool = multiprocessing.get_context("fork").Pool(jobs)
+            self.jobs = jobs
+        elif jobs > 1:
+            warn("--jobs needs the 'fork' start method (Linux); decoding in one process")
+
+    def submit(self, log_probs: np.ndarray, weights: tuple[float, float] | None = None):
+        if self._pool is not None:
+            return self._pool.apply_async(_worker_decode, ((log_probs, weights),))
+        if weights is not None:
+            self.decoder.set_lm_weights(*weights)
+        return _Done(_timed_decode(self.decoder, log_probs))
+
+    def map(self, emissions: list[np.ndarray], weights: tuple[float, float] | None = None) -> list[tuple[Hypothesis, float]]:
+        return [h.get() for h in [self.submit(lp, weights) for lp in emissions]]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> "DecoderPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

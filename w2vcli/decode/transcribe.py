@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 
 from w2vcli.audio import audio_info, load_audio, resampled_length
-from w2vcli.decode.ctc import DecodingOptions, Hypothesis, make_decoder
+from w2vcli.decode.ctc import DecoderPool, DecodingOptions, Hypothesis, make_decoder
 from w2vcli.decode.emissions import SAMPLE_RATE, EmissionOptions, Emitter
 from w2vcli.errors import W2VError
 from w2vcli.utils import console, warn
@@ -29,6 +30,11 @@ from w2vcli.utils import console, warn
 class TranscribeOptions:
     emission: EmissionOptions = field(default_factory=EmissionOptions)
     decoding: DecodingOptions = field(default_factory=DecodingOptions)
+    jobs: int = 1  # beam-search decoder processes, overlapping with the model (1: in this process)
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise W2VError(f"--jobs must be >= 1, got {self.jobs}")
 
 
 @dataclass
@@ -40,16 +46,18 @@ class Stats:
     audio_seconds: float = 0.0
     load_seconds: float = 0.0  # reading and resampling audio (short files; streamed files count as model)
     model_seconds: float = 0.0
-    decode_seconds: float = 0.0
+    decode_seconds: float = 0.0  # summed over decoder processes
+    decode_jobs: int = 1
     wall_seconds: float = 0.0
 
     def summary(self) -> str:
         rtf = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
-        share = 100 * self.decode_seconds / self.wall_seconds if self.wall_seconds else 0.0
+        share = 100 * self.decode_seconds / self.decode_jobs / self.wall_seconds if self.wall_seconds else 0.0
+        procs = f" in {self.decode_jobs} processes" if self.decode_jobs > 1 else ""
         return (
             f"transcribed {self.files} file(s), {self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s "
-            f"({rtf:.1f} audio s per wall s; model {self.model_seconds:.1f} s, decoder {self.decode_seconds:.1f} s "
-            f"= {share:.0f}%, audio loading {self.load_seconds:.1f} s)"
+            f"({rtf:.1f} audio s per wall s; model {self.model_seconds:.1f} s, decoder {self.decode_seconds:.1f} s"
+            f"{procs} = {share:.0f}% of the wall time, audio loading {self.load_seconds:.1f} s)"
             + (f"; {len(self.failed)} failed" if self.failed else "")
         )
 
@@ -122,16 +130,27 @@ def transcribe_items(
     stats = Stats()
     decoder = make_decoder(model.vocab, options.decoding)
     emitter = Emitter(model, options.emission)
-    with _progress(len(items), "transcribing") as progress:
+    jobs = options.jobs if options.decoding.method == "beam" else 1
+    inflight: deque = deque()  # (key, path, samples, handle) in item order
+    with _progress(len(items), "transcribing") as progress, DecoderPool(decoder, jobs) as pool:
         task = progress.add_task("files", total=len(items))
-        for key, path, lp, n in iter_emissions(emitter, items, stats, lambda p, m: (on_error(p, m), progress.advance(task))):
-            t0 = time.perf_counter()
-            hyp = decoder.decode(lp)
-            stats.decode_seconds += time.perf_counter() - t0
+
+        def finish() -> None:
+            key, path, n, handle = inflight.popleft()
+            hyp, seconds = handle.get()
+            stats.decode_seconds += seconds
             stats.files += 1
             stats.audio_seconds += n / SAMPLE_RATE
             on_result(key, transcript(path, hyp, n, emitter.frame_seconds))
             progress.advance(task)
+
+        for key, path, lp, n in iter_emissions(emitter, items, stats, lambda p, m: (on_error(p, m), progress.advance(task))):
+            inflight.append((key, path, n, pool.submit(lp)))
+            while inflight and (inflight[0][3].ready() or len(inflight) > 4 * pool.jobs):
+                finish()
+        while inflight:
+            finish()
+        stats.decode_jobs = pool.jobs
     stats.model_seconds = emitter.model_seconds
     stats.wall_seconds = time.perf_counter() - t_start
     return stats
@@ -209,22 +228,24 @@ def tune_lm(
             progress.advance(task)
     stats.model_seconds = emitter.model_seconds
 
-    def wer_of(decode) -> tuple[float, float]:
-        hyps = {k: decode(lp).text for k, lp in emissions.items()}
-        report = score_texts({k: v for k, v in refs.items() if k in hyps}, hyps, on_missing=lambda _m: None)
+    keys = list(emissions)
+
+    def wer_of(texts: list[str]) -> tuple[float, float]:
+        hyps = dict(zip(keys, texts))
+        report = score_texts({k: refs[k] for k in keys}, hyps, on_missing=lambda _m: None)
         return report.wer, report.cer
 
     greedy = GreedyDecoder(model.vocab)
-    results = [TuneResult(None, None, *wer_of(greedy.decode))]
+    results = [TuneResult(None, None, *wer_of([greedy.decode(emissions[k]).text for k in keys]))]
     decoder = make_decoder(model.vocab, options.decoding)
-    t0 = time.perf_counter()
-    with _progress(len(pairs), "tuning") as progress:
+    with _progress(len(pairs), "tuning") as progress, DecoderPool(decoder, options.jobs) as pool:
         task = progress.add_task("pairs", total=len(pairs))
         for alpha, beta in pairs:
-            decoder.set_lm_weights(alpha, beta)
-            results.append(TuneResult(alpha, beta, *wer_of(decoder.decode)))
+            out = pool.map([emissions[k] for k in keys], weights=(alpha, beta))
+            stats.decode_seconds += sum(sec for _, sec in out)
+            results.append(TuneResult(alpha, beta, *wer_of([hyp.text for hyp, _ in out])))
             progress.advance(task)
-    stats.decode_seconds = time.perf_counter() - t0
+        stats.decode_jobs = pool.jobs
     stats.wall_seconds = time.perf_counter() - t_start
     results.sort(key=lambda r: (r.wer, r.cer))
     return results, stats
