@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="transcribe real-mini this many times")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--jobs", type=int, default=1, help="beam-search decoder processes")
     ap.add_argument("--data", type=Path, default=REAL_MINI)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,14 +83,14 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model("ctc", get_preset(preset), vocab).eval()
         for name, dec in methods:
-            opts = TranscribeOptions(emission=EmissionOptions(batch_size=args.batch_size, device="cpu"), decoding=dec)
+            opts = TranscribeOptions(EmissionOptions(batch_size=args.batch_size, device="cpu"), dec, jobs=args.jobs)
             transcribe_files(model, files[:2], opts, lambda _t: None)  # warm-up (LM load, allocator)
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             stats = transcribe_files(model, files, opts, lambda _t: None)
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
             cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
             row = {
-                "preset": preset, "decoding": name, "emissions": "random model",
+                "preset": preset, "decoding": name, "emissions": "random model", "jobs": stats.decode_jobs,
                 "audio_s": round(stats.audio_seconds, 1), "wall_s": round(stats.wall_seconds, 2),
                 "audio_s_per_wall_s": round(stats.audio_seconds / stats.wall_seconds, 2),
                 "model_s": round(stats.model_seconds, 2), "decoder_s": round(stats.decode_seconds, 2),
