@@ -130,7 +130,7 @@ def _tune(model, rows, options, tune_alpha: str, tune_beta: str, trials: int, se
 
     pairs = tune_pairs(_floats(tune_alpha, "--tune-alpha"), _floats(tune_beta, "--tune-beta"), trials, seed)
     results, stats = tune_lm(model, rows, options, pairs)
-    table = Table(title=f"beam {options.decoding.beam_size}, LM {options.decoding.lm}: WER by α, β")
+    table = Table(title=f"WER by α, β (beam {options.decoding.beam_size}, {Path(options.decoding.lm).name})")
     for name in ("α", "β", "WER %", "CER %"):
         table.add_column(name, justify="right")
     for r in results:
