@@ -19,7 +19,7 @@ ARGS = ["--preset", "tiny", "--max-tokens", "64000", "--num-workers", "0", "--lo
 
 def start(*args) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "w2vcli", *map(str, args)], env=env,
+    return subprocess.Popen([sys.executable, "-m", "w2vcli", *map(str, args)], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -46,9 +46,11 @@ def train(tmp_path_factory):
 
 def test_sigterm_writes_checkpoint_and_exits_cleanly(train, tmp_path):
     out = tmp_path / "pt"
-    proc = start("pretrain", "--train", train, "--out", out, *ARGS, "--max-updates", 100000)
+    # with a DataLoader worker, and the signal sent to the whole process group (as `timeout`,
+    # Slurm or a terminal do): the worker must not die before the checkpoint is written
+    proc = start("pretrain", "--train", train, "--out", out, *ARGS, "--max-updates", 100000, "--num-workers", 1)
     wait_for(lambda: updates_logged(out) >= 2, proc)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert "SIGTERM: stopped at update" in output

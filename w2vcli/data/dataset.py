@@ -182,9 +182,11 @@ def filter_rows(rows: list[dict], min_size: int, max_size: int | None, name: str
 
 
 def _worker_init(_worker_id: int) -> None:
-    # Ctrl-C goes to the whole process group: let the main process finish its update and
-    # write a checkpoint instead of seeing its workers die mid-batch.
+    # Ctrl-C, `timeout` and batch schedulers signal the whole process group: let the main
+    # process finish its update and write a checkpoint instead of seeing its workers die
+    # mid-batch (workers exit by themselves when the main process is gone).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(dataset: AudioDataset, sampler: BucketBatchSampler, num_workers: int = 0,
