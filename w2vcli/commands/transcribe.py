@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from w2vcli.errors import W2VError
-from w2vcli.utils import log
+from w2vcli.utils import log, warn
 
 
 def _floats(text: str, option: str) -> list[float]:
@@ -104,15 +104,24 @@ def transcribe(
         from w2vcli.decode.transcribe import transcribe_files
         from w2vcli.utils import atomic_open
 
+        written: set[Path] = set()
+
         def emit(t: dict) -> None:
             text = render(t, fmt, with_path=len(files) > 1)
             if out_dir is None:
                 sys.stdout.write(text)
                 sys.stdout.flush()
-            else:
-                target = out_dir / f"{Path(t['audio']).stem}.{fmt}"
-                with atomic_open(target, "w", encoding="utf-8") as f:
-                    f.write(text)
+                return
+            stem, n = Path(t["audio"]).stem, 1
+            target = out_dir / f"{stem}.{fmt}"
+            while target in written:  # same file name in different directories
+                n += 1
+                target = out_dir / f"{stem}-{n}.{fmt}"
+            if n > 1:
+                warn(f"{t['audio']}: {stem}.{fmt} is taken in {out_dir}, writing {target.name}")
+            written.add(target)
+            with atomic_open(target, "w", encoding="utf-8") as f:
+                f.write(text)
 
         stats = transcribe_files(model, files, options, emit)
     log(stats.summary())
