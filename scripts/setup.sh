@@ -24,6 +24,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# pip run with the noise of this machine's local package mirrors (missing index folders) left out
+pip_quiet() {
+  "$@" 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directory" -e BuildBackendWarning || true; }
+}
+
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PYTHON" -m venv .venv
@@ -31,9 +36,9 @@ fi
 stamp=.venv/.w2v-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   echo "setup: installing torch==2.13.0 and w2v[dev] into .venv (a few minutes the first time)"
-  .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-  .venv/bin/python -m pip install -q -c constraints.txt torch==2.13.0
-  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
+  pip_quiet .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+  pip_quiet .venv/bin/python -m pip install -q -c constraints.txt torch==2.13.0
+  pip_quiet .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
   touch "$stamp"
 fi
 
