@@ -83,3 +83,31 @@ def synth(
                       train_speakers=speakers, heldout_speakers=heldout_speakers,
                       sentences=sentences, seed=seed)
     synthesize(cfg, out, jobs=jobs, force=force)
+
+
+@app.command("subset")
+def subset(
+    manifest: Annotated[Path, typer.Argument(help="Manifest to draw from (.jsonl or fairseq .tsv).", exists=True, dir_okay=False)],
+    minutes: Annotated[float, typer.Option("--minutes", min=0.0, help="Duration to draw, in minutes (whole utterances, at most this much).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output manifest (.jsonl).", dir_okay=False)],
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same subset.")] = 0,
+    labeled: Annotated[bool, typer.Option("--labeled", help="Draw only from utterances with a transcript.")] = False,
+) -> None:
+    """A subset of whole utterances adding up to at most --minutes, spread over speakers round-robin.
+
+    Deterministic for a given --seed and keeps the input order; like Libri-Light's 10 min / 1 h
+    splits, e.g. `w2v prepare subset data/train-clean.jsonl --minutes 10 --out data/train-10m.jsonl`.
+    """
+    from w2vcli.data.manifest import duration, read_manifest, subset_manifest, write_manifest
+    from w2vcli.errors import W2VError
+    from w2vcli.utils import log
+
+    rows = read_manifest(manifest)
+    if labeled:
+        rows = [r for r in rows if r.get("text")]
+    chosen = subset_manifest(rows, minutes, seed=seed)
+    if not chosen:
+        raise W2VError(f"{manifest}: no utterance fits in {minutes:g} minutes")
+    write_manifest(out, chosen)
+    speakers = len({r.get("speaker", r["id"]) for r in chosen})
+    log(f"{len(chosen)} utterances, {sum(map(duration, chosen)) / 60:.2f} min, {speakers} speakers -> {out}")
