@@ -2,9 +2,9 @@
 
 `launch(fn, cfg)` runs `fn(cfg)` in every training process:
 - under `torchrun` (RANK/WORLD_SIZE/LOCAL_RANK set) it calls `fn` directly: torchrun started
-  the processes, across as many nodes as it was told;
+  the processes, across as many nodes as it was told (rendezvous through env://);
 - with `--gpus N` (N > 1) or `--nproc N` (N > 1) it starts N local processes itself and sets
-  the same environment variables torchrun would;
+  RANK/WORLD_SIZE/LOCAL_RANK as torchrun would, meeting through a file store;
 - otherwise it calls `fn` in this process.
 Inside `fn`, `setup(cfg)` joins the process group and returns this process's `Dist`.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -60,8 +60,9 @@ def setup(cfg) -> Dist:
     if use_cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
-                                device_id=device if use_cuda else None)
+        # processes started by `launch` meet through a file (no free-port race); torchrun's through env://
+        dist.init_process_group("nccl" if use_cuda else "gloo", init_method=os.environ.get("W2V_DIST_INIT", "env://"),
+                                rank=rank, world_size=world, device_id=device if use_cuda else None)
     return Dist(rank, world, local_rank, device)
 
 
@@ -84,15 +85,9 @@ def all_gather_object(obj, d: Dist) -> list:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(local_rank: int, world: int, port: int, fn, cfg) -> None:
+def _worker(local_rank: int, world: int, store: str, fn, cfg) -> None:
     os.environ.update(RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      W2V_DIST_INIT=f"file://{store}")
     try:
         fn(cfg)
     except W2VError as exc:
@@ -110,8 +105,9 @@ def launch(fn, cfg):
         return fn(cfg)
     if cfg.gpus and torch.cuda.device_count() < cfg.gpus:
         raise W2VError(f"--gpus {cfg.gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
-    ctx = mp.start_processes(_worker, args=(n, _free_port(), fn, cfg), nprocs=n, join=False,
-                             start_method="spawn")
+    tmp = tempfile.TemporaryDirectory(prefix="w2v-dist-")
+    ctx = mp.start_processes(_worker, args=(n, os.path.join(tmp.name, "store"), fn, cfg), nprocs=n,
+                             join=False, start_method="spawn")
     # Ctrl-C reaches the children directly (same process group); a SIGTERM sent to this process
     # is passed on, so each child writes its checkpoint and exits cleanly.
     old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -124,5 +120,6 @@ def launch(fn, cfg):
     except mp.ProcessRaisedException as exc:
         raise RuntimeError(f"training process failed:\n{exc}") from None
     finally:
+        tmp.cleanup()
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)

@@ -117,7 +117,8 @@ class Trainer:
         ckpt = load_checkpoint(path)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["scaler"] or {})
+        if ckpt["scaler"] and self.scaler.is_enabled():  # fp16 both then and now
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.update, self.best, self.skipped = ckpt["update"], ckpt["best"], ckpt.get("skipped", 0)
         self.position = DataPosition(**ckpt["data"])
         rngs = ckpt["rng"]
@@ -125,7 +126,8 @@ class Trainer:
             set_rng_state(rngs[self.d.rank])
         else:
             warn(f"{path}: saved by {len(rngs)} process(es), resuming with {self.d.world_size}: "
-                 "random streams are reseeded, so the run will not repeat exactly")
+                 "random streams are reseeded and the epoch's batches are dealt out anew, "
+                 "so the run will not repeat exactly")
             seed_everything(self.cfg.seed + 1000 * self.d.rank + self.update)
         if self.d.main:
             log(f"resuming from {path}: update {self.update}, epoch {self.position.epoch}, "
@@ -260,6 +262,7 @@ class Trainer:
                 for k, v in sums.items():
                     window[k] += v
                 stats = self.task.summarize(sums) if sums.get("updates") else {}
+                stats["samples_per_s"] = sums["nsentences"] / max(sums["data_time"] + sums["step_time"], 1e-9)
                 bar.advance(self.update, stats, self.schedule(self.update))
                 if not sums.get("updates"):
                     continue
