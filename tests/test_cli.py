@@ -25,3 +25,24 @@ def test_python_dash_m_works():
     out = subprocess.run([sys.executable, "-m", "w2vcli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "transcribe" in out.stdout
+
+
+def test_atomic_open_gives_normal_permissions_and_keeps_old_file_on_error(tmp_path):
+    import os
+
+    import pytest
+
+    from w2vcli.utils import atomic_open
+
+    target = tmp_path / "out.txt"
+    with atomic_open(target) as f:
+        f.write("first")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as f:
+            f.write("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
