@@ -88,7 +88,7 @@ if $quick; then
   train_speakers=8
   heldout_speakers=2
   label_sets="2m:2 4m:4"     # name:minutes; the first is fine-tuned on
-  beam=8
+  beam=4
   tune=false                 # fixed LM weights below
 else
   mode=default

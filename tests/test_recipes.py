@@ -1,0 +1,253 @@
+"""Recipes: their TOML configs load through the training config loader, `w2v prepare subset`,
+recipes/librispeech/run.sh's stages on a LibriSpeech-layout tree made from ../shared/data/real-mini
+(with tiny training overrides), and recipes/demo/run.sh --quick end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from w2vcli.cli import app
+from w2vcli.model.config import get_preset
+from w2vcli.train.config import FinetuneConfig, PretrainConfig, read_toml, resolve
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "recipes" / "demo"
+LIBRI = REPO / "recipes" / "librispeech"
+runner = CliRunner()
+
+# ModelConfig fields that define the network (as opposed to its training-time behaviour)
+ARCHITECTURE = {"conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feature_norm", "hidden_size", "num_layers",
+                "num_heads", "ffn_dim", "layer_norm_first", "pos_conv_kernel", "pos_conv_groups"}
+
+
+def _load(path: Path, cls):
+    """Resolve a recipe TOML as `w2v pretrain/finetune --config` does, and build its model config."""
+    layer = read_toml(path, cls)
+    cfg = resolve(cls, None, [layer, {"train": "x.jsonl", "out": "o", "init": "none"} if cls is FinetuneConfig
+                              else {"train": "x.jsonl", "out": "o"}])
+    cfg.check()
+    model = get_preset(cfg.preset).replace(**cfg.model)
+    return layer, cfg, model
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{REPO / 'tools' / 'kenlm' / 'bin'}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def _run(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _need_kenlm():
+    if not (shutil.which("lmplz") or (REPO / "tools" / "kenlm" / "bin" / "lmplz").exists()):
+        pytest.skip("KenLM's lmplz is not built (scripts/install_kenlm.sh)")
+
+
+# --- configs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conf", ["conf", "conf/quick"])
+def test_demo_configs_load_and_the_baseline_matches(conf):
+    d = DEMO / conf
+    _, pt, pt_model = _load(d / "pretrain.toml", PretrainConfig)
+    ft_layer, ft, _ = _load(d / "finetune.toml", FinetuneConfig)
+    sc_layer, sc, sc_model = _load(d / "finetune-scratch.toml", FinetuneConfig)
+    assert pt.max_updates >= 1 and ft.max_updates >= 1
+    # the baseline differs only in what a random init needs: same labels/updates/schedule/masking
+    extra = {"preset", "freeze_feature_encoder", "model"}
+    assert {k: v for k, v in sc_layer.items() if k not in extra} == {k: v for k, v in ft_layer.items() if k not in extra}
+    assert sc.preset == pt.preset and sc.freeze_feature_encoder is False
+    assert sc_model.feature_grad_mult == 1.0
+    # the same network as the pretrained one
+    for field in ARCHITECTURE:
+        assert getattr(sc_model, field) == getattr(pt_model, field), field
+    assert not ARCHITECTURE & set(ft_layer.get("model", {})), "finetune.toml must take the network from the checkpoint"
+
+
+def test_librispeech_configs_follow_the_paper():
+    _, base, base_model = _load(LIBRI / "conf" / "pretrain-base.toml", PretrainConfig)
+    assert (base.preset, base.max_updates, base.lr, base.max_tokens * base.update_freq) == ("base", 400_000, 5e-4, 11_200_000)
+    assert base_model.mask_time_prob == pytest.approx(0.65)  # p = 0.065 x span 10
+    _, large, _ = _load(LIBRI / "conf" / "pretrain-large.toml", PretrainConfig)
+    assert (large.preset, large.max_updates, large.lr) == ("large", 250_000, 3e-4)
+    # paper Table 6 (timestep p, channel p, updates); fairseq convention = p x span length
+    table6 = {"10m": (0.075, 0.008, 12_000), "1h": (0.075, 0.004, 13_000), "10h": (0.065, 0.004, 20_000),
+              "100h": (0.05, 0.008, 50_000), "960h": (0.05, 0.0016, 320_000)}
+    for model in ("base", "large"):
+        for split, (p, pc, updates) in table6.items():
+            _, cfg, net = _load(LIBRI / "conf" / f"finetune-{model}-{split}.toml", FinetuneConfig)
+            assert cfg.mask_prob == pytest.approx(p * 10), (model, split)
+            assert cfg.mask_channel_prob == pytest.approx(pc * 64), (model, split)
+            assert net.mask_channel_length == 64 and net.mask_time_length == 10
+            assert cfg.max_updates == updates and cfg.freeze_updates == 10_000 and cfg.freeze_feature_encoder
+            assert cfg.layerdrop == (0.05 if model == "base" else 0.1)
+            assert cfg.tri_stage == (0.1, 0.4, 0.5) and cfg.lr_schedule == "tri_stage"
+            seconds_per_update = cfg.max_tokens * cfg.update_freq * 8 / 16000  # on 8 GPUs
+            assert seconds_per_update == (1600 if model == "base" else 1920)
+
+
+def test_prepare_subset(tmp_path, real_mini):
+    from w2vcli.data.librispeech import prepare_librispeech
+
+    prepare_librispeech(real_mini, tmp_path, jobs=1)
+    full = _rows(tmp_path / "test-real.jsonl")
+    out = tmp_path / "sub" / "half.jsonl"
+    result = runner.invoke(app, ["prepare", "subset", str(tmp_path / "test-real.jsonl"), "--minutes", "0.4",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    sub = _rows(out)
+    assert 0 < len(sub) < len(full)
+    assert sum(r["num_samples"] / r["sample_rate"] for r in sub) <= 24.0
+    assert len({r["speaker"] for r in sub}) >= 3  # round-robin over speakers
+    ids = [r["id"] for r in full]
+    assert [r["id"] for r in sub] == sorted((r["id"] for r in sub), key=ids.index)  # input order kept
+    again = tmp_path / "again.jsonl"
+    runner.invoke(app, ["prepare", "subset", str(tmp_path / "test-real.jsonl"), "--minutes", "0.4", "--out", str(again)])
+    assert again.read_text() == out.read_text()
+    result = runner.invoke(app, ["prepare", "subset", str(tmp_path / "test-real.jsonl"), "--minutes", "0.001",
+                                 "--out", str(tmp_path / "none.jsonl")])
+    assert result.exit_code == 1 and "no utterance fits" in result.output
+
+
+# --- recipes/librispeech on real speech --------------------------------------------------------
+
+
+def _real_utterances(real_mini: Path) -> list[tuple[Path, str]]:
+    """(flac, transcript) for the 10 real utterances."""
+    utts = []
+    for trans in sorted(real_mini.glob("*/*/*/*.trans.txt")):
+        for line in trans.read_text().splitlines():
+            uid, text = line.split(" ", 1)
+            utts.append((trans.parent / f"{uid}.flac", text))
+    return utts
+
+
+def _fake_subset(root: Path, speaker: int, utts: list[tuple[Path, str]]) -> list[str]:
+    """A LibriSpeech-layout subset at root: one speaker, one chapter, symlinks to real audio."""
+    chap = root / str(speaker) / "1"
+    chap.mkdir(parents=True)
+    lines, ids = [], []
+    for k, (flac, text) in enumerate(utts):
+        uid = f"{speaker}-1-{k:04d}"
+        (chap / f"{uid}.flac").symlink_to(flac)
+        lines.append(f"{uid} {text}")
+        ids.append(uid)
+    (chap / f"{speaker}-1.trans.txt").write_text("\n".join(lines) + "\n")
+    return ids
+
+
+@pytest.fixture(scope="module")
+def libri_trees(real_mini, tmp_path_factory):
+    """A LibriSpeech root (all seven subsets) and a Libri-Light librispeech_finetuning tree, made
+    of the real-mini recordings under new speaker ids (ids unique across everything)."""
+    root = tmp_path_factory.mktemp("libri")
+    utts = _real_utterances(real_mini)
+    assert len(utts) == 10
+    pick = lambda i, n: [utts[(i * 3 + k) % len(utts)] for k in range(n)]  # noqa: E731
+    ids = {}
+    subsets = ["train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other", "test-clean", "test-other"]
+    for i, name in enumerate(subsets):
+        ids[name] = _fake_subset(root / "LibriSpeech" / name, 100 + i, pick(i, 3 if name.startswith("train") else 2))
+    ll = root / "librispeech_finetuning"
+    parts = {"1h/0/clean": 200, "1h/0/other": 201, "1h/1/clean": 202, "9h/clean": 203, "9h/other": 204}
+    for j, (part, spk) in enumerate(parts.items()):
+        ids[part] = _fake_subset(ll / part, spk, pick(j, 2))
+    return root / "LibriSpeech", ll, ids
+
+
+def test_librispeech_recipe_prepares_librispeech_and_librilight(libri_trees, tmp_path):
+    libri, ll, ids = libri_trees
+    out = tmp_path / "exp"
+    _run(["bash", str(LIBRI / "run.sh"), "--stage", "1", "--stop-stage", "2", "--out", str(out),
+          "--librispeech", str(libri), "--librilight", str(ll)])
+    data = out / "data"
+    got = lambda name: [r["id"] for r in _rows(data / f"{name}.jsonl")]  # noqa: E731
+    assert got("train-960") == ids["train-clean-100"] + ids["train-clean-360"] + ids["train-other-500"]
+    assert got("train-100h") == ids["train-clean-100"]
+    assert got("eval") == ids["dev-clean"] + ids["dev-other"] + ids["test-clean"] + ids["test-other"]
+    assert sorted(got("train-10m")) == sorted(ids["1h/0/clean"] + ids["1h/0/other"])
+    assert sorted(got("train-1h")) == sorted(ids["1h/0/clean"] + ids["1h/0/other"] + ids["1h/1/clean"])
+    assert sorted(got("train-10h")) == sorted(got("train-1h") + ids["9h/clean"] + ids["9h/other"])
+    assert all(Path(r["audio"]).is_file() and r["text"] for r in _rows(data / "train-10h.jsonl"))
+    assert json.loads((data / "vocab.json").read_text())["<pad>"] == 0
+    assert (out / ".done" / "1").is_file() and (out / ".done" / "2").is_file()
+    # a re-run skips finished stages
+    again = _run(["bash", str(LIBRI / "run.sh"), "--stage", "1", "--stop-stage", "2", "--out", str(out)])
+    assert "already done" in again.stdout
+
+
+@pytest.mark.slow
+def test_librispeech_recipe_trains_decodes_and_scores_with_tiny_overrides(libri_trees, lm_text, tmp_path):
+    """Stages 1-7 on the real-speech tree with a tiny model and a few updates: every stage runs
+    and the results table carries the paper's numbers beside ours."""
+    _need_kenlm()
+    libri, ll, _ = libri_trees
+    out = tmp_path / "exp"
+    train = "--max-tokens 160000 --update-freq 1 --precision fp32 --num-workers 0 --log-interval 1 --max-updates 2 --valid-interval 2"
+    _run(["bash", str(LIBRI / "run.sh"), "--out", str(out), "--librispeech", str(libri), "--librilight", str(ll),
+          "--lm-corpus", str(lm_text), "--lm-memory", "50M", "--splits", "10m", "--gpus", "0",
+          "--beam", "4", "--tune-trials", "2",
+          "--pretrain-args", f"--preset tiny --max-sample-size 32000 --warmup-updates 1 {train}",
+          "--finetune-args", f"--max-sample-size 480000 --freeze-updates 0 --mask-channel-prob 0 {train}",
+          "--transcribe-args", "--device cpu --batch-size 4"], timeout=900)
+    for f in ("pt-base/best.pt", "ft-base-10m/best.pt", "lm/4gram.bin", "decode/base-10m/greedy.hyp.jsonl",
+              "decode/base-10m/lm.hyp.jsonl", "decode/base-10m/tune.jsonl", "decode/base-10m/lm-weights.txt"):
+        assert (out / f).is_file(), f
+    for dec in ("greedy", "lm"):
+        for s in ("dev-clean", "dev-other", "test-clean", "test-other"):
+            score = json.loads((out / "decode" / "base-10m" / f"{dec}-{s}.score.json").read_text())
+            assert score["utterances"] == 2 and score["missing"] == 0 and score["extra"] == 6
+    page = (out / "results.md").read_text()
+    assert "| 10m | 4-gram | paper | 8.9 | 15.7 | 9.1 | 15.6 |" in page
+    assert "| 10m | none | w2v |" in page
+
+
+# --- recipes/demo ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path):
+    """`recipes/demo/run.sh --quick`: every stage on tiny sizes; the table is written from the
+    score files (outside docs/), and a re-run skips every stage."""
+    _need_kenlm()
+    if not shutil.which("espeak-ng") and not shutil.which("flite"):
+        pytest.skip("no speech synthesizer installed (make setup)")
+    out = tmp_path / "demo"
+    result = _run(["bash", str(DEMO / "run.sh"), "--quick", "--out", str(out)], timeout=600)
+    assert "| pretrained + fine-tuned |" in result.stdout and "| from scratch (random init) |" in result.stdout
+    page = (out / "results.md").read_text()
+    assert "Smoke test" in page and "| 7 score |" in page
+    for model in ("pretrained", "scratch"):
+        for dec in ("greedy", "lm"):
+            score = json.loads((out / "decode" / model / f"{dec}.score.json").read_text())
+            assert score["missing"] == 0 and score["utterances"] > 0
+            assert f"{100 * score['wer']:.1f}" in page
+    timings = (out / "timings.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in timings] == [str(n) for n in range(1, 8)]
+    subset = _rows(out / "data" / "train-2m.jsonl")
+    assert sum(r["num_samples"] / r["sample_rate"] for r in subset) <= 120.0
+    train = {r["id"] for r in _rows(out / "data" / "train-clean.jsonl")}
+    assert {r["id"] for r in subset} <= train
+    test_speakers = {r["speaker"] for r in _rows(out / "data" / "test-clean.jsonl")}
+    assert not test_speakers & {r["speaker"] for r in _rows(out / "data" / "train-clean.jsonl")}
+    again = _run(["bash", str(DEMO / "run.sh"), "--quick", "--out", str(out), "--stop-stage", "6"])
+    assert again.stdout.count("already done") == 6
+    mixed = subprocess.run(["bash", str(DEMO / "run.sh"), "--out", str(out), "--stage", "5", "--stop-stage", "5"],
+                           capture_output=True, text=True, env=_env())
+    assert mixed.returncode == 1 and "quick" in mixed.stderr
