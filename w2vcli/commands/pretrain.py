@@ -15,7 +15,7 @@ Manifest = Annotated[Path, typer.Option("--train", help="Training manifest (.jso
 Valid = Annotated[Optional[Path], typer.Option("--valid", help="Validation manifest: validated every --valid-interval updates; best.pt keeps the best.", exists=True, dir_okay=False)]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder: last.pt, best.pt, metrics.jsonl, config.toml.", file_okay=False)]
 Preset = Annotated[Optional[str], typer.Option("--preset", help="Model preset: tiny, small, base, large (default small).")]
-ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML file of options (overrides the preset; options given here override it). A [model] table changes model fields.", exists=True, dir_okay=False)]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML file of options (overrides the preset; options given here override it). A \\[model] table changes model fields.", exists=True, dir_okay=False)]
 MaxUpdates = Annotated[Optional[int], typer.Option("--max-updates", help="Stop after this many optimizer updates.", min=1)]
 MaxTokens = Annotated[Optional[int], typer.Option("--max-tokens", help="Audio samples per batch per device, padding included (16000 = 1 s).", min=1)]
 MaxSampleSize = Annotated[Optional[int], typer.Option("--max-sample-size", help="Pretraining: crop longer audio to this many samples at a random offset; fine-tuning: skip longer audio.", min=1)]
