@@ -5,7 +5,7 @@
 #
 #   recipes/demo/run.sh                 # the demo (target: under 45 minutes on 2 CPU cores)
 #   recipes/demo/run.sh --quick         # every stage on tiny sizes, a smoke test (< 5 minutes)
-#   recipes/demo/run.sh --stage 6 --stop-stage 7    # redo decoding and scoring only
+#   recipes/demo/run.sh --stage 6 --stop-stage 7 --force   # redo decoding and scoring only
 #
 # Stages (each one or a few `w2v` calls; a finished stage leaves OUT/.done/N and is skipped on a
 # re-run; remove that file, or use --force, to redo it):
@@ -36,6 +36,8 @@
 #   log/stage-N.log     full output of each stage
 #
 # Options: --stage N --stop-stage N --out DIR --quick --labels 10m|1h --results FILE --force
+#   --force      run the stages in range even when done (a training stage whose folder holds a
+#                last.pt resumes from it: delete the folder, e.g. OUT/pt, to train again)
 #   --labels     which labeled subset stages 3-4 fine-tune on (default 10m)
 #   --results    where stage 7 writes the table (default: docs/demo-results.md for the full
 #                demo, OUT/results.md under --quick, so a smoke test never touches docs/)

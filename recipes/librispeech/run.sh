@@ -57,7 +57,7 @@
 #   --model base|large  (default base)                  --splits "10m 1h 10h 100h 960h"
 #   --gpus N            (default 8; 0 = CPU)            --pretrained PATH  fine-tune from this instead of stage 3
 #   --beam N (500)      --tune-trials N (64)            --lm-memory SIZE (80%)
-#   --stage N --stop-stage N --out DIR --force
+#   --stage N --stop-stage N --out DIR --force (redo done stages; training resumes from last.pt if there)
 #   --pretrain-args/--finetune-args/--transcribe-args "..."   extra options passed to w2v (last wins)
 set -euo pipefail
 
