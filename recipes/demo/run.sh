@@ -108,8 +108,9 @@ else
 fi
 alpha=0.5                    # LM weight and word bonus when not tuned
 beta=1.0
-tune_alpha="0.25,0.5,1,1.5,2"
-tune_beta="-1,0,1,2"
+tune_alpha="0.5,1,1.5,2"     # the grid searched on dev (default run)
+tune_beta="0,1,2"
+tune_beam=16                 # a narrower beam for the search keeps stage 6 short
 labels=${labels:-${label_sets%%:*}}
 seed=0
 
@@ -212,7 +213,7 @@ if run_stage 6 decode; then
     a=$alpha b=$beta
     if $tune; then  # LM weight and word bonus from the dev set, never from test
       w2v transcribe "$ckpt" --manifest "$data/dev-clean.jsonl" --lm "$out/lm/4gram.bin" \
-        --beam "$beam" --tune --tune-alpha "$tune_alpha" --tune-beta "$tune_beta" \
+        --beam "$tune_beam" --tune --tune-alpha "$tune_alpha" --tune-beta "$tune_beta" \
         --out "$dir/tune.jsonl" 2>&1 | tee -a "$out/log/stage-6.log"
       read -r a b < <("$python" -c 'import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]

@@ -106,6 +106,10 @@ def build(exp: Path, mode: str, labels: str, plot: Path | None, out: Path) -> tu
         lines.append(f"| {name} | {pct(g['wer'])} | {pct(lm['wer'])} | {pct(g['cer'])} | {pct(lm['cer'])} | "
                      f"{pct(min(valid)) if valid else '—'} |")
     table = "\n".join(lines)
+    pre, scr = scores["pretrained"]["lm"]["wer"], scores["scratch"]["lm"]["wer"]
+    ratio = f"{pre / scr:.2f}" if scr > 0 else "—"
+    table += (f"\n\nWith the LM, the pretrained model's test WER is {ratio} times the from-scratch "
+              f"baseline's ({pct(pre)} % vs {pct(scr)} %).")
 
     n_train, s_train, spk_train = manifest_stats(exp / "data" / "train-clean.jsonl")
     n_lab, s_lab, spk_lab = manifest_stats(exp / "data" / f"train-{labels}.jsonl")
@@ -175,7 +179,7 @@ w2v commit {git_commit(Path(__file__).resolve().parents[3])}. Written by the rec
 {cmd}
 ```
 """
-    console = f"{title[2:]} ({labels} of labels, {n_test} test utterances)\n\n{table}\n\n{time_table}\n"
+    console = f"{title[2:]}: {labels} of labels, {n_test} test utterances\n\n{table}\n\n{time_table}\n"
     return console, page
 
 
