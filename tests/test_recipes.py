@@ -26,6 +26,10 @@ runner = CliRunner()
 # ModelConfig fields that define the network (as opposed to its training-time behaviour)
 ARCHITECTURE = {"conv_dim", "conv_kernel", "conv_stride", "conv_bias", "feature_norm", "hidden_size", "num_layers",
                 "num_heads", "ffn_dim", "layer_norm_first", "pos_conv_kernel", "pos_conv_groups"}
+# ModelConfig fields that only the pretraining objective reads
+PRETRAIN_ONLY = {"num_codebooks", "codebook_size", "codevector_dim", "proj_dim", "quantizer_dropout", "num_negatives",
+                 "cross_sample_negatives", "logit_temperature", "diversity_weight", "feature_penalty_weight",
+                 "gumbel_start", "gumbel_end", "gumbel_decay"}
 
 
 def _load(path: Path, cls):
@@ -78,6 +82,17 @@ def test_demo_configs_load_and_the_baseline_matches(conf):
     for field in ARCHITECTURE:
         assert getattr(sc_model, field) == getattr(pt_model, field), field
     assert not ARCHITECTURE & set(ft_layer.get("model", {})), "finetune.toml must take the network from the checkpoint"
+    # what each row fine-tunes, built as w2vcli.train.tasks.build_ctc_model does: the pretrained
+    # checkpoint's config (+ finetune.toml) vs the preset (+ finetune-scratch.toml); equal in every
+    # field a CTC model reads, except the conv gradient (frozen vs trained)
+    def ctc_overrides(cfg):
+        o = {k: v for k, v in {"mask_time_prob": cfg.mask_prob, "mask_channel_prob": cfg.mask_channel_prob,
+                               "layer_drop": cfg.layerdrop, "final_dropout": cfg.final_dropout}.items() if v is not None}
+        return {**o, **cfg.model}
+    pretrained_net = pt_model.replace(**ctc_overrides(ft)).to_dict()
+    scratch_net = get_preset(sc.preset).replace(**ctc_overrides(sc)).to_dict()
+    differ = {k for k in pretrained_net if pretrained_net[k] != scratch_net[k]} - PRETRAIN_ONLY
+    assert differ <= {"feature_grad_mult"}, {k: (pretrained_net[k], scratch_net[k]) for k in differ}
 
 
 def test_librispeech_configs_follow_the_paper():
