@@ -1,0 +1,108 @@
+"""pretrain_step: forward + backward + AdamW step of the full pretraining objective, samples/s.
+
+    python -m bench.pretrain_step --preset small --batch 8 --seconds 4 --reps 5
+
+Both implementations hold the same weights (bench.models). Before timing, both run in eval
+mode on the same batch with the same mask and distractor indices and must give the same
+contrastive and diversity losses. The timed step is what each toolkit's own training does:
+w2v samples masks and distractors inside its forward (vectorised torch); transformers gets them
+from its numpy helpers `_compute_mask_indices` / `_sample_negative_indices`, as
+`run_wav2vec2_pretraining_no_trainer.py`'s collator does. Same mask settings (mask_time_prob,
+span, K) on both sides, dropout as in the preset, layer drop off, Gumbel temperature 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from bench.common import interleaved, report, set_threads, timed
+from bench.models import audio_batch, hf_attention_mask, model_pair
+from w2vcli.model.masking import sample_negatives, span_mask
+
+
+def verify(ours, ref, wav, lengths) -> None:
+    """Same contrastive and diversity loss on the same mask/distractors (eval mode: argmax codes)."""
+    cfg = ours.config
+    frames = ours.wav2vec2.frame_lengths(lengths)
+    T = int(frames.max())
+    g = torch.Generator().manual_seed(0)
+    mask = span_mask(frames, T, cfg.mask_time_prob, cfg.mask_time_length, cfg.mask_time_min_masks, generator=g)
+    neg = sample_negatives(mask, cfg.num_negatives, generator=g)
+    with torch.no_grad():
+        got = ours(wav, lengths, mask_indices=mask, negative_indices=neg, temperature=2.0)
+        exp = ref(wav, attention_mask=hf_attention_mask(lengths, wav.shape[1]), mask_time_indices=mask,
+                  sampled_negative_indices=neg)  # fmt: skip
+    torch.testing.assert_close(got.contrastive_loss, exp.contrastive_loss, rtol=1e-4, atol=1e-3)
+    # in eval mode transformers' diversity term uses the hard (code) perplexity
+    gv = cfg.num_codebooks * cfg.codebook_size
+    ours_loss = got.contrastive_loss + cfg.diversity_weight * (gv - got.code_perplexity) / gv * got.num_masked
+    torch.testing.assert_close(ours_loss, exp.loss, rtol=1e-4, atol=1e-3)
+    print(f"verified: contrastive loss {float(got.contrastive_loss):.4f} (w2v) vs "
+          f"{float(exp.contrastive_loss):.4f} (transformers), {int(got.num_masked)} masked frames", flush=True)
+
+
+def make_steps(ours, ref, wav, lengths, steps: int):
+    """Closures that each run `steps` training steps and return samples/s."""
+    cfg = ours.config
+    B = wav.shape[0]
+    ours.train()
+    ref.train()
+    ref.set_gumbel_temperature(2.0)
+    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-5)
+    opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-5)
+    attention_mask = hf_attention_mask(lengths, wav.shape[1])
+    frames = ref._get_feat_extract_output_lengths(lengths)
+    T = int(frames.max())
+    feat_mask = None if attention_mask is None else ref._get_feature_vector_attention_mask(T, attention_mask)
+    from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+
+    def step_ours():
+        out = ours(wav, lengths, temperature=2.0)
+        out.loss.backward()
+        opt_ours.step()
+        opt_ours.zero_grad(set_to_none=True)
+
+    def step_ref():
+        mask = _compute_mask_indices((B, T), cfg.mask_time_prob, cfg.mask_time_length, attention_mask=feat_mask,
+                                     min_masks=cfg.mask_time_min_masks)  # fmt: skip
+        neg = _sample_negative_indices((B, T), cfg.num_negatives, mask_time_indices=mask)
+        out = ref(wav, attention_mask=attention_mask, mask_time_indices=torch.from_numpy(mask),
+                  sampled_negative_indices=torch.from_numpy(neg))  # fmt: skip
+        out.loss.backward()
+        opt_ref.step()
+        opt_ref.zero_grad(set_to_none=True)
+
+    def speed(fn):
+        return lambda: B * steps / timed(lambda: [fn() for _ in range(steps)])
+
+    return {"w2v": speed(step_ours), "transformers": speed(step_ref)}
+
+
+def run(preset: str, batch: int, seconds: float, reps: int, steps: int = 1, threads: int = 2) -> float:
+    set_threads(threads)
+    ours, ref = model_pair("pretrain", preset)
+    wav, lengths = audio_batch([seconds] * batch)
+    verify(ours, ref, wav, lengths)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    speeds = interleaved(make_steps(ours, ref, wav, lengths, steps), reps)
+    return report(f"pretrain_step_{preset}", speeds, f"samples/s (batch {batch} x {seconds:g} s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of each (cropped) utterance")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=1, help="training steps per timed repetition")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    run(a.preset, a.batch, a.seconds, a.reps, a.steps, a.threads)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Run every benchmark in one process and append the results to docs/benchmarks.md.
+
+    bench/run.sh [--quick] [--threads N] [--only NAME ...] [--no-docs]
+
+Full: about 10-15 minutes on two idle cores; --quick: under 5 minutes, every RATIO line with
+smaller batches and fewer repetitions. Each benchmark prints ABS lines (medians of interleaved
+repetitions, with min/max) and one `RATIO <name> <w2v / reference>` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+import time
+import traceback
+
+from bench import common
+
+# name -> (full settings, quick settings)
+PLAN = {
+    "pretrain_step_small": (dict(preset="small", batch=8, seconds=3.0, reps=7), dict(preset="small", batch=4, seconds=3.0, reps=3)),
+    "pretrain_step_base": (dict(preset="base", batch=4, seconds=4.0, reps=5), dict(preset="base", batch=1, seconds=4.0, reps=3)),
+    "ctc_inference_small": (dict(preset="small", seconds=[10.0, 12.0, 13.0, 15.0], reps=7),
+                            dict(preset="small", seconds=[10.0, 12.0, 13.0, 15.0], reps=3)),
+    "ctc_inference_base": (dict(preset="base", seconds=[10.0, 12.0, 13.0, 15.0], reps=5),
+                           dict(preset="base", seconds=[10.0, 15.0], reps=3)),
+    "lm_decode": (dict(beam=50, repeat=2, reps=5, preset="base"), dict(beam=50, repeat=1, reps=3, preset="small")),
+    "dataloader": (dict(batches=60, workers=2, steps=7, reps=3), dict(batches=20, workers=2, steps=3, reps=2)),
+    "prepare": (dict(n=10_000, reps=3), dict(n=10_000, reps=1)),
+}
+
+
+def run_one(name: str, kw: dict, threads: int) -> None:
+    if name.startswith("pretrain_step"):
+        from bench.pretrain_step import run
+    elif name.startswith("ctc_inference"):
+        from bench.ctc_inference import run
+    elif name == "lm_decode":
+        from bench.lm_decode import run
+    elif name == "dataloader":
+        from bench.dataloader import run
+    else:
+        from bench.prepare import run
+        return run(**kw)
+    return run(**kw, threads=threads)
+
+
+def write_docs(args, argv: list[str], machine: dict, started: str, seconds: float, failed: list[str]) -> None:
+    path = common.REPO / "docs" / "benchmarks.md"
+    ratios = [l.split() for l in common.LINES if l.startswith("RATIO ")]
+    rows = [f"| {r[1]} | {r[2]} |" for r in ratios]
+    lines = [
+        "", f"### {started} — `bench/run.sh {' '.join(argv)}`".rstrip(), "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores; torch {machine['torch']}, transformers "
+        f"{machine['transformers']}; {args.threads} threads for both; load average at start {machine['load']}; "
+        f"{seconds / 60:.1f} min.", "",
+        "| comparison | w2v / reference |", "|---|---|", *rows, "",
+        "<details><summary>absolute figures</summary>", "", "```", *[l for l in common.LINES if l.startswith("ABS ")],
+        "```", "</details>", "",
+    ]  # fmt: skip
+    if failed:
+        lines[-1:-1] = [f"Failed: {', '.join(failed)} (see the console output)."]
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    print(f"appended to {path}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small batches, few repetitions (< 5 min)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads, the same for both implementations")
+    ap.add_argument("--only", nargs="+", choices=list(PLAN), help="run only these comparisons")
+    ap.add_argument("--no-docs", action="store_true", help="do not append to docs/benchmarks.md")
+    args = ap.parse_args()
+    common.set_threads(args.threads)
+    machine = common.machine()
+    started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    print(f"w2v benchmarks {'(quick) ' if args.quick else ''}{started}: {machine}", flush=True)
+    t0 = time.perf_counter()
+    failed = []
+    for name, (full, quick) in PLAN.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"== {name}", flush=True)
+        try:
+            run_one(name, quick if args.quick else full, args.threads)
+        except Exception:  # keep going: one broken comparison must not hide the others
+            traceback.print_exc()
+            failed.append(name)
+            common.emit(f"RATIO {name} failed")
+    seconds = time.perf_counter() - t0
+    print(f"done in {seconds / 60:.1f} min; load average now {common.load_average()}", flush=True)
+    if not args.no_docs:
+        write_docs(args, sys.argv[1:], machine, started, seconds, failed)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

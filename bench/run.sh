@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# w2v vs transformers benchmarks on this machine; appends a dated table to docs/benchmarks.md.
+#
+#   bench/run.sh            full run (about 10-15 min on two idle cores)
+#   bench/run.sh --quick    every RATIO line in under 5 minutes
+#   bench/run.sh --only ctc_inference_base --no-docs
+#
+# Needs the dev environment (.venv with transformers, pyctcdecode, kenlm) and KenLM's programs
+# (scripts/install_kenlm.sh) for the 4-gram, which is built once into bench/.cache/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ -z "${VIRTUAL_ENV:-}" && -f .venv/bin/activate ]]; then
+  source .venv/bin/activate
+fi
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
+exec python -m bench.run "$@"
