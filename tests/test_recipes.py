@@ -93,6 +93,17 @@ def test_demo_configs_load_and_the_baseline_matches(conf):
     scratch_net = get_preset(sc.preset).replace(**ctc_overrides(sc)).to_dict()
     differ = {k for k in pretrained_net if pretrained_net[k] != scratch_net[k]} - PRETRAIN_ONLY
     assert differ <= {"feature_grad_mult"}, {k: (pretrained_net[k], scratch_net[k]) for k in differ}
+    # and the network runs: one pretraining forward/backward on 2 s of noise
+    import torch
+
+    from w2vcli.model.wav2vec2 import Wav2Vec2ForPreTraining
+
+    torch.manual_seed(0)
+    model = Wav2Vec2ForPreTraining(pt_model).train()
+    wav = torch.randn(2, pt.max_sample_size)
+    out = model(wav, torch.tensor([pt.max_sample_size, pt.max_sample_size // 2]), temperature=2.0)
+    (out.loss / out.num_masked).backward()
+    assert torch.isfinite(out.loss) and out.num_masked > 0
 
 
 def test_librispeech_configs_follow_the_paper():
