@@ -68,6 +68,12 @@ def main() -> int:
             a, b = f.read_text().split()
             weights.append(f"{split}: α={a} β={b}")
     body = table(args.exp, args.model, splits)
+    timings = args.exp / "timings.tsv"
+    times = ""
+    if timings.is_file():
+        rows = [line.split("\t") for line in timings.read_text().splitlines() if line.strip()]
+        times = "\n## Wall time per stage (measured)\n\n| stage | hours |\n|---|---:|\n" + "".join(
+            f"| {n} {name} | {float(secs) / 3600:.2f} |\n" for n, name, secs in rows)
     page = f"""# wav2vec 2.0 {args.model.upper()} on LibriSpeech: w2v vs the paper
 
 WER %. "w2v" rows: `recipes/librispeech/run.sh` (pretrained on LS-960 unless `--pretrained`
@@ -77,7 +83,7 @@ dev-other ({'; '.join(weights) or 'weights not recorded'}). "paper" rows: Baevsk
 decodes with beam 1,500 and Bayesian-optimised weights, w2v with the beam given to the recipe.
 
 {body}
-"""
+{times}"""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(page)
     print(body)
