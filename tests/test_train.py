@@ -183,3 +183,15 @@ def test_finetune_from_scratch_with_sentencepiece(corpus, tmp_path):
     ckpt = load(out / "last.pt")
     assert (out / "spm.model").is_file() and ckpt["vocab_word_boundary"] is None
     assert any(t.startswith("\u2581") for t in ckpt["vocab"])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cpu(corpus, tmp_path, precision):
+    train, _ = corpus
+    out = tmp_path / precision
+    w2v("pretrain", "--train", train, "--out", out, *TINY, "--max-updates", 3, "--precision", precision)
+    ckpt = load(out / "last.pt")
+    assert ckpt["update"] == 3 and all(v.dtype != torch.bfloat16 for v in ckpt["model"].values())
+    assert (ckpt["scaler"] is not None) == (precision == "fp16")
+    if precision == "fp16":
+        assert ckpt["scaler"]["scale"] > 0
