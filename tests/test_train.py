@@ -183,6 +183,11 @@ def test_finetune_from_scratch_with_sentencepiece(corpus, tmp_path):
     ckpt = load(out / "last.pt")
     assert (out / "spm.model").is_file() and ckpt["vocab_word_boundary"] is None
     assert any(t.startswith("\u2581") for t in ckpt["vocab"])
+    import w2vcli
+
+    model = w2vcli.load_model(out / "last.pt")  # decoding must see sentencepiece units, not letters
+    assert model.vocab.word_boundary is None
+    assert model.vocab.decode([model.vocab.index[t] for t in ckpt["vocab"][4:6]]) != ""
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

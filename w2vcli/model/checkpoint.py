@@ -37,7 +37,7 @@ from w2vcli.model.convert import (
     codevectors_from_flat, config_from_fairseq, config_from_hf, config_to_hf, rename,
 )  # fmt: skip
 from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, Wav2Vec2Model
-from w2vcli.text import SPECIALS, Vocabulary
+from w2vcli.text import SPECIALS, WORD_BOUNDARY, Vocabulary
 from w2vcli.utils import atomic_open
 
 # fairseq's dict.ltr.txt for LibriSpeech (letters by falling frequency), after the 4 specials
@@ -85,6 +85,8 @@ def checkpoint_dict(model: Model) -> dict:
         "kind": model_kind(model),
         "model_config": model.config.to_dict(),
         "vocab": list(vocab.tokens) if vocab is not None else None,
+        # None for sentencepiece units ("\u2581" marks word starts), "|" for letters
+        "vocab_word_boundary": vocab.word_boundary if vocab is not None else None,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
 
@@ -101,7 +103,9 @@ def model_from_checkpoint(ckpt: dict, where: str = "checkpoint", device: str | t
     """Rebuild a model from a loaded w2v checkpoint dict."""
     try:
         config = ModelConfig.from_dict(ckpt["model_config"])
-        vocab = Vocabulary(list(ckpt["vocab"])) if ckpt.get("vocab") else None
+        vocab = None
+        if ckpt.get("vocab"):  # checkpoints without the boundary entry hold letters
+            vocab = Vocabulary(list(ckpt["vocab"]), word_boundary=ckpt.get("vocab_word_boundary", WORD_BOUNDARY))
         model = build_model(ckpt["kind"], config, vocab)
     except KeyError as exc:
         raise W2VError(f"{where}: w2v checkpoint lacks the {exc} entry") from None

@@ -31,7 +31,8 @@ from w2vcli.train import distributed
 from w2vcli.train.config import save_config, to_dict
 from w2vcli.train.progress import MetricsLog, TrainProgress
 from w2vcli.train.schedule import PolynomialDecay, TriStage
-from w2vcli.train.state import (load_checkpoint, model_checkpoint, rng_state, save_checkpoint,
+from w2vcli.model.checkpoint import checkpoint_dict
+from w2vcli.train.state import (load_checkpoint, rng_state, save_checkpoint,
                                 seed_everything, set_rng_state)
 from w2vcli.utils import log, warn
 
@@ -135,7 +136,7 @@ class Trainer:
 
     def _checkpoint(self) -> dict:
         rngs = distributed.all_gather_object(rng_state(), self.d)  # collective: every rank calls
-        ckpt = model_checkpoint(self.model, self.task.kind)
+        ckpt = checkpoint_dict(self.model)  # the model part; training state is added beside it
         ckpt.update(
             optimizer=self.optimizer.state_dict(),
             scheduler={**self.schedule.state_dict(), "update": self.update},

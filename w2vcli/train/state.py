@@ -59,17 +59,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def model_checkpoint(model, kind: str) -> dict:
-    """The model part of a w2v checkpoint (docs/architecture.md), tensors under "model"."""
-    from w2vcli.model.checkpoint import checkpoint_dict
-
-    ckpt = checkpoint_dict(model)
-    vocab = getattr(model, "vocab", None)
-    if vocab is not None:  # None for sentencepiece units ("▁" marks word starts)
-        ckpt["vocab_word_boundary"] = vocab.word_boundary
-    return ckpt
-
-
 def save_checkpoint(path: str | os.PathLike, ckpt: dict) -> None:
     """Write atomically: temporary file in the same folder, fsync, rename."""
     with atomic_open(path, "wb") as f:
