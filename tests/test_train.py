@@ -200,3 +200,15 @@ def test_mixed_precision_on_cpu(corpus, tmp_path, precision):
     assert (ckpt["scaler"] is not None) == (precision == "fp16")
     if precision == "fp16":
         assert ckpt["scaler"]["scale"] > 0
+
+
+def test_finetune_defaults_follow_the_checkpoint_width(tmp_path):
+    from w2vcli.model import Wav2Vec2ForPreTraining, get_preset, save_checkpoint
+    from w2vcli.train.config import FinetuneConfig, resolve
+
+    cfg = get_preset("tiny").replace(hidden_size=768, num_heads=12, num_layers=1, ffn_dim=64, pos_conv_kernel=4)
+    save_checkpoint(tmp_path / "wide.pt", Wav2Vec2ForPreTraining(cfg))
+    resolved = resolve(FinetuneConfig, None, [{"init": str(tmp_path / "wide.pt")}])
+    assert resolved.preset == "base" and resolved.lr == 5e-5
+    assert resolve(FinetuneConfig, "small", [{"init": str(tmp_path / "wide.pt")}]).preset == "small"
+    assert resolve(FinetuneConfig, None, [{"init": "none"}]).preset == "small"

@@ -144,6 +144,14 @@ def preset_defaults(task: str, preset: str) -> dict:
             "lr": 1e-3, "freeze_updates": 0, "valid_interval": 250}
 
 
+def preset_of_checkpoint(init: str) -> str:
+    """The preset whose training defaults suit a pretrained model: by its Transformer width."""
+    from w2vcli.model.checkpoint import load_model
+
+    width = load_model(init).config.hidden_size
+    return "large" if width >= 1024 else "base" if width >= 768 else "small"
+
+
 def _coerce(cfg_cls, name: str, value, source: str):
     """Check a value from a TOML file / saved config against the field's default type."""
     known = {f.name: f for f in fields(cfg_cls)}
@@ -184,8 +192,11 @@ def resolve(cfg_cls, preset: str | None, layers: list[dict]):
                 model.update(v or {})
             elif v is not None:
                 merged[k] = v
-    preset = merged.get("preset") or preset or "small"
     task = cfg_cls().task
+    preset = merged.get("preset") or preset
+    if not preset and task == "finetune" and merged.get("init") not in (None, "", "none"):
+        preset = preset_of_checkpoint(merged["init"])
+    preset = preset or "small"
     values = {**preset_defaults(task, preset), **merged, "preset": preset, "model": model}
     values = {k: _coerce(cfg_cls, k, v, "config") for k, v in values.items()}
     return cfg_cls(**values)
