@@ -28,7 +28,7 @@
 #   corpus/{train-clean,dev-clean,test-clean}/SPK/CHAP/SPK-CHAP-UTT.flac   synthesized speech
 #   data/{train-clean,dev-clean,test-clean}.jsonl, data/train-{10m,1h}.jsonl, data/vocab.json
 #   pt/                 pretraining: last.pt, best.pt, metrics.jsonl, config.toml
-#   ft-pretrained/      fine-tuned from pt/last.pt: best.pt (by dev WER), metrics.jsonl, ...
+#   ft-pretrained/      fine-tuned from pt/last.pt: last.pt (decoded), best.pt (by dev WER), metrics.jsonl
 #   ft-scratch/         fine-tuned from random init
 #   lm/4gram.bin        KenLM binary (+ 4gram.bin.unigrams.txt)
 #   decode/{pretrained,scratch}/{greedy,lm}.hyp.jsonl, *.score.json, tune.jsonl, details-*/
@@ -207,7 +207,9 @@ if run_stage 6 decode; then
   for model in pretrained scratch; do
     dir=$out/decode/$model
     mkdir -p "$dir"
-    ckpt=$out/ft-$model/best.pt
+    # the model at the end of the fine-tuning schedule: while dev WER is near 1, "best by dev
+    # WER" picks the emptiest early checkpoint rather than the better one
+    ckpt=$out/ft-$model/last.pt
     w2v transcribe "$ckpt" --manifest "$data/test-clean.jsonl" --out "$dir/greedy.hyp.jsonl" \
       2>&1 | tee -a "$out/log/stage-6.log"
     a=$alpha b=$beta

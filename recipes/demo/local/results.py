@@ -78,7 +78,7 @@ def model_summary(exp: Path) -> str:
 
         from w2vcli.model.config import ModelConfig
 
-        ckpt = torch.load(exp / "ft-scratch" / "best.pt", map_location="cpu", weights_only=True, mmap=True)
+        ckpt = torch.load(exp / "ft-scratch" / "last.pt", map_location="cpu", weights_only=True, mmap=True)
         cfg = ModelConfig.from_dict(ckpt["model_config"])
         n = sum(v.numel() for v in ckpt["model"].values())
         return (f"{n / 1e6:.2f} M parameters: conv {list(cfg.conv_dim)} (strides {list(cfg.conv_stride)}), "
@@ -167,7 +167,8 @@ w2v commit {git_commit(Path(__file__).resolve().parents[3])}. Written by the rec
 {pt_line}- LM: 4-gram on w2v's shipped sentence list without the dev/test sentences; beam search
   (pyctcdecode) with LM weight α and word bonus β {'tuned on dev' if mode != 'quick' else 'fixed'}:
   pretrained α={weights['pretrained'][0]} β={weights['pretrained'][1]}, scratch α={weights['scratch'][0]} β={weights['scratch'][1]}.
-- Test WER/CER come from the best checkpoint by dev WER (`best.pt`).
+- Test WER/CER come from each model at the end of its fine-tuning schedule (`last.pt`): while dev WER
+  is near 1, the best checkpoint by dev WER is the emptiest early one, not the better model.
 
 ## Wall time per stage
 
