@@ -73,10 +73,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-log() {
-  # timestamped, with the calling line, as icefall's recipes do
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"
-}
+source "$recipe/../stages.sh"  # log, run_stage, finish_stage, resume_flag
 
 # --- sizes -----------------------------------------------------------------------------------
 if $quick; then
@@ -128,31 +125,6 @@ if [ -f "$out/.mode" ] && [ "$(cat "$out/.mode")" != "$mode" ]; then
 fi
 echo "$mode" > "$out/.mode"
 data=$out/data
-
-# run_stage N NAME: true when stage N is within --stage..--stop-stage and not done yet
-run_stage() {
-  local n=$1 name=$2
-  [ "$stage" -le "$n" ] && [ "$stop_stage" -ge "$n" ] || return 1
-  if [ -f "$out/.done/$n" ] && ! $force; then
-    log "Stage $n ($name): already done ($out/.done/$n); skipping"
-    return 1
-  fi
-  log "Stage $n ($name)"
-  stage_start=$(date +%s)
-  return 0
-}
-
-# finish_stage N NAME: the .done marker and the wall time (replacing an earlier line for N)
-finish_stage() {
-  local n=$1 name=$2 secs=$(( $(date +%s) - stage_start ))
-  touch "$out/.done/$n"
-  { grep -v "^$n	" "$out/timings.tsv" 2>/dev/null || true; printf '%s\t%s\t%s\n' "$n" "$name" "$secs"; } \
-    | sort -n > "$out/timings.tsv.tmp" && mv "$out/timings.tsv.tmp" "$out/timings.tsv"
-  log "Stage $n ($name) done in ${secs} s"
-}
-
-# resume_flag DIR: --resume when a training run in DIR was interrupted
-resume_flag() { [ -f "$1/last.pt" ] && echo "--resume" || true; }
 
 log "w2v demo ($mode) -> $out"
 

@@ -110,9 +110,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-log() {
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"
-}
+source "$recipe/../stages.sh"  # log, run_stage, finish_stage, resume_flag
 die() { echo "run.sh: $*" >&2; exit 1; }
 
 case "$model" in base|large) ;; *) die "--model must be base or large, got $model" ;; esac
@@ -126,28 +124,6 @@ out=$(cd "$out" && pwd)
 data=$out/data
 sets="dev-clean dev-other test-clean test-other"
 lm_model=${lm:-$out/lm/4gram.bin}
-
-run_stage() {
-  local n=$1 name=$2
-  [ "$stage" -le "$n" ] && [ "$stop_stage" -ge "$n" ] || return 1
-  if [ -f "$out/.done/$n" ] && ! $force; then
-    log "Stage $n ($name): already done ($out/.done/$n); skipping"
-    return 1
-  fi
-  log "Stage $n ($name)"
-  stage_start=$(date +%s)
-  return 0
-}
-
-finish_stage() {
-  local n=$1 name=$2 secs=$(( $(date +%s) - stage_start ))
-  touch "$out/.done/$n"
-  { grep -v "^$n	" "$out/timings.tsv" 2>/dev/null || true; printf '%s\t%s\t%s\n' "$n" "$name" "$secs"; } \
-    | sort -n > "$out/timings.tsv.tmp" && mv "$out/timings.tsv.tmp" "$out/timings.tsv"
-  log "Stage $n ($name) done in ${secs} s"
-}
-
-resume_flag() { [ -f "$1/last.pt" ] && echo "--resume" || true; }
 
 # concat OUT IN...: one manifest from several (ids are unique across LibriSpeech)
 concat() { local dst=$1; shift; cat "$@" > "$dst.tmp" && mv "$dst.tmp" "$dst"; }
