@@ -98,7 +98,11 @@ class ConvBlock(nn.Module):
 
     def forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """Channels last, the convolution as a matrix product: [B,L,C_in] -> [B,T,C_out]."""
-        x = ConvAsMatmul.apply(x, self.conv.weight, self.conv.bias, self.conv.stride[0])  # [B,T,C]
+        w, b = self.conv.weight, self.conv.bias
+        if torch.is_autocast_enabled(x.device.type):  # a custom Function is not autocast: cast here,
+            dtype = torch.get_autocast_dtype(x.device.type)  # so backward sees one dtype too
+            x, w, b = x.to(dtype), w.to(dtype), (b.to(dtype) if b is not None else None)
+        x = ConvAsMatmul.apply(x, w, b, self.conv.stride[0])  # [B,T,C]
         if isinstance(self.norm, nn.GroupNorm):  # one group per channel: each channel over T
             var, mean = torch.var_mean(x, dim=1, correction=0, keepdim=True)  # [B,1,C]
             scale = self.norm.weight * torch.rsqrt(var + self.norm.eps)
