@@ -2,11 +2,12 @@
 
     python -m bench.ctc_inference --preset base --seconds 10 12 13 15 --reps 5
 
-One batch of real-length utterances (cut from real speech, zero-padded), the same weights on
-both sides (bench.models). w2v runs what `w2v transcribe` runs for short files: `Emitter.batch`
-(inference mode, log-softmax) then `GreedyDecoder` per utterance; transformers runs what its
-docs show: the model under `no_grad` with the attention mask, argmax, then
-`Wav2Vec2CTCTokenizer.batch_decode`. The logits are checked equal on valid frames first.
+One batch of real-length utterances (cut from real speech), the same weights on both sides
+(bench.models). w2v runs what `w2v transcribe` runs for short files: `Emitter.batch` (inference
+mode, log-softmax; sub-batches that compute no padding) then `GreedyDecoder` per utterance;
+transformers runs what its docs show: the model under `no_grad` on the zero-padded batch with
+the attention mask, argmax, then `Wav2Vec2CTCTokenizer.batch_decode`. The logits of both models
+on the zero-padded batch are checked equal on valid frames first.
 """
 
 from __future__ import annotations

@@ -223,7 +223,9 @@ def test_chunked_emissions_equal_unchunked(long_file):
     stitched, n = emitter.long_file(long_file)
     assert n == len(load_audio(long_file))
     assert stitched.shape == whole.shape
-    np.testing.assert_allclose(stitched, whole, atol=2e-4)
+    # The logits reach ~8e5 here, and fp32 rounding depends on the conv's input shape (a prefix run
+    # alone already differs from the whole file by ~5e-2): a tolerance relative to that scale.
+    np.testing.assert_allclose(stitched, whole, atol=2e-4 + 1e-7 * np.abs(whole).max())
     greedy = GreedyDecoder(VOCAB)
     a, b = greedy.decode(whole), greedy.decode(stitched)
     assert len(a.words) > 30 and a.words == b.words  # same words and frames: none lost or doubled
@@ -270,3 +272,28 @@ def test_tiny_inputs_give_empty_emissions():
     out = Emitter(LocalCTC(VOCAB), EmissionOptions(device="cpu")).batch([np.zeros(100, np.float32), np.zeros(4000, np.float32)])
     assert out[0].shape == (0, len(VOCAB)) and out[1].shape[0] == 12
     json.dumps(GreedyDecoder(VOCAB).decode(out[0]).text)
+
+
+@pytest.mark.parametrize("feature_norm", ["group", "layer"])
+def test_batch_equals_each_utterance_alone(real_mini, feature_norm):
+    """`Emitter.batch` on different lengths gives each utterance its emissions when run alone
+    (with zero padding, a group-norm encoder's statistics over the padded time axis would not)."""
+    from w2vcli.model.checkpoint import build_model
+    from w2vcli.model.config import tiny
+
+    torch.manual_seed(0)
+    model = build_model("ctc", tiny().replace(feature_norm=feature_norm), VOCAB)
+    audio = load_audio(real_files(real_mini)[0])
+    lengths = [16000, 23456, 16000, 9000, 300, 17000, 23456]  # 300: shorter than one frame
+    wavs = [audio[i * 1000 : i * 1000 + n] for i, n in enumerate(lengths)]
+    emitter = Emitter(model, EmissionOptions(device="cpu"))
+    batched = emitter.batch(wavs)
+    assert emitter.model_seconds > 0
+    for wav, got in zip(wavs, batched):
+        alone = emitter.batch([wav])[0]
+        assert got.shape == alone.shape and (len(wav) < 400) == (len(got) == 0)
+        np.testing.assert_allclose(got, alone, atol=1e-4)
+    groups = emitter.sub_batches(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    if feature_norm == "group":
+        assert all(len({lengths[i] for i in g}) == 1 for g in groups)

@@ -1,7 +1,8 @@
 """Acoustic emissions: run a CTC model over waveforms and return log-probabilities [T,V].
 
-Short files are batched (zero padding, lengths beside the batch). Long files are streamed from
-disk in blocks and cut into overlapping windows:
+Short files are batched without computing on padding: they run in sub-batches of similar (for
+BASE-style group-norm models, equal) length, so each gets the emissions it would get alone.
+Long files are streamed from disk in blocks and cut into overlapping windows:
 
     window k = [c_k - ctx, c_k + chunk + ctx) samples, c_k = k * chunk   (clipped to the file)
 
@@ -30,6 +31,7 @@ from w2vcli.errors import W2VError
 
 SAMPLE_RATE = 16000  # Hz, what the models consume
 BLOCK_SECONDS = 10.0  # audio read from disk at a time when streaming
+MAX_PADDING = 0.1  # at most this share of a layer-norm model's forward pass is padding
 
 
 @dataclass(frozen=True)
@@ -166,28 +168,60 @@ class Emitter:
     def needs_chunking(self, num_samples: int) -> bool:
         return self.chunk > 0 and num_samples > self.chunk + self.ctx
 
+    def sub_batches(self, lengths: list[int]) -> list[list[int]]:
+        """Indices into `lengths` grouped into forward passes that compute (almost) no padding.
+
+        Group-norm feature encoders (BASE) normalise each channel over the whole padded time
+        axis, so padding would change an utterance's emissions: only utterances of exactly the
+        same length share a pass. Otherwise utterances are taken longest first and a pass is
+        closed when its padding would exceed `MAX_PADDING` of the samples it computes (padded
+        frames are masked out, so they only cost time).
+        """
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep input order
+        exact = getattr(self.model.config, "feature_norm", "group") == "group"
+        groups: list[list[int]] = []
+        for i in order:
+            if groups:
+                g = groups[-1]
+                longest, n = lengths[g[0]], len(g) + 1  # the pass if i joins: n rows of `longest`
+                padding = longest * n - sum(lengths[j] for j in g) - lengths[i]
+                if padding == 0 or (not exact and padding <= MAX_PADDING * longest * n):
+                    g.append(i)
+                    continue
+            groups.append([i])
+        return groups
+
     @torch.inference_mode()
     def batch(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
-        """Log-probabilities [T_i, V] (float32) for each waveform [S_i] (16 kHz mono)."""
+        """Log-probabilities [T_i, V] (float32) for each waveform [S_i] (16 kHz mono), in order.
+
+        The waveforms run in the sub-batches of `sub_batches` (zero-padded within one), so each
+        utterance gets the emissions it would get alone (up to float rounding).
+        """
         t0 = time.perf_counter()
         out: list[np.ndarray | None] = [None] * len(wavs)
         idx = [i for i, w in enumerate(wavs) if len(w) >= self.receptive_field]  # shorter: no frame
-        if idx:
-            lengths = torch.tensor([len(wavs[i]) for i in idx], dtype=torch.long)
-            x = torch.zeros(len(idx), int(lengths.max()), dtype=torch.float32)  # [B,S]
-            for row, i in enumerate(idx):
-                x[row, : len(wavs[i])] = torch.from_numpy(np.asarray(wavs[i], dtype=np.float32))
-            x, lengths_dev = x.to(self.device, non_blocking=True), lengths.to(self.device)
-            ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
-            with ctx:
-                logits, frame_lengths = self.model(x, lengths_dev)  # [B,T,V], [B]
-            log_probs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
-            for row, (i, t) in enumerate(zip(idx, frame_lengths.tolist())):
-                out[i] = log_probs[row, :t]
+        for group in self.sub_batches([len(wavs[i]) for i in idx]):
+            rows = [idx[g] for g in group]
+            for i, lp in zip(rows, self._forward([wavs[i] for i in rows])):
+                out[i] = lp
         V = len(self.model.vocab)
         result = [o if o is not None else np.zeros((0, V), dtype=np.float32) for o in out]
         self.model_seconds += time.perf_counter() - t0
         return result
+
+    def _forward(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
+        """One zero-padded forward pass: log-probabilities [T_i, V] for each waveform."""
+        lengths = torch.tensor([len(w) for w in wavs], dtype=torch.long)
+        x = torch.zeros(len(wavs), int(lengths.max()), dtype=torch.float32)  # [B,S]
+        for row, w in enumerate(wavs):
+            x[row, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+        x, lengths_dev = x.to(self.device, non_blocking=True), lengths.to(self.device)
+        ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+        with ctx:
+            logits, frame_lengths = self.model(x, lengths_dev)  # [B,T,V], [B]
+        log_probs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+        return [log_probs[row, :t] for row, t in enumerate(frame_lengths.tolist())]
 
     def stitched(self, windows: Iterable[Window]) -> tuple[np.ndarray, int]:
         """Emissions [T,V] of a long file from its windows, and its length in samples."""
