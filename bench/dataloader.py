@@ -6,7 +6,8 @@ The real-mini utterances are prepared once with `w2v prepare librispeech` (cache
 bench/.cache/real-mini), their rows repeated to make an epoch, and loaded exactly as
 `w2v pretrain --preset small` does (AudioDataset cropping at max_sample_size, length-bucketed
 BucketBatchSampler filling max_tokens, DataLoader with `--workers` processes). The same
-batches then go through w2v pretraining steps (small preset, forward + backward + AdamW).
+batches then go through w2v pretraining steps (small preset, forward + backward + the fused
+AdamW the engine builds).
 RATIO dataloader = loader batches/s / step batches/s: above 1 the loader keeps up.
 """
 
@@ -36,6 +37,7 @@ def run(batches: int, workers: int, steps: int, reps: int, threads: int = 2) -> 
     from w2vcli.data.manifest import read_manifest
     from w2vcli.model.config import get_preset
     from w2vcli.model.wav2vec2 import Wav2Vec2ForPreTraining
+    from w2vcli.train.engine import make_optimizer
 
     torch.set_num_threads(threads)
     rows = read_manifest(cached_manifest())
@@ -59,7 +61,7 @@ def run(batches: int, workers: int, steps: int, reps: int, threads: int = 2) -> 
 
     torch.manual_seed(0)
     model = Wav2Vec2ForPreTraining(get_preset("small")).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    opt = make_optimizer(list(model.parameters()), lr=1e-5)  # what the w2v engine builds
 
     def step(b):
         model(b["wav"], b["lengths"]).loss.backward()

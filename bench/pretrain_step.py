@@ -8,7 +8,9 @@ contrastive and diversity losses. The timed step is what each toolkit's own trai
 w2v samples masks and distractors inside its forward (vectorised torch); transformers gets them
 from its numpy helpers `_compute_mask_indices` / `_sample_negative_indices`, as
 `run_wav2vec2_pretraining_no_trainer.py`'s collator does. Same mask settings (mask_time_prob,
-span, K) on both sides, dropout as in the preset, layer drop off, Gumbel temperature 2.
+span, K) on both sides, dropout as in the preset, layer drop off, Gumbel temperature 2. Each side
+steps its toolkit's optimizer: w2v the fused AdamW its engine builds (`make_optimizer`),
+transformers `torch.optim.AdamW` with its defaults as the example script does.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from bench.common import interleaved, report, set_threads, timed
 from bench.models import audio_batch, hf_attention_mask, model_pair
 from w2vcli.model.masking import sample_negatives, span_mask
+from w2vcli.train.engine import make_optimizer
 
 
 def verify(ours, ref, wav, lengths) -> None:
@@ -51,7 +54,9 @@ def make_steps(ours, ref, wav, lengths, steps: int):
     ours.train()
     ref.train()
     ref.set_gumbel_temperature(2.0)
-    opt_ours = torch.optim.AdamW(ours.parameters(), lr=1e-5)
+    # each toolkit's own optimizer: w2v's engine builds a fused AdamW (make_optimizer, what
+    # `w2v pretrain` runs); run_wav2vec2_pretraining_no_trainer.py builds torch.optim.AdamW (defaults)
+    opt_ours = make_optimizer([p for p in ours.parameters() if p.requires_grad], lr=1e-5)
     opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-5)
     attention_mask = hf_attention_mask(lengths, wav.shape[1])
     frames = ref._get_feat_extract_output_lengths(lengths)

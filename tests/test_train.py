@@ -212,3 +212,12 @@ def test_finetune_defaults_follow_the_checkpoint_width(tmp_path):
     assert resolved.preset == "base" and resolved.lr == 5e-5
     assert resolve(FinetuneConfig, "small", [{"init": str(tmp_path / "wide.pt")}]).preset == "small"
     assert resolve(FinetuneConfig, None, [{"init": "none"}]).preset == "small"
+
+
+def test_optimizer_is_fused_where_supported():
+    from w2vcli.train.engine import make_optimizer
+
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(3))], lr=1e-3)
+    assert opt.param_groups[0]["fused"] and opt.defaults["betas"] == (0.9, 0.98)
+    meta = make_optimizer([torch.nn.Parameter(torch.zeros(3, device="meta"))], lr=1e-3)  # no fused kernel
+    assert not meta.param_groups[0]["fused"]
