@@ -94,7 +94,7 @@ else
   conf=$recipe/conf
   out=${out:-$recipe/exp}
   results=${results:-$repo/docs/demo-results.md}
-  train_hours=4              # TO BE TUNED with the demo research (see conf/pretrain.toml)
+  train_hours=4              # ~6 passes over it in the 2500 pretraining updates
   dev_minutes=10
   test_minutes=10
   train_speakers=32
