@@ -52,7 +52,7 @@ def write_docs(args, argv: list[str], machine: dict, started: str, seconds: floa
     ratios = [l.split() for l in common.LINES if l.startswith("RATIO ")]
     rows = [f"| {r[1]} | {r[2]} |" for r in ratios]
     lines = [
-        "", f"### {started} — `bench/run.sh {' '.join(argv)}`".rstrip(), "",
+        "", f"### {started} — `{' '.join(['bench/run.sh', *argv])}`", "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores; torch {machine['torch']}, transformers "
         f"{machine['transformers']}; {args.threads} threads for both; load average at start {machine['load']}; "
         f"{seconds / 60:.1f} min.", "",
