@@ -130,6 +130,29 @@ def test_output_lengths_match_conv_stack():
     assert enc.output_lengths(torch.tensor([0, 100, 399])).tolist() == [0, 0, 0]
 
 
+def test_group_norm_over_valid_frames_equals_unpadded():
+    """With lengths, a padded row's features equal the row alone (both the inference and the
+    training path); without them, the group norm is torch's, statistics over the padding."""
+    torch.manual_seed(0)
+    enc = Wav2Vec2ForPreTraining(get_preset("tiny")).wav2vec2.feature_encoder
+    lengths = torch.tensor([4321, 16000, 9000])
+    wav = torch.randn(3, 16000) * (torch.arange(16000)[None, :] < lengths[:, None])
+    frames = enc.output_lengths(lengths)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            padded = enc(wav, lengths)
+            for b, (n, t) in enumerate(zip(lengths.tolist(), frames.tolist())):
+                alone = enc(wav[b : b + 1, :n])
+                torch.testing.assert_close(padded[b, :, :t], alone[0], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        x = enc.blocks[0].conv(wav[:, None, :])
+        expected = torch.nn.functional.gelu(enc.blocks[0].norm(x))
+        for block in enc.blocks[1:]:
+            expected = block(expected)
+        torch.testing.assert_close(enc(wav), expected)
+        assert not torch.allclose(enc(wav)[0, :, : frames[0]], enc(wav, lengths)[0, :, : frames[0]], atol=1e-3)
+
+
 def test_feature_encoder_gradient_scale():
     torch.manual_seed(0)
     cfg = get_preset("tiny").replace(feature_grad_mult=1.0)

@@ -1,7 +1,8 @@
 """Acoustic emissions: run a CTC model over waveforms and return log-probabilities [T,V].
 
-Short files are batched without computing on padding: they run in sub-batches of similar (for
-BASE-style group-norm models, equal) length, so each gets the emissions it would get alone.
+Short files are batched with little padding: they run in sub-batches of similar length, and
+group-norm feature encoders (BASE) normalise over each utterance's valid frames only, so each
+utterance gets the emissions it would get alone.
 Long files are streamed from disk in blocks and cut into overlapping windows:
 
     window k = [c_k - ctx, c_k + chunk + ctx) samples, c_k = k * chunk   (clipped to the file)
@@ -31,7 +32,7 @@ from w2vcli.errors import W2VError
 
 SAMPLE_RATE = 16000  # Hz, what the models consume
 BLOCK_SECONDS = 10.0  # audio read from disk at a time when streaming
-MAX_PADDING = 0.1  # at most this share of a layer-norm model's forward pass is padding
+MAX_PADDING = 0.1  # on a GPU, at most this share of a forward pass is padding (EmissionOptions.max_padding)
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,17 @@ class EmissionOptions:
     stride_seconds: float = 5.0  # context on each side of a window's centre
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16, or fp16 where bf16 is missing, on CUDA; fp32 on CPU) | fp32 | bf16 | fp16
+    # share of a forward pass that may be padding when batching files of different lengths;
+    # None: 0 on a CPU (batching buys nothing there, padding costs time), 0.1 on a GPU
+    max_padding: float | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise W2VError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.chunk_seconds < 0 or self.stride_seconds < 0:
             raise W2VError("--chunk-seconds and --stride-seconds must be >= 0")
+        if self.max_padding is not None and not 0 <= self.max_padding < 1:
+            raise W2VError(f"max_padding must be in [0, 1), got {self.max_padding}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise W2VError(f"--precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -160,6 +166,9 @@ class Emitter:
                 f"({self.receptive_field / SAMPLE_RATE:.3f} s); use a few seconds"
             )
         self.model_seconds = 0.0  # wall time spent in the model (for throughput reports)
+        self.max_padding = options.max_padding
+        if self.max_padding is None:
+            self.max_padding = MAX_PADDING if self.device.type == "cuda" else 0.0
 
     @property
     def frame_seconds(self) -> float:
@@ -171,21 +180,19 @@ class Emitter:
     def sub_batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices into `lengths` grouped into forward passes that compute (almost) no padding.
 
-        Group-norm feature encoders (BASE) normalise each channel over the whole padded time
-        axis, so padding would change an utterance's emissions: only utterances of exactly the
-        same length share a pass. Otherwise utterances are taken longest first and a pass is
-        closed when its padding would exceed `MAX_PADDING` of the samples it computes (padded
-        frames are masked out, so they only cost time).
+        Utterances are taken longest first and a pass is closed when its padding would exceed
+        `max_padding` of the samples it computes (0 on a CPU: only equal lengths share a pass).
+        Padding only costs time: padded frames are masked out of attention, and `_forward` has
+        group norm skip them too.
         """
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep input order
-        exact = getattr(self.model.config, "feature_norm", "group") == "group"
         groups: list[list[int]] = []
         for i in order:
             if groups:
                 g = groups[-1]
                 longest, n = lengths[g[0]], len(g) + 1  # the pass if i joins: n rows of `longest`
                 padding = longest * n - sum(lengths[j] for j in g) - lengths[i]
-                if padding == 0 or (not exact and padding <= MAX_PADDING * longest * n):
+                if padding <= self.max_padding * longest * n:
                     g.append(i)
                     continue
             groups.append([i])
@@ -218,8 +225,16 @@ class Emitter:
             x[row, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
         x, lengths_dev = x.to(self.device, non_blocking=True), lengths.to(self.device)
         ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
-        with ctx:
-            logits, frame_lengths = self.model(x, lengths_dev)  # [B,T,V], [B]
+        encoder = getattr(self.model, "wav2vec2", None)  # w2v's models; any (wav, lengths) model works
+        before = getattr(encoder, "group_norm_over_valid", None)
+        if before is not None:
+            encoder.group_norm_over_valid = True  # padding must not change a row's group norm
+        try:
+            with ctx:
+                logits, frame_lengths = self.model(x, lengths_dev)  # [B,T,V], [B]
+        finally:
+            if before is not None:
+                encoder.group_norm_over_valid = before
         log_probs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
         return [log_probs[row, :t] for row, t in enumerate(frame_lengths.tolist())]
 

@@ -66,6 +66,24 @@ def _windows(x: torch.Tensor, k: int, stride: int, T: int) -> torch.Tensor:
     return x.unfold(1, k, stride).transpose(2, 3).reshape(B * T, k * C)
 
 
+def _group_norm_valid(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor, time_dim: int) -> torch.Tensor:
+    """One-group-per-channel GroupNorm whose statistics cover each row's first `valid` frames only.
+
+    x is [B,C,T] (time_dim 2) or [B,T,C] (time_dim 1). A row's valid frames come out exactly as
+    they would from that row alone, unpadded; its padded frames get values that are never used.
+    """
+    T = x.shape[time_dim]
+    stats = [  # one fused pass per row over its valid frames (a batch holds a few rows)
+        torch.var_mean(x[b : b + 1].narrow(time_dim, 0, max(1, min(T, int(n)))), dim=time_dim, correction=0,
+                       keepdim=True)  # fmt: skip
+        for b, n in enumerate(valid.tolist())
+    ]
+    var, mean = torch.cat([v for v, _ in stats]), torch.cat([m for _, m in stats])
+    shape = (1, -1, 1) if time_dim == 2 else (1, 1, -1)
+    scale = norm.weight.view(shape) * torch.rsqrt(var + norm.eps)
+    return torch.addcmul(norm.bias.view(shape) - mean * scale, x, scale)  # (x - mean) / std * w + b
+
+
 class ConvBlock(nn.Module):
     """Conv1d -> optional norm ("none", "group" or "layer") -> GELU, two equivalent ways.
 
@@ -87,23 +105,31 @@ class ConvBlock(nn.Module):
         else:
             raise ValueError(f"norm must be 'none', 'group' or 'layer', got {norm!r}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Channels first, PyTorch's convolution: [B,C_in,L] -> [B,C_out,T]."""
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Channels first, PyTorch's convolution: [B,C_in,L] -> [B,C_out,T].
+
+        valid [B]: output frames of each row that are not padding; with group norm, each channel
+        is then normalised over those frames only (None: over all T, as fairseq/HF do).
+        """
         x = self.conv(x)
         if isinstance(self.norm, nn.LayerNorm):
             x = self.norm(x.transpose(1, 2)).transpose(1, 2)  # normalise over C
+        elif self.norm is not None and valid is not None:
+            x = _group_norm_valid(x, self.norm, valid, time_dim=2)
         elif self.norm is not None:
             x = self.norm(x)  # each channel over T
         return F.gelu(x)
 
-    def forward_matmul(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_matmul(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Channels last, the convolution as a matrix product: [B,L,C_in] -> [B,T,C_out]."""
         w, b = self.conv.weight, self.conv.bias
         if torch.is_autocast_enabled(x.device.type):  # a custom Function is not autocast: cast here,
             dtype = torch.get_autocast_dtype(x.device.type)  # so backward sees one dtype too
             x, w, b = x.to(dtype), w.to(dtype), (b.to(dtype) if b is not None else None)
         x = ConvAsMatmul.apply(x, w, b, self.conv.stride[0])  # [B,T,C]
-        if isinstance(self.norm, nn.GroupNorm):  # one group per channel: each channel over T
+        if isinstance(self.norm, nn.GroupNorm) and valid is not None:
+            x = _group_norm_valid(x, self.norm, valid, time_dim=1)
+        elif isinstance(self.norm, nn.GroupNorm):  # one group per channel: each channel over T
             var, mean = torch.var_mean(x, dim=1, correction=0, keepdim=True)  # [B,1,C]
             scale = self.norm.weight * torch.rsqrt(var + self.norm.eps)
             x = torch.addcmul(self.norm.bias - mean * scale, x, scale)  # (x - mean) / std * w + b
@@ -142,19 +168,24 @@ class FeatureEncoder(nn.Module):
             in_channels = c
         self.blocks = nn.ModuleList(blocks)
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """wav [B,S] -> [B,C,T] with T = output_lengths(S)."""
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """wav [B,S] -> [B,C,T] with T = output_lengths(S).
+
+        lengths [B] (samples), optional: with group norm, normalise over each row's valid frames
+        only, so a zero-padded row gets the features it would get alone. Without it (the
+        default, as in fairseq and Hugging Face) the statistics include the padding.
+        """
         if wav.dim() != 2:
             raise ValueError(f"expected a waveform batch [B,S], got shape {tuple(wav.shape)}")
-        if torch.is_grad_enabled():  # training: the matmul form's backward is ~1.1-1.6x faster
-            x = wav[:, :, None]  # [B,S,1]
-            for block in self.blocks:
-                x = block.forward_matmul(x)  # [B,T,C]
-            return x.transpose(1, 2)
-        x = wav[:, None, :]  # [B,1,S]
-        for block in self.blocks:
-            x = block(x)  # [B,C,T]
-        return x
+        valid = lengths
+        grad = torch.is_grad_enabled()  # training: the matmul form's backward is ~1.1-1.6x faster
+        x = wav[:, :, None] if grad else wav[:, None, :]  # [B,S,1] or [B,1,S]
+        for block, k, s in zip(self.blocks, self.conv_kernel, self.conv_stride):
+            if valid is not None:
+                valid = (torch.div(valid - k, s, rounding_mode="floor") + 1).clamp(min=0)
+            norm_valid = valid if isinstance(block.norm, nn.GroupNorm) else None
+            x = block.forward_matmul(x, norm_valid) if grad else block(x, norm_valid)
+        return x.transpose(1, 2) if grad else x  # [B,C,T]
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Frames produced from `lengths` samples: floor((L - k) / s) + 1 per block, clamped at 0."""

@@ -57,6 +57,12 @@ class Wav2Vec2Model(nn.Module):
     `forward(wav, lengths, mask_indices=None) -> (c[B,T,D], frame_lengths[B])`.
     """
 
+    # Group-norm feature encoders (BASE) normalise each channel over the time axis. False (the
+    # default, as fairseq and Hugging Face do): over the whole padded batch axis, so padding
+    # changes a row's output. True: over each row's valid frames only, so a padded batch gives
+    # every row what it gets alone (w2v transcribe sets it to batch utterances exactly).
+    group_norm_over_valid: bool = False
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -96,13 +102,14 @@ class Wav2Vec2Model(nn.Module):
             wav = normalize_waveform(wav, lengths)
         mult = self.config.feature_grad_mult
         trainable = any(p.requires_grad for p in self.feature_encoder.parameters())
+        norm_lengths = lengths if self.group_norm_over_valid else None
         if mult > 0 and trainable and torch.is_grad_enabled():
-            features = self.feature_encoder(wav)
+            features = self.feature_encoder(wav, norm_lengths)
             if mult != 1.0:
                 features = GradMultiply.apply(features, mult)
         else:
             with torch.no_grad():
-                features = self.feature_encoder(wav)
+                features = self.feature_encoder(wav, norm_lengths)
         return features.transpose(1, 2), self.frame_lengths(lengths)  # [B,T,C]
 
     def contextualize(
