@@ -66,19 +66,29 @@ def _windows(x: torch.Tensor, k: int, stride: int, T: int) -> torch.Tensor:
     return x.unfold(1, k, stride).transpose(2, 3).reshape(B * T, k * C)
 
 
-def _group_norm_valid(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor, time_dim: int) -> torch.Tensor:
-    """One-group-per-channel GroupNorm whose statistics cover each row's first `valid` frames only.
+def _conv_output_lengths(lengths: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Frames one strided conv makes from `lengths` input frames: floor((L - k) / s) + 1, at least 0."""
+    return (torch.div(lengths - kernel, stride, rounding_mode="floor") + 1).clamp(min=0)
 
-    x is [B,C,T] (time_dim 2) or [B,T,C] (time_dim 1). A row's valid frames come out exactly as
-    they would from that row alone, unpadded; its padded frames get values that are never used.
+
+def _group_norm(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | None, time_dim: int) -> torch.Tensor:
+    """One-group-per-channel GroupNorm: each channel normalised over time, then scaled and shifted.
+
+    x is [B,C,T] (time_dim 2) or [B,T,C] (time_dim 1). valid None: statistics over all T, as
+    nn.GroupNorm (and fairseq/HF) compute them. valid [B]: over each row's first valid frames
+    only, so a row's valid frames come out exactly as they would from that row alone, unpadded
+    (its padded frames get values that are never used).
     """
-    T = x.shape[time_dim]
-    stats = [  # one fused pass per row over its valid frames (a batch holds a few rows)
-        torch.var_mean(x[b : b + 1].narrow(time_dim, 0, max(1, min(T, int(n)))), dim=time_dim, correction=0,
-                       keepdim=True)  # fmt: skip
-        for b, n in enumerate(valid.tolist())
-    ]
-    var, mean = torch.cat([v for v, _ in stats]), torch.cat([m for _, m in stats])
+    if valid is None:
+        var, mean = torch.var_mean(x, dim=time_dim, correction=0, keepdim=True)
+    else:
+        T = x.shape[time_dim]
+        stats = [  # one fused pass per row over its valid frames (a batch holds a few rows)
+            torch.var_mean(x[b : b + 1].narrow(time_dim, 0, max(1, min(T, int(n)))), dim=time_dim, correction=0,
+                           keepdim=True)  # fmt: skip
+            for b, n in enumerate(valid.tolist())
+        ]
+        var, mean = torch.cat([v for v, _ in stats]), torch.cat([m for _, m in stats])
     shape = (1, -1, 1) if time_dim == 2 else (1, 1, -1)
     scale = norm.weight.view(shape) * torch.rsqrt(var + norm.eps)
     return torch.addcmul(norm.bias.view(shape) - mean * scale, x, scale)  # (x - mean) / std * w + b
@@ -115,7 +125,7 @@ class ConvBlock(nn.Module):
         if isinstance(self.norm, nn.LayerNorm):
             x = self.norm(x.transpose(1, 2)).transpose(1, 2)  # normalise over C
         elif self.norm is not None and valid is not None:
-            x = _group_norm_valid(x, self.norm, valid, time_dim=2)
+            x = _group_norm(x, self.norm, valid, time_dim=2)
         elif self.norm is not None:
             x = self.norm(x)  # each channel over T
         return F.gelu(x)
@@ -127,12 +137,8 @@ class ConvBlock(nn.Module):
             dtype = torch.get_autocast_dtype(x.device.type)  # so backward sees one dtype too
             x, w, b = x.to(dtype), w.to(dtype), (b.to(dtype) if b is not None else None)
         x = ConvAsMatmul.apply(x, w, b, self.conv.stride[0])  # [B,T,C]
-        if isinstance(self.norm, nn.GroupNorm) and valid is not None:
-            x = _group_norm_valid(x, self.norm, valid, time_dim=1)
-        elif isinstance(self.norm, nn.GroupNorm):  # one group per channel: each channel over T
-            var, mean = torch.var_mean(x, dim=1, correction=0, keepdim=True)  # [B,1,C]
-            scale = self.norm.weight * torch.rsqrt(var + self.norm.eps)
-            x = torch.addcmul(self.norm.bias - mean * scale, x, scale)  # (x - mean) / std * w + b
+        if isinstance(self.norm, nn.GroupNorm):  # one group per channel: each channel over T
+            x = _group_norm(x, self.norm, valid, time_dim=1)
         elif self.norm is not None:
             x = self.norm(x)  # LayerNorm over C
         return F.gelu(x)
@@ -182,7 +188,7 @@ class FeatureEncoder(nn.Module):
         x = wav[:, :, None] if grad else wav[:, None, :]  # [B,S,1] or [B,1,S]
         for block, k, s in zip(self.blocks, self.conv_kernel, self.conv_stride):
             if valid is not None:
-                valid = (torch.div(valid - k, s, rounding_mode="floor") + 1).clamp(min=0)
+                valid = _conv_output_lengths(valid, k, s)
             norm_valid = valid if isinstance(block.norm, nn.GroupNorm) else None
             x = block.forward_matmul(x, norm_valid) if grad else block(x, norm_valid)
         return x.transpose(1, 2) if grad else x  # [B,C,T]
@@ -190,5 +196,5 @@ class FeatureEncoder(nn.Module):
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Frames produced from `lengths` samples: floor((L - k) / s) + 1 per block, clamped at 0."""
         for k, s in zip(self.conv_kernel, self.conv_stride):
-            lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
-        return lengths.clamp(min=0)
+            lengths = _conv_output_lengths(lengths, k, s)
+        return lengths
