@@ -10,8 +10,11 @@ Conventions (the same as `jiwer` 4):
 - WER = (S + D + I) / N over all utterances together, N the number of reference words.
   When every reference is empty, N = 0 and the "rate" is the number of insertions.
 - CER is the same over characters of the words joined by single spaces: spaces count.
-- Text is normalised with `w2vcli.text.normalize_text` on both sides first (upper case,
-  letters and apostrophes only, single spaces); `normalize=False` only splits on whitespace.
+- Text is normalised on both sides first by the corpus's text rules (`w2vcli.text.TextRules`,
+  LibriSpeech's by default: upper case, letters and apostrophes); `normalize=False` only splits
+  on whitespace.
+- Scripts written without spaces (rules with `word_boundary=False`): a transcript is one
+  "word", so WER is the sentence error rate; CER is the figure to quote (`headline`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Hashable, Sequence
 
 from w2vcli.errors import W2VError
-from w2vcli.text import normalize_text
+from w2vcli.text import ENGLISH, TextRules
 from w2vcli.utils import atomic_open, warn
 
 # one aligned position: (op, ref index or None, hyp index or None); op in "=", "S", "D", "I"
@@ -144,9 +147,9 @@ class ErrorCounts:
         return cls(ops["="], ops["S"], ops["D"], ops["I"])
 
 
-def tokenize(text: str, normalize: bool = True) -> list[str]:
-    """Words of a transcript, after `normalize_text` unless `normalize` is False."""
-    return (normalize_text(text) if normalize else text).split()
+def tokenize(text: str, normalize: bool = True, rules: TextRules = ENGLISH) -> list[str]:
+    """Words of a transcript, normalised by `rules` first unless `normalize` is False."""
+    return (rules.normalize(text) if normalize else text).split()
 
 
 @dataclass
@@ -178,6 +181,7 @@ class ScoreReport:
     extra: list[str] = field(default_factory=list)  # hyp ids without a reference
     words: ErrorCounts = field(default_factory=ErrorCounts)
     chars: ErrorCounts = field(default_factory=ErrorCounts)
+    unspaced: bool = False  # text without word boundaries: CER is the headline, WER the sentence error rate
 
     def __post_init__(self) -> None:
         for utt in self.utterances:
@@ -192,6 +196,18 @@ class ScoreReport:
     def cer(self) -> float:
         return self.chars.rate
 
+    @property
+    def headline(self) -> str:
+        """The figure to quote: "cer" for scripts written without spaces, else "wer"."""
+        return "cer" if self.unspaced else "wer"
+
+    @property
+    def note(self) -> str | None:
+        if not self.unspaced:
+            return None
+        return ("text without word boundaries (text rules: word_boundary false): each transcript counts as one "
+                "word, so WER is the sentence error rate; quote CER")
+
     def to_json(self) -> dict:
         w, c = self.words, self.chars
         return {
@@ -201,13 +217,16 @@ class ScoreReport:
             "chars": c.ref_len, "char_substitutions": c.substitutions, "char_deletions": c.deletions,
             "char_insertions": c.insertions, "char_hits": c.hits,
             "utterances": len(self.utterances), "missing": len(self.missing), "extra": len(self.extra),
+            "headline": self.headline, **({"note": self.note} if self.note else {}),
         }  # fmt: skip
 
 
 def score_texts(
-    refs: dict[str, str], hyps: dict[str, str], normalize: bool = True, on_missing=warn
+    refs: dict[str, str], hyps: dict[str, str], normalize: bool = True, on_missing=warn,
+    rules: TextRules = ENGLISH,
 ) -> ScoreReport:
-    """Score hypotheses against references matched by id (in reference order).
+    """Score hypotheses against references matched by id (in reference order), both normalised by
+    `rules` unless `normalize` is False.
 
     A reference id without a hypothesis counts as all deletions; a hypothesis id without a
     reference is ignored. Both are reported through `on_missing` (a warning by default).
@@ -221,10 +240,11 @@ def score_texts(
         shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
         on_missing(f"{len(extra)} hypothesis id(s) have no reference, ignored: {shown}")
     utts = [
-        score_utterance(k, tokenize(refs[k], normalize), tokenize(hyps.get(k, ""), normalize), k not in hyps)
+        score_utterance(k, tokenize(refs[k], normalize, rules), tokenize(hyps.get(k, ""), normalize, rules),
+                        k not in hyps)
         for k in refs
     ]
-    return ScoreReport(utts, missing, extra)
+    return ScoreReport(utts, missing, extra, unspaced=not rules.word_boundary)
 
 
 # --- reading transcripts ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ def finetune(
     preset: Preset = None,
     config: ConfigFile = None,
     vocab: Annotated[Optional[str], typer.Option("--vocab", help="Output units: `letters` (from the transcripts), a sentencepiece .model, or a vocab.json / dict.ltr.txt.")] = None,
+    text_rules: Annotated[Optional[str], typer.Option("--text-rules", help="text_rules.json with the transcripts' normalisation (default: the one `w2v prepare` wrote beside --train, else English).")] = None,
     train_spm: Annotated[Optional[int], typer.Option("--train-spm", help="Train a sentencepiece model of N units on the training transcripts and use it.", min=2)] = None,
     freeze_updates: Annotated[Optional[int], typer.Option("--freeze-updates", help="Train only the output layer for the first N updates.", min=0)] = None,
     mask_prob: Annotated[Optional[float], typer.Option("--mask-prob", help="Time masking, fairseq convention (span starts p × span length; paper's 0.065 × 10 = 0.65).", min=0)] = None,
@@ -53,7 +54,7 @@ def finetune(
 
     if from_scratch:
         init = "none"
-    cli = common_layer(train=train, valid=valid, preset=preset, init=init, vocab=vocab, train_spm=train_spm,
+    cli = common_layer(train=train, valid=valid, preset=preset, init=init, vocab=vocab, text_rules=text_rules, train_spm=train_spm,
                        freeze_updates=freeze_updates, mask_prob=mask_prob, mask_channel_prob=mask_channel_prob,
                        layerdrop=layerdrop, lr_schedule=lr_schedule, max_updates=max_updates,
                        max_tokens=max_tokens, max_sample_size=max_sample_size, update_freq=update_freq, lr=lr,

@@ -21,14 +21,25 @@ def build(
     arpa: Annotated[bool, typer.Option("--arpa", help="Write an ARPA text file instead of a KenLM binary.")] = False,
     exclude: Annotated[Optional[list[Path]], typer.Option("--exclude", help="Keep these sentences out (text file, or JSONL manifest's text), e.g. dev/test transcripts.", dir_okay=False)] = None,
     memory: Annotated[str, typer.Option("--memory", help="Sorting memory for lmplz/build_binary (-S), e.g. 2G or 20%.")] = "2G",
+    rules: Annotated[Optional[Path], typer.Option("--rules", help="text_rules.json of the training transcripts (default: the one beside a JSONL manifest among TEXTS, else English).", dir_okay=False)] = None,
 ) -> None:
     """Normalise text like the training transcripts and build an n-gram LM with lmplz/build_binary.
 
-    Also writes OUT.unigrams.txt, the word list `w2v transcribe --lm OUT` picks up for pyctcdecode.
-    KenLM's programs come from `scripts/install_kenlm.sh`.
+    Also writes OUT.unigrams.txt, the word list `w2v transcribe --lm OUT` picks up for pyctcdecode,
+    and OUT.text_rules.json. KenLM's programs come from `scripts/install_kenlm.sh`.
     """
     from w2vcli.decode.lm import LMBuildConfig, build_lm
     from w2vcli.errors import W2VError
+    from w2vcli.text import ENGLISH, RULES_FILE, TextRules
+
+    if rules:
+        text_rules = TextRules.load(rules)
+    else:
+        found = [r for r in (TextRules.beside(t) for t in texts if t.name.endswith((".jsonl", ".jsonl.gz"))) if r]
+        text_rules = found[0] if found else ENGLISH
+        if not found:
+            log(f"lm: no {RULES_FILE} beside a manifest among the texts: normalising with the English rules "
+                "(--rules to choose)")
 
     try:
         thresholds = tuple(int(x) for x in prune.replace(",", " ").split())
@@ -37,7 +48,7 @@ def build(
 
     cfg = LMBuildConfig(
         texts=tuple(texts), out=out, order=order, prune=thresholds, arpa=arpa,
-        exclude=tuple(exclude or ()), memory=memory,
+        exclude=tuple(exclude or ()), memory=memory, rules=text_rules,
     )  # fmt: skip
     res = build_lm(cfg)
     log(

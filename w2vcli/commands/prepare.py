@@ -12,6 +12,14 @@ app = typer.Typer(help="Write JSONL manifests, a vocabulary and transcripts from
 Jobs = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all cores).")]
 
 
+# text rules (w2vcli/text.py), shared by the commands that read transcripts
+Case = Annotated[Optional[str], typer.Option("--case", help="upper | lower | keep (default: upper for LibriSpeech and fairseq, lower for Common Voice and tables).")]
+Keep = Annotated[Optional[str], typer.Option("--keep", help="Punctuation kept as characters, e.g. \"'-\" (default: the apostrophe). Letters, marks and digits of every script are always kept.")]
+Digits = Annotated[str, typer.Option("--digits", help="keep: digits are characters; skip: leave out utterances with digits. Never deleted silently.")]
+WordBoundary = Annotated[Optional[bool], typer.Option("--word-boundary/--no-word-boundary", help="Words separated by `|` (default: yes, unless the transcripts are in a script written without spaces: Chinese, Japanese, Thai...).", show_default=False)]
+RulesFile = Annotated[Optional[Path], typer.Option("--rules", help="Use the text rules of another prepared corpus (its text_rules.json); overrides --case/--keep/--digits.", dir_okay=False)]
+
+
 def _split(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
 
@@ -23,27 +31,47 @@ def librispeech(
     subsets: Annotated[Optional[str], typer.Option(help="Comma-separated subsets to prepare (default: all found).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo subsets that are already prepared.")] = False,
     jobs: Jobs = None,
+    case: Case = None,
+    keep: Keep = None,
+    digits: Digits = "keep",
+    word_boundary: WordBoundary = None,
+    rules: RulesFile = None,
 ) -> None:
-    """Read a LibriSpeech-layout tree: writes OUT/<subset>.jsonl and .txt, vocab.json, dict.ltr.txt, words.txt.
+    """Read a LibriSpeech-layout tree: writes OUT/<subset>.jsonl and .txt, vocab.json, dict.ltr.txt,
+    words.txt and text_rules.json.
 
     Reads audio headers only. Missing, empty, truncated or unreadable audio, audio without a
     transcript line and transcript lines without audio are named in warnings and left out.
+    Transcripts that normalising changes beyond case and punctuation are counted, with examples.
     Finished subsets are skipped on a re-run unless --force.
     """
-    from w2vcli.data.librispeech import prepare_librispeech
+    from w2vcli.data.librispeech import prepare_librispeech, sample_transcripts
+    from w2vcli.data.transcripts import choose_rules
 
-    prepare_librispeech(root, out, subsets=_split(subsets), force=force, jobs=jobs)
+    sample = sample_transcripts(root) if word_boundary is None and rules is None else None
+    text_rules = choose_rules(case or "upper", keep, digits, word_boundary, sample, rules)
+    prepare_librispeech(root, out, subsets=_split(subsets), force=force, jobs=jobs, rules=text_rules)
 
 
 @app.command("fairseq")
 def fairseq(
     tsv: Annotated[list[Path], typer.Argument(help="fairseq .tsv manifests (.wrd/.ltr beside them give text).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: one <name>.jsonl per .tsv.")],
+    case: Case = None,
+    keep: Keep = None,
+    digits: Digits = "keep",
+    word_boundary: WordBoundary = None,
+    rules: RulesFile = None,
 ) -> None:
     """Convert fairseq .tsv (+ .wrd/.ltr) manifests to w2v JSONL manifests, checking every audio file."""
     from w2vcli.data.fairseq import prepare_fairseq
+    from w2vcli.data.manifest import read_manifest
+    from w2vcli.data.transcripts import choose_rules
 
-    prepare_fairseq(tsv, out)
+    sample = None
+    if word_boundary is None and rules is None:
+        sample = [r["text"] for t in tsv if t.suffix == ".tsv" for r in read_manifest(t)[:200] if r.get("text")]
+    prepare_fairseq(tsv, out, choose_rules(case or "upper", keep, digits, word_boundary, sample, rules))
 
 
 @app.command("folder")

@@ -16,7 +16,8 @@ def score(
     hyp: Annotated[Path, typer.Option("--hyp", help="Hypotheses, same formats (e.g. from `w2v transcribe --manifest ... --out`).", dir_okay=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     details: Annotated[Optional[Path], typer.Option("--details", help="Write per-utterance alignments and the most frequent errors into this directory.", file_okay=False)] = None,
-    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Normalise both sides with normalize_text (upper case, letters and apostrophes only).")] = True,
+    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Normalise both sides by the text rules first.")] = True,
+    rules: Annotated[Optional[Path], typer.Option("--rules", help="text_rules.json to normalise with (default: the one `w2v prepare` wrote beside --ref, else English: upper case, letters, digits, apostrophes).", dir_okay=False)] = None,
     wer: Annotated[bool, typer.Option("--wer", hidden=True, help="Accepted for compatibility; WER is always reported.")] = False,
 ) -> None:
     """Word and character error rates with substitution, deletion and insertion counts.
@@ -24,10 +25,17 @@ def score(
     Utterances are matched by id. A reference id missing from HYP counts as all deletions
     (with a warning naming it); hypothesis ids without a reference are ignored (warned).
     WER and CER equal jiwer's on the same (normalised) strings; CER counts spaces between words.
+    For scripts written without spaces CER is the headline figure (WER is then the sentence error rate).
     """
     from w2vcli.score import read_transcripts, score_texts, write_details
+    from w2vcli.text import ENGLISH, RULES_FILE, TextRules
 
-    report = score_texts(read_transcripts(ref), read_transcripts(hyp), normalize=normalize)
+    text_rules = TextRules.load(rules) if rules else TextRules.beside(ref)
+    if text_rules is None:
+        text_rules = ENGLISH
+        if normalize:
+            log(f"no {RULES_FILE} beside {ref}: normalising with the English rules (--rules to choose)")
+    report = score_texts(read_transcripts(ref), read_transcripts(hyp), normalize=normalize, rules=text_rules)
     if details is not None:
         paths = write_details(report, details)
         log(f"wrote {', '.join(str(p) for p in paths)}")
@@ -44,9 +52,12 @@ def _print_table(report, ref: Path, hyp: Path) -> None:
     table = Table(title=f"{hyp} vs {ref}  ({len(report.utterances)} utterances)")
     for name in ("", "rate %", "errors", "sub", "del", "ins", "correct", "ref tokens"):
         table.add_column(name, justify="left" if not name else "right")
-    for name, c in (("WER", report.words), ("CER", report.chars)):
+    rows = (("WER", report.words), ("CER", report.chars))
+    for name, c in (rows[::-1] if report.headline == "cer" else rows):
         table.add_row(
             name, f"{100 * c.rate:.2f}", str(c.errors), str(c.substitutions), str(c.deletions),
             str(c.insertions), str(c.hits), str(c.ref_len),
         )  # fmt: skip
     Console().print(table)
+    if report.note:
+        log(f"note: {report.note}")

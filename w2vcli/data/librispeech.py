@@ -12,9 +12,11 @@ scanned in worker processes. Outputs in DIR:
     <subset>.jsonl   one row per usable utterance, sorted by id (absolute audio paths)
     <subset>.txt     its normalised transcripts, one per line (LM training text)
     <subset>.done    marker: the subset is finished; a re-run skips it unless --force
-    vocab.json       letter vocabulary (Hugging Face layout), dict.ltr.txt (fairseq's)
+    vocab.json       character vocabulary (Hugging Face layout), dict.ltr.txt (fairseq's)
     words.txt        "WORD COUNT" lines over the training subsets (names starting "train"),
                      or over every subset when none is named so
+    text_rules.json  how the transcripts were normalised (w2vcli/text.py), read by finetune,
+                     lm build and score
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from pathlib import Path
 from w2vcli.audio import audio_info
 from w2vcli.data.manifest import read_manifest, write_manifest
 from w2vcli.errors import W2VError
-from w2vcli.text import Vocabulary, letter_counts, normalize_text
+from w2vcli.data.transcripts import TextReport, check_same_rules, write_text_files
+from w2vcli.text import ENGLISH, RULES_FILE, TextRules
 from w2vcli.utils import atomic_open, log, warn
 
 AUDIO_EXTS = (".flac", ".wav")
@@ -43,6 +46,7 @@ class SubsetResult:
     rows: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     skipped: bool = False  # already done in an earlier run
+    report: TextReport | None = None  # what normalising the transcripts changed
 
     @property
     def hours(self) -> float:
@@ -77,31 +81,53 @@ def find_subsets(root: Path) -> dict[str, Path]:
     return found
 
 
-def scan_chapter(chapter: str) -> tuple[list[dict], list[str]]:
-    """Rows and problems of one SPK/CHAP directory. Runs in a worker process."""
+def sample_transcripts(root: str | os.PathLike, lines: int = 200) -> list[str]:
+    """Up to `lines` raw transcripts from the first chapters found (to tell the script they are in)."""
+    found: list[str] = []
+    for subset in find_subsets(Path(root)).values():
+        for chap in _chapters(subset):
+            for path in sorted(chap.glob("*.trans.txt")):
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    found += [line.split(maxsplit=1)[1] for line in f if len(line.split(maxsplit=1)) == 2]
+                if len(found) >= lines:
+                    return found[:lines]
+    return found
+
+
+def scan_chapter(chapter: str, rules: TextRules = ENGLISH) -> tuple[list[dict], list[str], TextReport]:
+    """Rows, problems and the text report of one SPK/CHAP directory. Runs in a worker process."""
     chap = Path(chapter)
     spk = chap.parent.name
     transcripts: dict[str, str] = {}
     audio: dict[str, Path] = {}
     problems: list[str] = []
+    report = TextReport(rules)
+    skipped: set[str] = set()  # left out by the text rules (counted in the report)
     with os.scandir(chap) as it:
         entries = sorted(Path(e.path) for e in it if e.is_file())
     for path in entries:
         if path.name.endswith(".trans.txt"):
-            with open(path, encoding="utf-8", errors="replace") as f:
-                for n, line in enumerate(f, 1):
-                    parts = line.strip().split(maxsplit=1)
-                    if not parts:
-                        continue
-                    text = normalize_text(parts[1]) if len(parts) > 1 else ""
-                    if not text:
-                        problems.append(f"{path}:{n}: transcript line without text ({parts[0]})")
-                        continue
-                    transcripts[parts[0]] = text
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as exc:
+                problems.append(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); chapter left out")
+                continue
+            for n, line in enumerate(lines, 1):
+                parts = line.strip().split(maxsplit=1)
+                if not parts:
+                    continue
+                text = report.normalize(parts[1]) if len(parts) > 1 else ""
+                if text is None:
+                    skipped.add(parts[0])
+                    continue
+                if not text:
+                    problems.append(f"{path}:{n}: transcript line without text ({parts[0]})")
+                    continue
+                transcripts[parts[0]] = text
         elif path.suffix.lower() in AUDIO_EXTS:
             audio[path.stem] = path
     rows = []
-    for uid in sorted(set(audio) | set(transcripts)):
+    for uid in sorted((set(audio) | set(transcripts)) - skipped):
         if uid not in audio:
             problems.append(f"{chap}/{uid}: transcript line without audio file")
             continue
@@ -121,37 +147,38 @@ def scan_chapter(chapter: str) -> tuple[list[dict], list[str]]:
             "text": transcripts[uid],
             "speaker": spk,
         })
-    return rows, problems
+    return rows, problems, report
 
 
 def _chapters(subset_dir: Path) -> list[Path]:
     return [chap for spk in _subdirs(subset_dir) for chap in _subdirs(spk)]
 
 
-def scan_subsets(subsets: dict[str, Path], jobs: int) -> dict[str, SubsetResult]:
+def scan_subsets(subsets: dict[str, Path], jobs: int, rules: TextRules = ENGLISH) -> dict[str, SubsetResult]:
     """Scan every chapter of the given subsets, `jobs` worker processes at once, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from w2vcli.utils import console
 
     tasks = [(name, str(chap)) for name, d in subsets.items() for chap in _chapters(d)]
-    results = {name: SubsetResult(name) for name in subsets}
+    results = {name: SubsetResult(name, report=TextReport(rules)) for name in subsets}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("chapters"),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task(f"reading {', '.join(subsets)}", total=len(tasks))
 
-        def collect(name: str, out: tuple[list[dict], list[str]]) -> None:
+        def collect(name: str, out: tuple[list[dict], list[str], TextReport]) -> None:
             results[name].rows.extend(out[0])
             results[name].problems.extend(out[1])
+            results[name].report.merge(out[2])
             progress.advance(bar)
 
         if jobs <= 1 or len(tasks) <= 1:
             for name, chap in tasks:
-                collect(name, scan_chapter(chap))
+                collect(name, scan_chapter(chap, rules))
         else:
             with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
-                futures = {pool.submit(scan_chapter, chap): name for name, chap in tasks}
+                futures = {pool.submit(scan_chapter, chap, rules): name for name, chap in tasks}
                 for fut in as_completed(futures):
                     collect(futures[fut], fut.result())
     for res in results.values():
@@ -175,34 +202,16 @@ def write_subset(out: Path, res: SubsetResult) -> None:
         f.write(f"{len(res.rows)} utterances {res.hours:.3f} hours {len(res.problems)} problems\n")
 
 
-def write_vocab_and_words(out: Path, subsets: dict[str, list[dict]]) -> Vocabulary:
-    """`vocab.json` + `dict.ltr.txt` over every subset; `words.txt` over the training subsets."""
-    texts = [r["text"] for rows in subsets.values() for r in rows if r.get("text")]
-    if not texts:
-        raise W2VError(f"{out}: no transcripts to build a vocabulary from")
-    counts = letter_counts(texts)
-    vocab = Vocabulary.from_counts(counts)
-    vocab.save(out / "vocab.json")
-    vocab.save_fairseq_dict(out / "dict.ltr.txt", counts)
-    train = [n for n in subsets if n.startswith("train")] or list(subsets)
-    words: Counter = Counter()
-    for name in train:
-        for r in subsets[name]:
-            words.update(r.get("text", "").split())
-    with atomic_open(out / "words.txt", "w", encoding="utf-8") as f:
-        for w, c in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
-            f.write(f"{w} {c}\n")
-    return vocab
-
-
 def prepare_librispeech(
     root: str | os.PathLike,
     out: str | os.PathLike,
     subsets: list[str] | None = None,
     force: bool = False,
     jobs: int | None = None,
+    rules: TextRules = ENGLISH,
 ) -> dict[str, SubsetResult]:
-    """Prepare the (selected) subsets of a LibriSpeech-layout tree into `out`. Safe to re-run."""
+    """Prepare the (selected) subsets of a LibriSpeech-layout tree into `out`, transcripts normalised
+    by `rules`. Safe to re-run (with the same rules: other rules than the finished subsets' are refused)."""
     out = Path(out)
     found = find_subsets(Path(root))
     if subsets:
@@ -211,12 +220,14 @@ def prepare_librispeech(
             raise W2VError(f"{root}: no subset {', '.join(unknown)} (found: {', '.join(sorted(found))})")
         found = {s: found[s] for s in subsets}
     out.mkdir(parents=True, exist_ok=True)
+    check_same_rules(out, rules, force)
     todo = {n: d for n, d in found.items() if force or not (out / f"{n}.done").exists()}
     for name in sorted(set(found) - set(todo)):
         log(f"{name}: already prepared in {out} (use --force to redo)")
     jobs = jobs or os.cpu_count() or 1
-    results = scan_subsets(todo, jobs) if todo else {}
+    results = scan_subsets(todo, jobs, rules) if todo else {}
     for name, res in sorted(results.items()):
+        res.report.log(name)
         for p in res.problems[:MAX_WARNINGS]:
             warn(p)
         if len(res.problems) > MAX_WARNINGS:
@@ -224,14 +235,15 @@ def prepare_librispeech(
         if not res.rows:
             raise W2VError(f"{found[name]}: no usable utterances in subset {name}")
         write_subset(out, res)
-        log(f"{name}: {len(res.rows)} utterances, {res.hours:.2f} h, {len(res.problems)} problem(s) "
+        skipped = f", {res.report.skipped} left out by the text rules" if res.report.skipped else ""
+        log(f"{name}: {len(res.rows)} utterances, {res.hours:.2f} h, {len(res.problems)} problem(s){skipped} "
             f"-> {out / (name + '.jsonl')}")
     for name in found:
         if name not in results:
             results[name] = SubsetResult(name, rows=read_manifest(out / f"{name}.jsonl"), skipped=True)
     done = {p.name[: -len(".done")] for p in out.glob("*.done")}
     everything = {n: results[n].rows if n in results else read_manifest(out / f"{n}.jsonl") for n in sorted(done)}
-    vocab = write_vocab_and_words(out, everything)
+    vocab = write_text_files(out, everything, rules)
     log(f"vocabulary of {len(vocab)} tokens -> {out / 'vocab.json'}, {out / 'dict.ltr.txt'}; "
-        f"word counts -> {out / 'words.txt'}")
+        f"word counts -> {out / 'words.txt'}; text rules -> {out / RULES_FILE}")
     return results

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from w2vcli.errors import W2VError
-from w2vcli.text import WORD_BOUNDARY, normalize_text
+from w2vcli.text import WORD_BOUNDARY
 from w2vcli.utils import atomic_open, write_jsonl
 
 REQUIRED = ("id", "audio", "num_samples", "sample_rate")
@@ -108,7 +108,7 @@ def _read_fairseq_text(tsv: Path, count: int) -> list[str] | None:
             raise W2VError(f"{side}: {len(lines)} lines but {tsv.name} lists {count} files")
         if suffix == ".ltr":
             lines = [line.replace(" ", "").replace(WORD_BOUNDARY, " ") for line in lines]
-        return [normalize_text(line) for line in lines]
+        return [" ".join(line.split()) for line in lines]  # normalised by the text rules of whoever reads them
     return None
 
 

@@ -95,7 +95,7 @@ class GreedyDecoder:
             if self.skip[tok_id]:
                 continue
             tok = tokens[tok_id]
-            if boundary is None and tok.startswith(SP_WORD):  # sentencepiece: a new word starts
+            if self.vocab.pieces and tok.startswith(SP_WORD):  # sentencepiece: a new word starts
                 if piece:
                     words.append(Word(piece, w_start, w_end))
                 piece, tok = "", tok[len(SP_WORD):]
@@ -123,6 +123,9 @@ class BeamSearchDecoder:
             from pyctcdecode import build_ctcdecoder
         except ImportError:
             raise W2VError("beam search needs pyctcdecode: pip install 'pyctcdecode>=0.5' 'numpy<2'") from None
+        if options.lm is not None and vocab.units == "chars":
+            raise W2VError("--lm: this model's units are characters of a script written without spaces (no word "
+                           "boundary), so a word n-gram cannot guide the beam search; decode without --lm")
         if options.lm is not None:
             try:
                 import kenlm  # noqa: F401

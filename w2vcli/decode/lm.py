@@ -1,12 +1,18 @@
 """`w2v lm build`: an n-gram language model from text with KenLM's `lmplz` and `build_binary`.
 
-Text goes through `normalize_text` (the normaliser of the training transcripts), so LM words
-and CTC output words are spelled alike. The normalised sentences are streamed into `lmplz`
-(memory stays bounded by `-S`), the ARPA file is converted with `build_binary` unless an
-ARPA file is asked for, and the word list pyctcdecode wants is written beside the model:
+Text goes through the text rules of the training transcripts (`w2vcli.text.TextRules`, the
+`text_rules.json` that `w2v prepare` wrote), so LM words and CTC output words are spelled
+alike. The normalised sentences are streamed into `lmplz` (memory stays bounded by `-S`), the
+ARPA file is converted with `build_binary` unless an ARPA file is asked for, and the word list
+pyctcdecode wants and the rules are written beside the model:
 
     OUT                    the model (KenLM binary, or ARPA with `arpa=True`)
     OUT.unigrams.txt       its words, most frequent first, one per line (`unigrams_path(OUT)`)
+    OUT.text_rules.json    the text rules its sentences were normalised with (`rules_path(OUT)`)
+
+Scripts written without spaces (rules with `word_boundary=False`) are refused: the beam search
+scores whole words with the LM when a word boundary is emitted, and such models emit none, so a
+word n-gram could only score each utterance at its end. Decode them greedily or with a plain beam.
 
 The programs are looked up on PATH, in $KENLM_BIN, then in the repository's tools/kenlm/bin
 (where `scripts/install_kenlm.sh` builds them).
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from w2vcli.errors import W2VError
-from w2vcli.text import normalize_text
+from w2vcli.text import ENGLISH, TextRules
 from w2vcli.utils import atomic_open, log
 
 REPO_KENLM_BIN = Path(__file__).resolve().parents[2] / "tools" / "kenlm" / "bin"
@@ -43,10 +49,14 @@ class LMBuildConfig:
     arpa: bool = False  # write ARPA text instead of a KenLM binary
     exclude: tuple[Path, ...] = ()  # sentences to keep out (text lines, or a JSONL manifest's "text")
     memory: str = "2G"  # lmplz -S: sorting memory (e.g. 2G, 20%)
+    rules: TextRules = ENGLISH  # how sentences are normalised: the training transcripts' rules
 
     def __post_init__(self) -> None:
         if not self.texts:
             raise W2VError("lm build: give at least one text file")
+        if not self.rules.word_boundary:
+            raise W2VError("lm build: these text rules have no word boundaries (a script written without spaces); "
+                           "w2v's beam search scores words, so a word n-gram cannot guide it: decode without --lm")
         if not 1 <= self.order <= 6:
             raise W2VError(f"--order must be between 1 and 6 (KenLM built with KENLM_MAX_ORDER=6), got {self.order}")
         if len(self.prune) > self.order:
@@ -75,6 +85,11 @@ def unigrams_path(lm: str | os.PathLike) -> Path:
     return Path(f"{lm}.unigrams.txt")
 
 
+def rules_path(lm: str | os.PathLike) -> Path:
+    """Where `build_lm` writes the text rules of the model `lm`."""
+    return Path(f"{lm}.text_rules.json")
+
+
 def find_kenlm_program(name: str) -> str:
     """Path of a KenLM program (lmplz, build_binary, query), or a W2VError saying how to install it."""
     found = shutil.which(name)
@@ -92,7 +107,7 @@ def open_text(path: str | os.PathLike):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
-def read_sentences(path: str | os.PathLike):
+def read_sentences(path: str | os.PathLike, rules: TextRules = ENGLISH):
     """Normalised non-empty sentences of a text file, or of the `text` fields of a JSONL manifest."""
     path = Path(path)
     is_jsonl = path.name.endswith((".jsonl", ".jsonl.gz"))
@@ -106,7 +121,7 @@ def read_sentences(path: str | os.PathLike):
                         line = json.loads(line).get("text") or ""
                     except (ValueError, AttributeError):
                         raise W2VError(f"{path}:{n}: not a JSON object") from None
-                text = normalize_text(line)
+                text = rules.normalize(line)
                 if text:
                     yield text
     except (OSError, UnicodeDecodeError, EOFError) as exc:
@@ -131,7 +146,7 @@ def build_lm(cfg: LMBuildConfig) -> LMBuildResult:
 
     excluded_set: set[str] = set()
     for p in cfg.exclude:
-        excluded_set.update(read_sentences(p))
+        excluded_set.update(read_sentences(p, cfg.rules))
     if cfg.exclude:
         log(f"lm: keeping {len(excluded_set)} distinct sentences from {len(cfg.exclude)} exclude file(s) out")
 
@@ -143,7 +158,7 @@ def build_lm(cfg: LMBuildConfig) -> LMBuildResult:
         corpus = Path(tmp) / "corpus.txt"
         with open(corpus, "w", encoding="utf-8") as f:
             for path in cfg.texts:
-                for text in read_sentences(path):
+                for text in read_sentences(path, cfg.rules):
                     if text in excluded_set:
                         n_excluded += 1
                         continue
@@ -174,6 +189,7 @@ def build_lm(cfg: LMBuildConfig) -> LMBuildResult:
     with atomic_open(uni, "w", encoding="utf-8") as f:
         for word, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             f.write(word + "\n")
+    cfg.rules.save(rules_path(out))
     return LMBuildResult(out, uni, n_sent, sum(counts.values()), len(counts), n_excluded)
 
 

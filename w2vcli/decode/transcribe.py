@@ -114,6 +114,22 @@ def transcript(path: str, hyp: Hypothesis, num_samples: int, frame_seconds: floa
     return {"audio": path, "text": hyp.text, "words": words, "duration": round(num_samples / SAMPLE_RATE, 3)}
 
 
+def model_decoder(model, options):
+    """The decoder for `model`'s vocabulary; warns when the LM's text rules differ from the model's,
+    since its words would then be spelled differently from the model's output."""
+    if options.lm is not None:
+        from w2vcli.decode.lm import rules_path
+        from w2vcli.text import TextRules
+
+        path = rules_path(options.lm)
+        lm_rules = TextRules.load(path) if path.is_file() else None
+        if lm_rules is not None and lm_rules != model.text_rules:
+            warn(f"--lm {options.lm} was built with other text rules ({lm_rules.to_dict()}) than the model's "
+                 f"({model.text_rules.to_dict()}): its words may be spelled unlike the model's output; "
+                 "rebuild it with `w2v lm build --rules` and the model's text_rules.json")
+    return make_decoder(model.vocab, options)
+
+
 def _default_error(path: str, message: str) -> None:
     warn(message if path in message else f"{path}: {message}")
 
@@ -128,7 +144,7 @@ def transcribe_items(
     """Transcribe (key, path) items; `on_result(key, transcript)` is called in item order."""
     t_start = time.perf_counter()
     stats = Stats()
-    decoder = make_decoder(model.vocab, options.decoding)
+    decoder = model_decoder(model, options.decoding)
     emitter = Emitter(model, options.emission)
     jobs = options.jobs if options.decoding.method == "beam" else 1
     inflight: deque = deque()  # (key, path, samples, handle) in item order
@@ -232,12 +248,12 @@ def tune_lm(
 
     def wer_of(texts: list[str]) -> tuple[float, float]:
         hyps = dict(zip(keys, texts))
-        report = score_texts({k: refs[k] for k in keys}, hyps, on_missing=lambda _m: None)
+        report = score_texts({k: refs[k] for k in keys}, hyps, on_missing=lambda _m: None, rules=model.text_rules)
         return report.wer, report.cer
 
     greedy = GreedyDecoder(model.vocab)
     results = [TuneResult(None, None, *wer_of([greedy.decode(emissions[k]).text for k in keys]))]
-    decoder = make_decoder(model.vocab, options.decoding)
+    decoder = model_decoder(model, options.decoding)
     with _progress(len(pairs), "tuning") as progress, DecoderPool(decoder, options.jobs) as pool:
         task = progress.add_task("pairs", total=len(pairs))
         for alpha, beta in pairs:
@@ -247,5 +263,6 @@ def tune_lm(
             progress.advance(task)
         stats.decode_jobs = pool.jobs
     stats.wall_seconds = time.perf_counter() - t_start
-    results.sort(key=lambda r: (r.wer, r.cer))
+    # scripts written without spaces: WER is the sentence error rate, CER decides (w2vcli/score.py)
+    results.sort(key=lambda r: (r.cer, r.wer) if not model.text_rules.word_boundary else (r.wer, r.cer))
     return results, stats

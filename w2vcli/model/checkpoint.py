@@ -37,13 +37,14 @@ from w2vcli.model.convert import (
     codevectors_from_flat, config_from_fairseq, config_from_hf, config_to_hf, rename,
 )  # fmt: skip
 from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, Wav2Vec2Model
-from w2vcli.text import SPECIALS, WORD_BOUNDARY, Vocabulary
+from w2vcli.text import SPECIALS, WORD_BOUNDARY, TextRules, Vocabulary
 from w2vcli.utils import atomic_open
 
 # fairseq's dict.ltr.txt for LibriSpeech (letters by falling frequency), after the 4 specials
 LIBRISPEECH_LETTERS = list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ")
 
 Model = Wav2Vec2ForPreTraining | Wav2Vec2ForCTC | Wav2Vec2Model
+HF_RULES_FILE = "w2v_text_rules.json"  # a CTC model's text rules in an exported Hugging Face directory
 
 
 def librispeech_vocab() -> Vocabulary:
@@ -61,14 +62,15 @@ def model_kind(model: Model) -> str:
     raise TypeError(f"not a w2v model: {type(model).__name__}")
 
 
-def build_model(kind: str, config: ModelConfig, vocab: Vocabulary | None = None) -> Model:
+def build_model(kind: str, config: ModelConfig, vocab: Vocabulary | None = None,
+                text_rules: TextRules | None = None) -> Model:  # fmt: skip
     """A freshly initialised model of `kind` ("pretrain", "ctc" needs `vocab`, "encoder")."""
     if kind == "pretrain":
         return Wav2Vec2ForPreTraining(config)
     if kind == "ctc":
         if vocab is None:
             raise W2VError("a CTC model needs a vocabulary")
-        return Wav2Vec2ForCTC(config, vocab)
+        return Wav2Vec2ForCTC(config, vocab, text_rules)
     if kind == "encoder":
         return Wav2Vec2Model(config)
     raise W2VError(f"unknown model kind {kind!r} (pretrain, ctc or encoder)")
@@ -85,8 +87,10 @@ def checkpoint_dict(model: Model) -> dict:
         "kind": model_kind(model),
         "model_config": model.config.to_dict(),
         "vocab": list(vocab.tokens) if vocab is not None else None,
-        # None for sentencepiece units ("\u2581" marks word starts), "|" for letters
+        # "|" for letters, None for characters of unspaced scripts and for sentencepiece pieces
         "vocab_word_boundary": vocab.word_boundary if vocab is not None else None,
+        "vocab_units": vocab.units if vocab is not None else None,  # letters | chars | pieces
+        "text_rules": model.text_rules.to_dict() if vocab is not None else None,  # w2vcli/text.py
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
 
@@ -103,14 +107,24 @@ def model_from_checkpoint(ckpt: dict, where: str = "checkpoint", device: str | t
     """Rebuild a model from a loaded w2v checkpoint dict."""
     try:
         config = ModelConfig.from_dict(ckpt["model_config"])
-        vocab = None
-        if ckpt.get("vocab"):  # checkpoints without the boundary entry hold letters
-            vocab = Vocabulary(list(ckpt["vocab"]), word_boundary=ckpt.get("vocab_word_boundary", WORD_BOUNDARY))
-        model = build_model(ckpt["kind"], config, vocab)
+        vocab = rules = None
+        if ckpt.get("vocab"):
+            vocab = vocab_from_checkpoint(ckpt)
+            if ckpt.get("text_rules") is not None:
+                rules = TextRules.from_dict(ckpt["text_rules"], f"{where}: text_rules")
+        model = build_model(ckpt["kind"], config, vocab, rules)
     except KeyError as exc:
         raise W2VError(f"{where}: w2v checkpoint lacks the {exc} entry") from None
     _load_state(model, ckpt["model"], where)
     return model.to(device).eval()
+
+
+def vocab_from_checkpoint(ckpt: dict) -> Vocabulary:
+    """The vocabulary of a w2v CTC checkpoint (older ones lack "vocab_units": a boundary-less one held pieces)."""
+    tokens = list(ckpt["vocab"])
+    boundary = ckpt.get("vocab_word_boundary", WORD_BOUNDARY)  # the oldest checkpoints hold letters
+    units = ckpt.get("vocab_units") or ("letters" if boundary else "pieces")
+    return Vocabulary(tokens, word_boundary=boundary, pieces=units == "pieces")
 
 
 def _load_state(model: torch.nn.Module, state: dict, where: str, allow_missing: tuple[str, ...] = ()) -> None:
@@ -326,7 +340,9 @@ def load_hf_dir(directory: str | os.PathLike, vocab: Vocabulary | None = None) -
     if kind == "ctc":
         n_out = mapped["head.weight"].shape[0]
         vocab, mapped = _hf_vocab(directory, hf, vocab, n_out, mapped)
-    model = build_model(kind, config, vocab)
+    rules_file = directory / HF_RULES_FILE
+    rules = TextRules.load(rules_file) if kind == "ctc" and rules_file.is_file() else None
+    model = build_model(kind, config, vocab, rules)
     _load_state(model, mapped, where, allow_missing=("mask_embedding",))
     return model
 
@@ -360,7 +376,7 @@ def _hf_vocab(directory: Path, hf: dict, vocab: Vocabulary | None, n_out: int, m
     if "[UNK]" in tokens and "<unk>" not in tokens:
         tokens[tokens.index("[UNK]")] = "<unk>"
     try:
-        return Vocabulary(tokens), mapped
+        return Vocabulary.with_boundary(tokens), mapped
     except W2VError as exc:
         raise W2VError(f"{path}: {exc}") from None
 
@@ -404,6 +420,7 @@ def export_hf(model: Model, out_dir: str | os.PathLike) -> Path:
     if vocab is not None:
         pre["processor_class"] = "Wav2Vec2Processor"
         vocab.save(out / "vocab.json")
+        model.text_rules.save(out / HF_RULES_FILE)
         tok = {
             "tokenizer_class": "Wav2Vec2CTCTokenizer", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>",
             "pad_token": "<pad>", "word_delimiter_token": vocab.word_boundary or "|", "do_lower_case": False,

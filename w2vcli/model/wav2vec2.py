@@ -26,7 +26,7 @@ from w2vcli.model.losses import contrastive_logits, contrastive_loss, diversity_
 from w2vcli.model.masking import sample_negatives, span_mask
 from w2vcli.model.quantizer import GumbelQuantizer
 from w2vcli.model.transformer import FeatureProjection, TransformerEncoder, padding_mask
-from w2vcli.text import Vocabulary
+from w2vcli.text import TextRules, Vocabulary
 
 
 class GradMultiply(torch.autograd.Function):
@@ -237,22 +237,24 @@ class Wav2Vec2ForCTC(nn.Module):
     masked in time (config.mask_time_*) and channels (config.mask_channel_*), SpecAugment-like.
     """
 
-    def __init__(self, config: ModelConfig, vocab: Vocabulary):
+    def __init__(self, config: ModelConfig, vocab: Vocabulary, text_rules: TextRules | None = None):
         super().__init__()
         self.config, self.vocab = config, vocab
+        # how the training transcripts were normalised (w2vcli/text.py); guessed from the vocabulary if unknown
+        self.text_rules = text_rules or TextRules.for_vocabulary(vocab.tokens)
         self.wav2vec2 = Wav2Vec2Model(config)
         self.dropout = nn.Dropout(config.final_dropout)
         self.head = nn.Linear(config.hidden_size, len(vocab))  # fairseq w2v_encoder.proj; HF lm_head
 
     @classmethod
     def from_pretraining(cls, pt_model: Wav2Vec2ForPreTraining, vocab: Vocabulary,
-                         config: ModelConfig | None = None) -> "Wav2Vec2ForCTC":  # fmt: skip
+                         config: ModelConfig | None = None, text_rules: TextRules | None = None) -> "Wav2Vec2ForCTC":  # fmt: skip
         """A CTC model whose encoder is a copy of `pt_model`'s and whose head is freshly initialised.
 
         `config` (default: the pretraining config) may change fine-tuning fields such as masking,
         dropout or feature_grad_mult; architecture fields must match.
         """
-        model = cls(config or pt_model.config.replace(), vocab)
+        model = cls(config or pt_model.config.replace(), vocab, text_rules)
         model.wav2vec2.load_state_dict(pt_model.wav2vec2.state_dict())
         return model.to(next(pt_model.parameters()).device)
 

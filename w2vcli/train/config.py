@@ -101,7 +101,8 @@ class FinetuneConfig(TrainConfig):
     """`w2v finetune`: CTC on labelled audio from a pretrained model."""
 
     init: str = ""  # pretrained checkpoint (w2v .pt, Hugging Face dir, fairseq .pt) or "none"
-    vocab: str = "letters"  # "letters" or a sentencepiece .model
+    vocab: str = "letters"  # "letters", a vocab.json / dict.ltr.txt, or a sentencepiece .model
+    text_rules: str = ""  # text_rules.json ("" = the one beside the training manifest, else English)
     train_spm: int = 0  # train a sentencepiece model of this many units on the transcripts
     freeze_updates: int = 0  # train only the output layer for this many updates
     freeze_feature_encoder: bool = True  # never train the conv feature encoder

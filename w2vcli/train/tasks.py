@@ -22,7 +22,8 @@ from w2vcli.data.dataset import AudioDataset, BucketBatchSampler, filter_rows, m
 from w2vcli.data.manifest import read_manifest
 from w2vcli.errors import W2VError
 from w2vcli.train import distributed
-from w2vcli.train.vocab import build_vocab, encode_targets
+from w2vcli.text import RULES_FILE
+from w2vcli.train.vocab import build_vocab, encode_targets, normalize_rows, resolve_text_rules
 
 
 def make_task(cfg, d: distributed.Dist):
@@ -130,16 +131,19 @@ class FinetuneTask(Task):
 
     def __init__(self, cfg, d):
         super().__init__(cfg, d)
-        self.vocab, self.spm = build_vocab(cfg, self.train_rows)
+        self.text_rules = resolve_text_rules(cfg)  # every transcript, training and validation, goes through them
+        self.train_rows = normalize_rows(self.train_rows, self.text_rules)
+        self.valid_rows = normalize_rows(self.valid_rows, self.text_rules)
+        self.vocab, self.spm = build_vocab(cfg, self.train_rows, self.text_rules)
         last = Path(cfg.out) / "last.pt"
         if cfg.resume and last.is_file():  # the engine loads the weights; skip --init
             from w2vcli.model.config import ModelConfig
             from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
 
             config = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["model_config"]
-            self.model = Wav2Vec2ForCTC(ModelConfig.from_dict(config), self.vocab)
+            self.model = Wav2Vec2ForCTC(ModelConfig.from_dict(config), self.vocab, self.text_rules)
         else:
-            self.model = build_ctc_model(cfg, self.vocab)
+            self.model = build_ctc_model(cfg, self.vocab, self.text_rules)
         if cfg.freeze_feature_encoder:
             self.model.freeze_feature_encoder()
         self._head = {id(p) for p in self.model.head.parameters()}
@@ -149,6 +153,7 @@ class FinetuneTask(Task):
 
     def save_assets(self, out: Path) -> None:
         self.vocab.save(out / "vocab.json")
+        self.text_rules.save(out / RULES_FILE)
 
     def before_step(self, model, update: int) -> None:
         if update < self.cfg.freeze_updates:  # only the output layer learns at first
@@ -205,7 +210,7 @@ def greedy_decode(logits: torch.Tensor, frame_lengths: torch.Tensor, vocab) -> l
     return texts
 
 
-def build_ctc_model(cfg, vocab):
+def build_ctc_model(cfg, vocab, text_rules=None):
     """A CTC model for `vocab`: from --init (w2v / Hugging Face / fairseq) or, with `none`, a preset."""
     from w2vcli import load_model
     from w2vcli.model.config import get_preset
@@ -218,12 +223,12 @@ def build_ctc_model(cfg, vocab):
     if cfg.freeze_feature_encoder:
         overrides["feature_grad_mult"] = 0.0
     if cfg.init.lower() in ("none", "scratch"):
-        return Wav2Vec2ForCTC(get_preset(cfg.preset).replace(**overrides), vocab)
+        return Wav2Vec2ForCTC(get_preset(cfg.preset).replace(**overrides), vocab, text_rules)
     if not Path(cfg.init).exists():
         raise W2VError(f"--init {cfg.init}: no such file or directory")
     pretrained = load_model(cfg.init)  # a pretraining model, an encoder, or a CTC model to tune further
     encoder = getattr(pretrained, "wav2vec2", pretrained)  # Wav2Vec2Model
-    model = Wav2Vec2ForCTC(encoder.config.replace(**overrides), vocab)
+    model = Wav2Vec2ForCTC(encoder.config.replace(**overrides), vocab, text_rules)
     model.wav2vec2.load_state_dict(encoder.state_dict())
     old_vocab = getattr(pretrained, "vocab", None)
     if old_vocab is not None and old_vocab.tokens == vocab.tokens:  # same units: keep the trained head

@@ -12,7 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from w2vcli.errors import W2VError
-from w2vcli.text import SPECIALS, Vocabulary
+from w2vcli.text import ENGLISH, RULES_FILE, SPECIALS, TextRules, Vocabulary
+from w2vcli.utils import log, warn
+
+
+def resolve_text_rules(cfg) -> TextRules:
+    """The text rules of a fine-tuning run: `--text-rules FILE`, else the `text_rules.json` that
+    `w2v prepare` wrote beside the training manifest, else LibriSpeech's (said in a log line)."""
+    if cfg.text_rules:
+        return TextRules.load(cfg.text_rules)
+    found = TextRules.beside(cfg.train)
+    if found is not None:
+        return found
+    log(f"no {RULES_FILE} beside {cfg.train}: transcripts are normalised with the default rules "
+        f"(case={ENGLISH.case}, keep={ENGLISH.keep!r}, digits={ENGLISH.digits}); see docs/languages.md")
+    return ENGLISH
+
+
+def normalize_rows(rows: list[dict], rules: TextRules) -> list[dict]:
+    """Rows with their transcripts normalised by `rules` (idempotent on prepared manifests)."""
+    return [{**r, "text": rules.normalize(r["text"])} if r.get("text") else r for r in rows]
 
 
 def _texts(rows: list[dict], name: str) -> list[str]:
@@ -22,8 +41,8 @@ def _texts(rows: list[dict], name: str) -> list[str]:
     return [r.get("text", "") for r in rows]
 
 
-def build_vocab(cfg, rows: list[dict]):
-    """(Vocabulary, sentencepiece processor or None) for a FinetuneConfig and its training rows."""
+def build_vocab(cfg, rows: list[dict], rules: TextRules = ENGLISH):
+    """(Vocabulary, sentencepiece processor or None) for a FinetuneConfig and its (normalised) training rows."""
     texts = _texts(rows, cfg.train)
     if cfg.train_spm:
         trained = Path(cfg.out) / "spm.model"
@@ -31,11 +50,17 @@ def build_vocab(cfg, rows: list[dict]):
             return _spm_vocab(trained)
         return _spm_vocab(train_spm(texts, cfg.train_spm, trained))
     if cfg.vocab == "letters":
-        return Vocabulary.letters_from_texts(texts), None
+        return Vocabulary.letters_from_texts(texts, rules), None
     path = Path(cfg.vocab)
     if path.suffix == ".model":
         return _spm_vocab(path)
-    return Vocabulary.load(path), None
+    vocab = Vocabulary.load(path)
+    missing = vocab.unknown(texts)
+    if missing:
+        shown = ", ".join(f"{c!r} ({n})" for c, n in missing.most_common(10))
+        warn(f"--vocab {path}: {len(missing)} character(s) of the training transcripts are not in it and "
+             f"train as <unk>: {shown}")
+    return vocab, None
 
 
 def _spm_vocab(path: Path):
@@ -47,7 +72,7 @@ def _spm_vocab(path: Path):
         raise W2VError(f"--vocab {path}: not a sentencepiece model ({exc})") from None
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())
               if not (sp.is_control(i) or sp.is_unknown(i))]
-    return Vocabulary(list(SPECIALS) + [p for p in pieces if p not in SPECIALS], word_boundary=None), sp
+    return Vocabulary(list(SPECIALS) + [p for p in pieces if p not in SPECIALS], pieces=True), sp
 
 
 def train_spm(texts: list[str], size: int, out: Path) -> Path:
