@@ -129,7 +129,8 @@ def test_cli_from_hf_dir_keeps_its_config(tmp_path, corpus, monkeypatch):
 
 def test_init_then_resume_is_exact_and_reads_last_pt(tmp_path, corpus):
     _, hf_dir = hf_pretraining_dir(tmp_path, "base_like")
-    common = ["pretrain", "--train", corpus, *QUIET, "--warmup-updates", 2, "--schedule-updates", 6, "--log-interval", 2]
+    common = ["pretrain", "--train", corpus, *QUIET, "--warmup-updates", 2, "--schedule-updates", 6,
+              "--log-interval", 2]
     w2v(*common, "--init", hf_dir, "--out", tmp_path / "one", "--max-updates", 6)
     w2v(*common, "--init", hf_dir, "--out", tmp_path / "two", "--max-updates", 3)
     hf_dir.rename(tmp_path / "gone")  # resuming needs only OUT/last.pt
