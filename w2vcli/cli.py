@@ -20,9 +20,10 @@ from w2vcli.errors import W2VError
 def report_error(exc: BaseException) -> None:
     """Print a user-facing error as one red line on stderr."""
     from rich.console import Console
+    from rich.markup import escape
 
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 class W2VGroup(TyperGroup):

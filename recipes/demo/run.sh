@@ -169,7 +169,7 @@ if run_stage 5 lm; then
   # scripts/make_sentence_list.py) is also the pool `prepare synth` drew every sentence from:
   # keep the dev and test sentences out of the LM.
   sentences=$("$python" -c 'from w2vcli.data.synth import DEFAULT_SENTENCES; print(DEFAULT_SENTENCES)')
-  w2v lm build "$sentences" --order 4 --exclude "$data/dev-clean.jsonl" \
+  w2v lm build "$sentences" --order 4 --rules "$data/text_rules.json" --exclude "$data/dev-clean.jsonl" \
     --exclude "$data/test-clean.jsonl" --out "$out/lm/4gram.bin" 2>&1 | tee "$out/log/stage-5.log"
   finish_stage 5 lm
 fi

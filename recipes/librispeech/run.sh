@@ -194,7 +194,7 @@ if run_stage 5 lm; then
     log "using the given LM $lm"
   else
     [ -n "$lm_corpus" ] || die "stage 5 needs --lm-corpus librispeech-lm-norm.txt[.gz] (or --lm MODEL)"
-    w2v lm build "$lm_corpus" --order 4 --memory "$lm_memory" \
+    w2v lm build "$lm_corpus" --order 4 --memory "$lm_memory" --rules "$data/text_rules.json" \
       $(for s in $sets; do echo --exclude "$data/$s.jsonl"; done) --out "$lm_model" \
       2>&1 | tee "$out/log/stage-5.log"
   fi

@@ -40,9 +40,14 @@ def common_layer(**options) -> dict:
 
 
 def run(cfg_cls, preset: str | None, config: Path | None, out: Path, resume: bool, cli: dict) -> None:
-    """Resolve the config (preset < saved run config on --resume < --config < options) and train."""
+    """Resolve the config (preset < saved run config on --resume < --config < options) and train.
+
+    The --init checkpoint is loaded here, once: its config sets the defaults and is checked
+    against the options, and the same model starts the run. A resumed run reads OUT/last.pt instead.
+    """
     from w2vcli.train.config import read_toml, resolve
     from w2vcli.train.engine import train
+    from w2vcli.train.tasks import load_init
 
     layers = []
     saved = out / "config.toml"
@@ -51,12 +56,15 @@ def run(cfg_cls, preset: str | None, config: Path | None, out: Path, resume: boo
     if config is not None:
         layers.append(read_toml(config, cfg_cls))
     layers.append({**cli, "out": str(out.resolve()), "resume": resume})
-    train(resolve(cfg_cls, preset, layers))
+    init = next((layer["init"] for layer in reversed(layers) if layer.get("init")), "")
+    init_model = load_init(cfg_cls().task, init) if init and not resume else None
+    train(resolve(cfg_cls, preset, layers, init_model.config if init_model is not None else None), init_model)
 
 
 def pretrain(
     train: Manifest,
     out: Out,
+    init: Annotated[Optional[str], typer.Option("--init", help="Continue pretraining this checkpoint: a w2v pretraining .pt, a Hugging Face Wav2Vec2ForPreTraining folder, or a fairseq wav2vec 2.0 pretraining .pt. Keeps its architecture; fresh optimizer and schedule.")] = None,
     valid: Valid = None,
     preset: Preset = None,
     config: ConfigFile = None,
@@ -82,10 +90,11 @@ def pretrain(
     Writes OUT/last.pt (every --valid-interval updates, at the end, and on SIGTERM/Ctrl-C),
     OUT/best.pt (lowest validation loss), OUT/metrics.jsonl and OUT/config.toml.
     Example: w2v pretrain --train data/train.jsonl --valid data/dev.jsonl --preset small --out exp/pt
+    Continue a published model on your own audio: w2v pretrain --init wav2vec2-base/ --train data/mine.jsonl --out exp/cpt
     """
     from w2vcli.train.config import PretrainConfig
 
-    cli = common_layer(train=train, valid=valid, preset=preset, max_updates=max_updates, max_tokens=max_tokens,
+    cli = common_layer(train=train, valid=valid, init=init, preset=preset, max_updates=max_updates, max_tokens=max_tokens,
                        max_sample_size=max_sample_size, update_freq=update_freq, lr=lr,
                        warmup_updates=warmup_updates, schedule_updates=schedule_updates, clip_norm=clip_norm,
                        seed=seed, precision=precision, gpus=gpus, nproc=nproc, valid_interval=valid_interval,

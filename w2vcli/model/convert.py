@@ -139,6 +139,7 @@ def config_from_hf(hf: dict, where: str) -> ModelConfig:
     if hf.get("add_adapter") or hf.get("adapter_attn_dim"):
         raise W2VError(f"{where}: adapter layers (add_adapter / adapter_attn_dim) are not supported")
     values = {dst: hf[src] for src, dst in HF_CONFIG_FIELDS.items() if src in hf and hf[src] is not None}
+    values["feature_penalty_weight"] = 0.0  # transformers' pretraining loss has no feature penalty
     if hf.get("apply_spec_augment") is False:
         values["mask_time_prob"] = values["mask_channel_prob"] = 0.0
     return ModelConfig(**values)

@@ -4,6 +4,10 @@ Precedence, lowest first: the dataclass defaults, the preset's training defaults
 (`preset_defaults`), the run's own saved `config.toml` when resuming, a `--config FILE.toml`,
 then command-line options. A `[model]` table overrides fields of the model preset's
 `ModelConfig` (see `w2vcli/model/config.py`).
+
+With `--init CKPT` the checkpoint's ModelConfig replaces the preset's, its width picks the
+training defaults (`preset_for_width`), and for `pretrain --init` only `TRAINING_FIELDS` may
+differ from it (`continued_config`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from w2vcli.errors import W2VError
+from w2vcli.model.config import ModelConfig, get_preset
 from w2vcli.utils import atomic_open
 
 try:
@@ -91,6 +96,8 @@ class PretrainConfig(TrainConfig):
     """`w2v pretrain`: contrastive + diversity loss; the Gumbel temperature schedule is the
     model's (`[model]` gumbel_start / gumbel_end / gumbel_decay)."""
 
+    init: str = ""  # continue from this pretraining checkpoint (w2v .pt, HF dir, fairseq .pt); "" = preset
+
     @property
     def task(self) -> str:
         return "pretrain"
@@ -145,12 +152,56 @@ def preset_defaults(task: str, preset: str) -> dict:
             "lr": 1e-3, "freeze_updates": 0, "valid_interval": 250}
 
 
+def preset_for_width(hidden_size: int) -> str:
+    """The preset whose training defaults suit a pretrained model of this Transformer width."""
+    return "large" if hidden_size >= 1024 else "base" if hidden_size >= 768 else "small"
+
+
 def preset_of_checkpoint(init: str) -> str:
-    """The preset whose training defaults suit a pretrained model: by its Transformer width."""
+    """`preset_for_width` of a checkpoint on disk (loads it; `w2v` itself passes the loaded config)."""
     from w2vcli.model.checkpoint import load_model
 
-    width = load_model(init).config.hidden_size
-    return "large" if width >= 1024 else "base" if width >= 768 else "small"
+    return preset_for_width(load_model(init).config.hidden_size)
+
+
+# ModelConfig fields a continued pretraining run may change: regularisation, masking, the loss
+# and the Gumbel schedule. Every other field is the checkpoint's architecture (or, for
+# normalize_waveform, the input its weights were trained on) and stays as the checkpoint has it.
+TRAINING_FIELDS = frozenset({
+    "feature_grad_mult", "dropout", "attention_dropout", "activation_dropout", "feature_dropout", "layer_drop",
+    "quantizer_dropout", "num_negatives", "cross_sample_negatives", "logit_temperature", "diversity_weight",
+    "feature_penalty_weight", "gumbel_start", "gumbel_end", "gumbel_decay", "mask_time_prob", "mask_time_length",
+    "mask_time_min_masks", "mask_channel_prob", "mask_channel_length", "mask_channel_min_masks", "final_dropout",
+})  # fmt: skip
+# what a --preset is compared on against an --init checkpoint: the network's shape and layout
+ARCHITECTURE_FIELDS = tuple(f.name for f in fields(ModelConfig)
+                            if f.name not in TRAINING_FIELDS and f.name != "normalize_waveform")
+
+
+def continued_config(checkpoint: ModelConfig, overrides: dict, where: str) -> ModelConfig:
+    """`checkpoint`'s config with `[model]` training fields changed; any other change is refused."""
+    config = checkpoint.replace(**overrides)
+    for name in (f.name for f in fields(ModelConfig) if f.name not in TRAINING_FIELDS):
+        if getattr(config, name) != getattr(checkpoint, name):
+            raise W2VError(
+                f"[model] {name} = {_toml_value(getattr(config, name))} contradicts {where}, which has "
+                f"{name} = {_toml_value(getattr(checkpoint, name))}: continuing pretraining keeps the checkpoint's "
+                f"architecture; only these fields may change: {', '.join(sorted(TRAINING_FIELDS))}"
+            )
+    return config
+
+
+def check_preset_fits(preset: str, checkpoint: ModelConfig, where: str) -> None:
+    """Refuse a --preset whose architecture is not the checkpoint's (naming the fields that differ)."""
+    want = get_preset(preset)
+    differ = [name for name in ARCHITECTURE_FIELDS if getattr(want, name) != getattr(checkpoint, name)]
+    if differ:
+        first = differ[0]
+        raise W2VError(
+            f"--preset {preset} contradicts --init {where}: {', '.join(differ)} differ ({first} is "
+            f"{_toml_value(getattr(want, first))} in the preset, {_toml_value(getattr(checkpoint, first))} in the "
+            "checkpoint); leave --preset out: the checkpoint sets the architecture, and its width the training defaults"
+        )
 
 
 def _coerce(cfg_cls, name: str, value, source: str):
@@ -183,8 +234,13 @@ def read_toml(path: str | os.PathLike, cfg_cls) -> dict:
     return out
 
 
-def resolve(cfg_cls, preset: str | None, layers: list[dict]):
-    """Build a config: defaults < preset defaults < each of `layers` in order (None values skipped)."""
+def resolve(cfg_cls, preset: str | None, layers: list[dict], init_config: ModelConfig | None = None):
+    """Build a config: defaults < preset defaults < each of `layers` in order (None values skipped).
+
+    `init_config`: the ModelConfig of the --init checkpoint the run starts from (None when it
+    resumes, or has no --init). Without an explicit preset its width picks the training
+    defaults; for pretraining, --preset and `[model]` are checked against it.
+    """
     merged: dict = {}
     model: dict = {}
     for layer in layers:
@@ -195,8 +251,15 @@ def resolve(cfg_cls, preset: str | None, layers: list[dict]):
                 merged[k] = v
     task = cfg_cls().task
     preset = merged.get("preset") or preset
-    if not preset and task == "finetune" and merged.get("init") not in (None, "", "none"):
-        preset = preset_of_checkpoint(merged["init"])
+    init = merged.get("init") or ""
+    if init_config is not None:
+        if task == "pretrain":
+            if preset:
+                check_preset_fits(preset, init_config, init)
+            continued_config(init_config, model, f"--init {init}")
+        preset = preset or preset_for_width(init_config.hidden_size)
+    elif not preset and task == "finetune" and init.lower() not in ("", "none", "scratch"):
+        preset = preset_of_checkpoint(init)  # a caller that did not load the checkpoint
     preset = preset or "small"
     values = {**preset_defaults(task, preset), **merged, "preset": preset, "model": model}
     values = {k: _coerce(cfg_cls, k, v, "config") for k, v in values.items()}

@@ -98,10 +98,15 @@ def _worker(local_rank: int, world: int, store: str, fn, cfg) -> None:
         raise SystemExit(1) from None
 
 
+def runs_here(cfg) -> bool:
+    """Whether `launch` runs training in this process (one device, or under torchrun)."""
+    return _under_torchrun() or (cfg.gpus if cfg.gpus else cfg.nproc) <= 1
+
+
 def launch(fn, cfg):
     """Run `fn(cfg)` in each training process (see the module docstring)."""
     n = cfg.gpus if cfg.gpus else cfg.nproc
-    if _under_torchrun() or n <= 1:
+    if runs_here(cfg):
         return fn(cfg)
     if cfg.gpus and torch.cuda.device_count() < cfg.gpus:
         raise W2VError(f"--gpus {cfg.gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")

@@ -15,6 +15,7 @@ does, so N processes with batch b take the same step as one process with batch N
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import signal
@@ -39,16 +40,21 @@ from w2vcli.utils import log, warn
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def train(cfg) -> None:
-    """Run a training job described by a resolved PretrainConfig/FinetuneConfig."""
+def train(cfg, init_model=None) -> None:
+    """Run a training job described by a resolved PretrainConfig/FinetuneConfig.
+
+    `init_model`: the --init model, already loaded by the caller (`tasks.load_init`); a run in
+    this process trains from it, processes started for --gpus/--nproc N load their own.
+    """
     cfg.check()
-    distributed.launch(_run, cfg)
+    in_process = distributed.runs_here(cfg)  # never send a model to spawned processes
+    distributed.launch(functools.partial(_run, init_model=init_model) if in_process else _run, cfg)
 
 
-def _run(cfg) -> None:
+def _run(cfg, init_model=None) -> None:
     d = distributed.setup(cfg)
     try:
-        Trainer(cfg, d).run()
+        Trainer(cfg, d, init_model).run()
     finally:
         distributed.cleanup()
 
@@ -94,13 +100,13 @@ class StopRequested:
 
 
 class Trainer:
-    def __init__(self, cfg, d: distributed.Dist):
+    def __init__(self, cfg, d: distributed.Dist, init_model=None):
         from w2vcli.train.tasks import make_task
 
         self.cfg, self.d = cfg, d
         self.out = Path(cfg.out)
         seed_everything(cfg.seed)  # the same initial weights on every rank
-        self.task = make_task(cfg, d)
+        self.task = make_task(cfg, d, init_model)
         self.model = self.task.model.to(d.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, lr=cfg.lr, betas=tuple(cfg.adam_betas),

@@ -26,8 +26,42 @@ from w2vcli.text import RULES_FILE
 from w2vcli.train.vocab import build_vocab, encode_targets, normalize_rows, resolve_text_rules
 
 
-def make_task(cfg, d: distributed.Dist):
-    return PretrainTask(cfg, d) if cfg.task == "pretrain" else FinetuneTask(cfg, d)
+def make_task(cfg, d: distributed.Dist, init_model=None):
+    """The task of `cfg`; `init_model` is the --init model if this process loaded it already."""
+    return PretrainTask(cfg, d, init_model) if cfg.task == "pretrain" else FinetuneTask(cfg, d, init_model)
+
+
+def load_init(task: str, init: str):
+    """The --init model of a `task` ("pretrain" | "finetune") run, loaded once: the command reads
+    its config (the training defaults, the checks) and the task takes its weights.
+
+    Returns None for fine-tuning's `none` / `scratch`. Continued pretraining needs the whole
+    pretraining model: a CTC or encoder-only checkpoint is refused, saying why.
+    """
+    from w2vcli.model.checkpoint import load_model
+    from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
+
+    if task == "finetune" and init.lower() in ("none", "scratch"):
+        return None
+    if not Path(init).exists():
+        raise W2VError(f"--init {init}: no such file or directory")
+    model = load_model(init)
+    if task == "pretrain" and not isinstance(model, Wav2Vec2ForPreTraining):
+        what = ("a fine-tuned CTC model" if isinstance(model, Wav2Vec2ForCTC)
+                else "an encoder-only model (Hugging Face Wav2Vec2Model)")
+        raise W2VError(
+            f"--init {init}: {what} has no quantizer and no projections (project_q, project_hid), so the "
+            "contrastive loss cannot be continued from it; give the pretraining checkpoint it came from "
+            "(a w2v pretrain .pt, a Wav2Vec2ForPreTraining directory, a fairseq wav2vec2 pretraining .pt)"
+        )
+    return model
+
+
+def saved_model_config(last: Path):
+    """The ModelConfig stored in a run's last.pt (read lazily; the engine loads the weights)."""
+    from w2vcli.model.config import ModelConfig
+
+    return ModelConfig.from_dict(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["model_config"])
 
 
 class Task:
@@ -75,19 +109,32 @@ class Task:
 
 
 class PretrainTask(Task):
-    """Contrastive + diversity loss + feature penalty; Gumbel temperature annealed per update."""
+    """Contrastive + diversity loss + feature penalty; Gumbel temperature annealed per update.
+
+    The model: on --resume, last.pt's architecture (the engine loads its weights); with --init,
+    the checkpoint's model with `[model]` training fields changed; otherwise the preset's.
+    """
 
     kind = "pretrain"
     crop = True
 
-    def __init__(self, cfg, d):
+    def __init__(self, cfg, d, init_model=None):
         super().__init__(cfg, d)
         from w2vcli.model.config import get_preset
         from w2vcli.model.wav2vec2 import Wav2Vec2ForPreTraining
+        from w2vcli.train.config import continued_config
 
-        config = get_preset(cfg.preset).replace(**cfg.model)
-        self.model = Wav2Vec2ForPreTraining(config)
-        self.find_unused_parameters = config.layer_drop > 0
+        last = Path(cfg.out) / "last.pt"
+        if cfg.resume and last.is_file():
+            self.model = Wav2Vec2ForPreTraining(continued_config(saved_model_config(last), cfg.model, str(last)))
+        elif cfg.init:
+            pretrained = init_model if init_model is not None else load_init("pretrain", cfg.init)
+            config = continued_config(pretrained.config, cfg.model, f"--init {cfg.init}")
+            self.model = Wav2Vec2ForPreTraining(config)  # built anew: dropout and layer drop are set at construction
+            self.model.load_state_dict(pretrained.state_dict())
+        else:
+            self.model = Wav2Vec2ForPreTraining(get_preset(cfg.preset).replace(**cfg.model))
+        self.find_unused_parameters = self.model.config.layer_drop > 0
 
     def temperature(self, update: int) -> float:
         return self.model.config.gumbel_temperature(update)
@@ -129,7 +176,7 @@ class FinetuneTask(Task):
     kind = "ctc"
     find_unused_parameters = True
 
-    def __init__(self, cfg, d):
+    def __init__(self, cfg, d, init_model=None):
         super().__init__(cfg, d)
         self.text_rules = resolve_text_rules(cfg)  # every transcript, training and validation, goes through them
         self.train_rows = normalize_rows(self.train_rows, self.text_rules)
@@ -137,13 +184,11 @@ class FinetuneTask(Task):
         self.vocab, self.spm = build_vocab(cfg, self.train_rows, self.text_rules)
         last = Path(cfg.out) / "last.pt"
         if cfg.resume and last.is_file():  # the engine loads the weights; skip --init
-            from w2vcli.model.config import ModelConfig
             from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
 
-            config = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["model_config"]
-            self.model = Wav2Vec2ForCTC(ModelConfig.from_dict(config), self.vocab, self.text_rules)
+            self.model = Wav2Vec2ForCTC(saved_model_config(last), self.vocab, self.text_rules)
         else:
-            self.model = build_ctc_model(cfg, self.vocab, self.text_rules)
+            self.model = build_ctc_model(cfg, self.vocab, self.text_rules, init_model)
         if cfg.freeze_feature_encoder:
             self.model.freeze_feature_encoder()
         self._head = {id(p) for p in self.model.head.parameters()}
@@ -210,9 +255,9 @@ def greedy_decode(logits: torch.Tensor, frame_lengths: torch.Tensor, vocab) -> l
     return texts
 
 
-def build_ctc_model(cfg, vocab, text_rules=None):
-    """A CTC model for `vocab`: from --init (w2v / Hugging Face / fairseq) or, with `none`, a preset."""
-    from w2vcli import load_model
+def build_ctc_model(cfg, vocab, text_rules=None, pretrained=None):
+    """A CTC model for `vocab`: from --init (w2v / Hugging Face / fairseq; `pretrained` if already
+    loaded) or, with `none`, a preset."""
     from w2vcli.model.config import get_preset
     from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
 
@@ -224,9 +269,8 @@ def build_ctc_model(cfg, vocab, text_rules=None):
         overrides["feature_grad_mult"] = 0.0
     if cfg.init.lower() in ("none", "scratch"):
         return Wav2Vec2ForCTC(get_preset(cfg.preset).replace(**overrides), vocab, text_rules)
-    if not Path(cfg.init).exists():
-        raise W2VError(f"--init {cfg.init}: no such file or directory")
-    pretrained = load_model(cfg.init)  # a pretraining model, an encoder, or a CTC model to tune further
+    if pretrained is None:
+        pretrained = load_init("finetune", cfg.init)  # a pretraining model, an encoder, or a CTC model
     encoder = getattr(pretrained, "wav2vec2", pretrained)  # Wav2Vec2Model
     model = Wav2Vec2ForCTC(encoder.config.replace(**overrides), vocab, text_rules)
     model.wav2vec2.load_state_dict(encoder.state_dict())
