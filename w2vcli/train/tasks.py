@@ -178,7 +178,8 @@ class FinetuneTask(Task):
 
     def __init__(self, cfg, d, init_model=None):
         super().__init__(cfg, d)
-        self.text_rules = resolve_text_rules(cfg)  # every transcript, training and validation, goes through them
+        # every transcript, training and validation, goes through the run's text rules
+        self.text_rules = resolve_text_rules(cfg, getattr(init_model, "text_rules", None))
         self.train_rows = normalize_rows(self.train_rows, self.text_rules)
         self.valid_rows = normalize_rows(self.valid_rows, self.text_rules)
         self.vocab, self.spm = build_vocab(cfg, self.train_rows, self.text_rules)

@@ -16,14 +16,18 @@ from w2vcli.text import ENGLISH, RULES_FILE, SPECIALS, TextRules, Vocabulary
 from w2vcli.utils import log, warn
 
 
-def resolve_text_rules(cfg) -> TextRules:
+def resolve_text_rules(cfg, init_rules: TextRules | None = None) -> TextRules:
     """The text rules of a fine-tuning run: `--text-rules FILE`, else the `text_rules.json` that
-    `w2v prepare` wrote beside the training manifest, else LibriSpeech's (said in a log line)."""
+    `w2v prepare` wrote beside the training manifest, else those of the CTC model it continues
+    (`init_rules`), else LibriSpeech's (said in a log line)."""
     if cfg.text_rules:
         return TextRules.load(cfg.text_rules)
     found = TextRules.beside(cfg.train)
     if found is not None:
         return found
+    if init_rules is not None:
+        log(f"no {RULES_FILE} beside {cfg.train}: using the text rules of --init {cfg.init}")
+        return init_rules
     log(f"no {RULES_FILE} beside {cfg.train}: transcripts are normalised with the default rules "
         f"(case={ENGLISH.case}, keep={ENGLISH.keep!r}, digits={ENGLISH.digits}); see docs/languages.md")
     return ENGLISH
