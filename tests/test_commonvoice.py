@@ -182,6 +182,9 @@ def test_splits_votes_and_header_errors(corpus, tmp_path):
     result = CliRunner().invoke(app, ["prepare", "commonvoice", str(folder), "--out", str(tmp_path / "o2")])
     assert result.exit_code == 1 and "dev.tsv:1: no column sentence" in result.output.replace("\n", "")
     assert "Traceback" not in result.output
+    tsv.write_bytes(b"client_id\tpath\tsentence\nx\tcommon_voice_ru_1005.mp3\t\xff\xfe\n")
+    result = CliRunner().invoke(app, ["prepare", "commonvoice", str(folder), "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 1 and "dev.tsv: not UTF-8 text" in result.output.replace("\n", "")
     # other text rules than those OUT was prepared with are refused
     result = CliRunner().invoke(app, ["prepare", "commonvoice", str(corpus["de"]), "--out", str(out),
                                       "--splits", "validated", "--case", "upper"])

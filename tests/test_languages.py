@@ -176,7 +176,8 @@ def test_table_errors_are_one_line(tmp_path):
     message = fails("prepare", "table", tmp_path / "no_header.csv", "--out", tmp_path / "o.jsonl")
     assert "no column 'audio' (--audio-column), 'text' (--text-column)" in message and "'x.flac', 'hello'" in message
     (tmp_path / "list.txt").write_text("audio\ttext\n", encoding="utf-8")
-    assert "expected a .tsv or .csv table" in fails("prepare", "table", tmp_path / "list.txt", "--out", tmp_path / "o.jsonl")
+    message = fails("prepare", "table", tmp_path / "list.txt", "--out", tmp_path / "o.jsonl")
+    assert "expected a .tsv or .csv table" in message
     (tmp_path / "bad.csv").write_text("audio,text\nx.flac,hello\n", encoding="utf-8")
     message = fails("prepare", "table", tmp_path / "bad.csv", "--out", tmp_path / "o.jsonl")
     assert "no usable rows" in message and "x.flac: empty file" in message

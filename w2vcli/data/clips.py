@@ -44,6 +44,7 @@ def _read_one(path: str, convert_to: str | None, force: bool) -> Clip | str:
                     return Clip(flac, info.num_samples, SAMPLE_RATE)
             except W2VError:
                 pass  # a damaged copy: convert again
+        audio_info(path)  # a truncated or damaged file is a problem, not a shorter copy
         wav = load_audio(path)  # [S] float32, 16 kHz mono
         write_flac(flac, wav)
         return Clip(flac, len(wav), SAMPLE_RATE)

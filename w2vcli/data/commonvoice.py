@@ -83,6 +83,15 @@ def read_split(tsv: Path, clips: dict[str, str], rules: TextRules, votes: VoteFi
     `clips` maps the file names in DIR/clips to their paths.
     """
     listed = Listed(tsv.stem, report=TextReport(rules))
+    try:
+        _read_rows(tsv, listed, clips, votes)
+    except UnicodeDecodeError as exc:
+        raise W2VError(f"{tsv}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return listed
+
+
+def _read_rows(tsv: Path, listed: Listed, clips: dict[str, str], votes: VoteFilter) -> None:
+    """Fill `listed` from the rows of `tsv` (see `read_split`)."""
     with open(tsv, encoding="utf-8", newline="\n") as f:
         header = f.readline().rstrip("\r\n").split("\t")
         missing = [c for c in REQUIRED + votes.columns if c not in header]
@@ -111,7 +120,6 @@ def read_split(tsv: Path, clips: dict[str, str], rules: TextRules, votes: VoteFi
             seen.add(name)
             listed.rows.append({"id": Path(name).stem, "clip": clips.get(name) or clips[name + ".mp3"],
                                 "text": text, "speaker": fields[col["client_id"]]})
-    return listed
 
 
 def _check_row(fields: list[str], header: list[str], col: dict[str, int], clips: dict[str, str],
@@ -144,7 +152,7 @@ def sample_sentences(root: str | os.PathLike, splits: list[str], lines: int = 20
         tsv = Path(root) / f"{name}.tsv"
         if not tsv.is_file():
             continue
-        with open(tsv, encoding="utf-8", newline="\n") as f:
+        with open(tsv, encoding="utf-8", errors="replace", newline="\n") as f:
             header = f.readline().rstrip("\r\n").split("\t")
             if "sentence" not in header:
                 continue

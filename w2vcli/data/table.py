@@ -91,8 +91,8 @@ def _column_indices(path: Path, header: list[str] | None, columns: Columns) -> d
     return {key: names.index(name) for key, name in wanted.items()}
 
 
-def prepare_table(table: str | os.PathLike, out: str | os.PathLike, rules: TextRules,
-                  columns: Columns = Columns(), jobs: int | None = None, force: bool = False) -> list[dict]:  # fmt: skip
+def prepare_table(table: str | os.PathLike, out: str | os.PathLike, rules: TextRules, columns: Columns = Columns(),
+                  jobs: int | None = None, force: bool = False) -> list[dict]:  # fmt: skip
     """Write `out` (JSONL) from a table, with the text files beside it (see the module docstring)."""
     table, out = Path(table), Path(out)
     if out.suffix != ".jsonl":
