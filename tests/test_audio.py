@@ -64,3 +64,54 @@ def test_bad_files_raise_one_line_naming_the_file(tmp_path, kind):
     if kind != "truncated":
         with pytest.raises(W2VError, match=str(path.name)):
             load_audio(path)
+
+
+# --- MP3 (libsndfile decodes it with mpg123) ------------------------------------------------------
+
+MPEG1_LAYER3_KBPS = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320]
+
+
+def _without_length_header(data: bytes) -> bytes:
+    """An MP3 (MPEG-1 layer III, no ID3 tag, as libsndfile writes it) without its first frame, the
+    Xing/Info header that holds the length: what an encoder writing to a stream produces."""
+    b1, b2 = data[1], data[2]
+    assert data[0] == 0xFF and (b1 >> 1) & 0xF == 0xD  # sync, MPEG-1, layer III
+    assert data[21:25] in (b"Xing", b"Info") or data[36:40] in (b"Xing", b"Info")  # after mono/stereo side info
+    rate = (44100, 48000, 32000)[(b2 >> 2) & 3]
+    size = 144 * MPEG1_LAYER3_KBPS[b2 >> 4] * 1000 // rate + ((b2 >> 1) & 1)
+    return data[size:]
+
+
+def _speechlike(seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(0)
+    return (0.3 * np.sin(2 * np.pi * 220 * t * (1 + t)) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def test_mp3_with_length_header(tmp_path):
+    audio = _speechlike(2.5, 48000)
+    path = tmp_path / "a.mp3"
+    sf.write(path, audio, 48000, format="MP3")
+    info = audio_info(path)
+    assert (info.format, info.sample_rate, info.num_samples) == ("MP3", 48000, len(audio))
+    assert len(load_audio(path, 48000)) == info.num_samples
+    assert len(load_audio(path)) == resampled_length(info.num_samples, 48000)
+
+
+def test_mp3_without_length_header_is_decoded_to_its_end(tmp_path):
+    """mpg123 estimates such a file's length from its first frame, and libsndfile stops reading
+    there: here at a fraction of the audio. w2v decodes it to the end and counts what it got."""
+    audio = _speechlike(3.0, 48000)
+    sf.write(tmp_path / "a.mp3", audio, 48000, format="MP3")
+    path = tmp_path / "stream.mp3"
+    path.write_bytes(_without_length_header((tmp_path / "a.mp3").read_bytes()))
+    estimate = sf.info(path).frames
+    info = audio_info(path)
+    wav = load_audio(path, 48000)
+    assert len(wav) == info.num_samples != estimate
+    assert len(audio) <= info.num_samples <= len(audio) + 2 * 1152  # encoder delay and padding: a frame or two
+    assert len(load_audio(path)) == resampled_length(info.num_samples, 48000)
+    damaged = tmp_path / "damaged.mp3"
+    damaged.write_bytes(path.read_bytes()[:-100])  # cut inside the last frame
+    with pytest.raises(W2VError, match="damaged.mp3"):
+        audio_info(damaged)

@@ -3,11 +3,20 @@
 `audio_info` reads headers only (plus, by default, a few thousand samples at the very end of
 the file, so a truncated file is caught cheaply at `prepare` time instead of halfway through
 training). Every failure is a `W2VError` with one line naming the file.
+
+MP3 (libsndfile >= 1.1 decodes it with mpg123). An MP3's length comes from its Xing/Info
+header, which LAME and ffmpeg write when they write to a file. An MP3 written to a stream has
+none; mpg123 then estimates the length from the first frame's bitrate, and libsndfile stops
+decoding a file at that estimate, which can be a third of the audio. So w2v asks libsndfile,
+reading the file through a pipe, whether it knows the length: if not, the file is decoded from
+the pipe to its end (`_read_mp3_to_end`), by `load_audio` and by `audio_info`, whose
+`num_samples` is then the decoded count. Either way `num_samples` is what `load_audio` returns.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +28,8 @@ from w2vcli.errors import W2VError
 
 SAMPLE_RATE = 16000  # Hz, what every model in w2v consumes
 TAIL_FRAMES = 4096  # samples decoded at the end of a file to detect truncation
+PIPE_BLOCK = 1 << 16  # bytes written to, and frames read from, the pipe at a time
+_READ_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError, OSError)
 
 
 @dataclass(frozen=True)
@@ -57,18 +68,24 @@ def audio_info(path: str | os.PathLike, check_end: bool = True) -> AudioInfo:
         raise W2VError(f"{path}: empty file")
     try:
         f = sf.SoundFile(path)
-    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+    except _READ_ERRORS as exc:
         raise W2VError(f"{path}: not readable audio ({_reason(exc)})") from None
     with f:
         info = AudioInfo(path, int(f.frames), int(f.samplerate), int(f.channels), str(f.format))
+        try:
+            whole = _read_mp3_to_end(path) if info.format == "MP3" else None
+        except _READ_ERRORS as exc:
+            raise W2VError(f"{path}: damaged, cannot be decoded to its end ({_reason(exc)})") from None
+        if whole is not None:  # an MP3 without a length header: decoded whole, so nothing left to check
+            info = AudioInfo(path, len(whole), info.sample_rate, info.channels, info.format)
         if info.num_samples <= 0:
             raise W2VError(f"{path}: no audio samples (0 frames)")
-        if check_end and f.seekable():
+        if check_end and whole is None and f.seekable():
             start = max(0, info.num_samples - TAIL_FRAMES)
             try:
                 f.seek(start)
                 got = len(f.read(info.num_samples - start, dtype="int16", always_2d=True))
-            except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+            except _READ_ERRORS as exc:
                 raise W2VError(f"{path}: truncated or damaged, the last samples the header promises "
                                f"cannot be decoded ({_reason(exc)})") from None
             if got != info.num_samples - start:
@@ -83,8 +100,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     if not os.path.exists(path):
         raise W2VError(f"{path}: no such file")
     try:
-        wav, sr = sf.read(path, dtype="float32", always_2d=True)  # [S, C]
-    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+        with sf.SoundFile(path) as f:
+            sr = f.samplerate
+            wav = _read_mp3_to_end(path) if f.format == "MP3" else None
+            if wav is None:
+                wav = f.read(dtype="float32", always_2d=True)  # [S, C]
+    except _READ_ERRORS as exc:
         raise W2VError(f"{path}: not readable audio ({_reason(exc)})") from None
     if wav.shape[0] == 0:
         raise W2VError(f"{path}: no audio samples (0 frames)")
@@ -92,6 +113,43 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     if sr != sample_rate:
         wav = soxr.resample(wav, sr, sample_rate, quality="HQ")
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def _read_mp3_to_end(path: str) -> np.ndarray | None:
+    """The whole of an MP3 file without a length header, decoded from a pipe: [S, C] float32.
+    None when libsndfile knows the file's exact length (it has a Xing/Info header): read it as usual.
+
+    Through a pipe libsndfile cannot seek, so mpg123 estimates nothing: it reports the length
+    only from a header and otherwise decodes until the data ends.
+    """
+    read_end, write_end = os.pipe()
+    feeder = threading.Thread(target=_feed, args=(path, write_end), daemon=True)
+    feeder.start()
+    try:
+        with sf.SoundFile(read_end, closefd=False) as f:
+            if f.seekable():  # the length is known
+                return None
+            blocks = [np.zeros((0, f.channels), dtype=np.float32)]
+            while len(block := f.read(PIPE_BLOCK, dtype="float32", always_2d=True)):
+                blocks.append(block)
+            return np.concatenate(blocks)
+    finally:
+        os.close(read_end)  # a feeder still writing gets a broken pipe and stops
+        feeder.join()
+
+
+def _feed(path: str, fd: int) -> None:
+    """Copy a file into the write end of a pipe, then close it, which ends the reader's data."""
+    try:
+        with open(path, "rb") as src:
+            while chunk := src.read(PIPE_BLOCK):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+    except OSError:  # the reader left (a broken pipe): nothing more to do
+        pass
+    finally:
+        os.close(fd)
 
 
 def resampled_length(num_samples: int, from_rate: int, to_rate: int = SAMPLE_RATE) -> int:

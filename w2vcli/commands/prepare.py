@@ -74,6 +74,73 @@ def fairseq(
     prepare_fairseq(tsv, out, choose_rules(case or "upper", keep, digits, word_boundary, sample, rules))
 
 
+@app.command("commonvoice")
+def commonvoice(
+    root: Annotated[Path, typer.Argument(help="One Common Voice language folder (clips/, train.tsv, dev.tsv, test.tsv, ...).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for manifests and vocabulary.")],
+    splits: Annotated[str, typer.Option("--splits", help="Comma-separated tsv files to prepare, e.g. train,dev,test,validated,other.")] = "train,dev,test",
+    convert: Annotated[Optional[Path], typer.Option("--convert", help="Decode every clip once into a 16 kHz mono FLAC copy in this directory (same file stem); the manifests point to the copies.", file_okay=False)] = None,
+    min_up_votes: Annotated[Optional[int], typer.Option("--min-up-votes", min=0, help="Leave out clips with fewer up-votes (default: no limit; train/dev/test hold validated clips only).")] = None,
+    max_down_votes: Annotated[Optional[int], typer.Option("--max-down-votes", min=0, help="Leave out clips with more down-votes (default: no limit).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Convert again clips already converted; replace OUT's text rules.")] = False,
+    jobs: Jobs = None,
+    case: Case = None,
+    keep: Keep = None,
+    digits: Digits = "keep",
+    word_boundary: WordBoundary = None,
+    rules: RulesFile = None,
+) -> None:
+    """Read a Common Voice language folder: writes OUT/<split>.jsonl and .txt, vocab.json,
+    dict.ltr.txt, words.txt and text_rules.json.
+
+    id = the clip's file name without extension, speaker = client_id. Sentences are lower-cased
+    by default (the XLS-R convention). Clips are MP3, decoded by soundfile (libsndfile); reading
+    the converted FLAC copies (--convert) is faster in every epoch. Rows with the wrong number
+    of fields, an empty sentence, or a missing or unreadable clip are named in warnings and in
+    OUT/<split>.problems.txt, and left out. Columns are read by name (old and new releases).
+    """
+    from w2vcli.data.commonvoice import VoteFilter, prepare_commonvoice, sample_sentences
+    from w2vcli.data.transcripts import choose_rules
+
+    names = _split(splits) or []
+    sample = sample_sentences(root, names) if word_boundary is None and rules is None else None
+    text_rules = choose_rules(case or "lower", keep, digits, word_boundary, sample, rules)
+    prepare_commonvoice(root, out, text_rules, splits=names, votes=VoteFilter(min_up_votes, max_down_votes),
+                        convert_to=convert, jobs=jobs, force=force)
+
+
+@app.command("table")
+def table(
+    file: Annotated[Path, typer.Argument(help="A .tsv or .csv table whose first row names the columns.", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output manifest (.jsonl); text_rules.json and vocab.json go beside it.", dir_okay=False)],
+    audio_column: Annotated[str, typer.Option("--audio-column", help="Column of audio paths (relative to the table's folder, or absolute).")] = "audio",
+    text_column: Annotated[str, typer.Option("--text-column", help="Column of transcripts.")] = "text",
+    speaker_column: Annotated[Optional[str], typer.Option("--speaker-column", help="Column of speaker names (default: 'speaker' when there is one).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the text rules already in OUT's folder.")] = False,
+    jobs: Jobs = None,
+    case: Case = None,
+    keep: Keep = None,
+    digits: Digits = "keep",
+    word_boundary: WordBoundary = None,
+    rules: RulesFile = None,
+) -> None:
+    """A manifest from a table of (audio, transcript) rows: writes OUT.jsonl, and beside it
+    text_rules.json, vocab.json, dict.ltr.txt and words.txt (over every labelled manifest there).
+
+    .tsv is tab-separated, .csv comma-separated; quoted fields ("a, b") as Excel writes them.
+    Transcripts are lower-cased by default (--case). Rows with a missing field, an empty
+    transcript, or missing or unreadable audio are named in warnings and in OUT.problems.txt,
+    and left out.
+    """
+    from w2vcli.data.table import Columns, prepare_table, read_table
+    from w2vcli.data.transcripts import choose_rules
+
+    columns = Columns(audio_column, text_column, speaker_column)
+    sample = [r["text"] for _, r in read_table(file, columns)[0][:200]] if word_boundary is None and rules is None else None
+    text_rules = choose_rules(case or "lower", keep, digits, word_boundary, sample, rules)
+    prepare_table(file, out, text_rules, columns, jobs=jobs, force=force)
+
+
 @app.command("folder")
 def folder(
     directory: Annotated[Path, typer.Argument(help="Folder searched recursively for audio files.")],
