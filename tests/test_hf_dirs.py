@@ -230,6 +230,20 @@ def test_missing_vocabulary_is_refused_and_vocab_option_supplies_it(base_dir, fi
     assert with_option.stdout == run(base_dir, files[0]).stdout
 
 
+def test_what_transformers_would_decode_differently_is_said(base_dir, files, tmp_path):
+    """A pad_token_id that disagrees with the tokenizer's pad token, and do_lower_case, are named."""
+    path = copy_without(base_dir, tmp_path / "odd")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "pad_token_id": 0}))
+    tok = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (path / "tokenizer_config.json").write_text(json.dumps({**tok, "do_lower_case": True}), encoding="utf-8")
+    res = run(path, files[0])
+    assert res.exit_code == 0, res.output
+    assert "pad_token_id is 0 but the tokenizer's pad token '[PAD]' is id 29" in res.stderr
+    assert "do_lower_case is set" in res.stderr
+    assert res.stdout == run(base_dir, files[0]).stdout  # the blank is still the tokenizer's "[PAD]"
+
+
 def test_sampling_rate_and_foreign_feature_extractors_are_refused(base_dir, tmp_path):
     path = copy_without(base_dir, tmp_path / "8k", "processor_config.json")
     (path / "processor_config.json").write_text(json.dumps({
@@ -253,8 +267,12 @@ def test_mms_nested_vocabulary_uses_target_lang(base_dir, tmp_path):
     assert all(len(t) == 32 for t in tables.values())  # the head's outputs
     path = copy_without(base_dir, tmp_path / "mms", "vocab.json", "tokenizer_config.json", "added_tokens.json")
     (path / "vocab.json").write_text(json.dumps(tables, ensure_ascii=False), encoding="utf-8")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "pad_token_id": 0}))  # as MMS has it
     with pytest.raises(W2VError, match=r"multilingual vocabulary \(deu, rus\) and no target_lang"):
         w2vcli.load_model(path)
+    (path / "config.json").write_text(json.dumps({**config, "pad_token_id": 0, "target_lang": "deu"}))
+    assert w2vcli.load_model(path).vocab.tokens == list(tables["deu"])
     tokenizer = transformers.Wav2Vec2CTCTokenizer(str(path / "vocab.json"), target_lang="rus")
     tokenizer.save_pretrained(path)
     assert json.loads((path / "tokenizer_config.json").read_text())["target_lang"] == "rus"

@@ -155,7 +155,7 @@ def _normalize_waveform(directory: Path) -> bool:
 class TokenizerSettings:
     """What Wav2Vec2CTCTokenizer's files say; what they leave out has transformers' default."""
 
-    pad: str | None = None  # the CTC blank's token; None: not named, config.json's pad_token_id decides
+    pad: str = BLANK  # the CTC blank's token (transformers' decoding drops it); absent: pad_token_id decides
     unk: str = "<unk>"
     bos: str = "<s>"
     eos: str = "</s>"
@@ -185,7 +185,7 @@ def read_tokenizer_settings(directory: Path, hf: dict) -> TokenizerSettings:
     if delimiter is None:
         raise W2VError(f"{path}: word_delimiter_token is null: a vocabulary without a word delimiter is not supported")
     return TokenizerSettings(
-        pad=token("pad_token", None), unk=token("unk_token", "<unk>"), bos=token("bos_token", "<s>"),
+        pad=token("pad_token", BLANK), unk=token("unk_token", "<unk>"), bos=token("bos_token", "<s>"),
         eos=token("eos_token", "</s>"), word_delimiter=delimiter,
         target_lang=cfg.get("target_lang") or hf.get("target_lang"), do_lower_case=bool(cfg.get("do_lower_case")),
         added=_added_tokens(cfg, directory),
@@ -254,7 +254,7 @@ def _one_language(mapping: dict, lang: str | None, path: Path) -> dict:
 def _blank_id(tokens: list[str], tok: TokenizerSettings, hf: dict, path: Path) -> int:
     """The CTC blank: the tokenizer's pad token (what transformers' decoding drops), else pad_token_id."""
     config_pad = hf.get("pad_token_id")
-    if tok.pad is not None and tok.pad in tokens:
+    if tok.pad in tokens:
         blank = tokens.index(tok.pad)
         if isinstance(config_pad, int) and config_pad != blank:
             warn(f"{path}: config.json's pad_token_id is {config_pad} but the tokenizer's pad token {tok.pad!r} "
@@ -262,9 +262,8 @@ def _blank_id(tokens: list[str], tok: TokenizerSettings, hf: dict, path: Path) -
         return blank
     if isinstance(config_pad, int) and 0 <= config_pad < len(tokens):
         return config_pad
-    for name in (BLANK, "[PAD]"):
-        if name in tokens:
-            return tokens.index(name)
+    if "[PAD]" in tokens:
+        return tokens.index("[PAD]")
     raise W2VError(f"{path}: no CTC blank: no pad token in the vocabulary and no pad_token_id in config.json")
 
 
