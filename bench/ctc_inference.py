@@ -21,7 +21,7 @@ from bench.common import interleaved, report, set_threads, timed
 from bench.models import audio_batch, model_pair
 from w2vcli.decode.ctc import GreedyDecoder
 from w2vcli.decode.emissions import EmissionOptions, Emitter
-from w2vcli.model.checkpoint import export_hf
+from w2vcli.model.hf_dir import export_hf
 
 
 def verify(ours, ref, wav, lengths) -> None:

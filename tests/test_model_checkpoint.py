@@ -260,6 +260,28 @@ def test_fairseq_ctc_checkpoint_with_omegaconf_cfg(tmp_path):
         torch.testing.assert_close(loaded(wav, lengths)[0], ctc(wav, lengths)[0])
 
 
+def test_fairseq_ctc_checkpoint_without_dict_ltr(tmp_path, capsys):
+    """No dict.ltr.txt beside it: --vocab supplies one; only a 32-output head is read as LibriSpeech's letters, loudly."""
+    from w2vcli.model.checkpoint import librispeech_vocab
+
+    def save(model, name):
+        cfg = {"model": {"_name": "wav2vec_ctc", "w2v_args": {"model": _fairseq_model_args(model.config), "task": {}}},
+               "task": {"normalize": False}}  # fmt: skip
+        torch.save({"cfg": cfg, "model": _to_fairseq(model.state_dict(), model.config, ctc=True)}, tmp_path / name)
+        return tmp_path / name
+
+    path = save(_tiny("ctc"), "ft.pt")
+    with pytest.raises(W2VError, match=r"no dict.ltr.txt beside it for its CTC head of 10 outputs; give .* --vocab"):
+        w2vcli.load_model(path)
+    VOCAB.save(tmp_path / "vocab.json")
+    assert w2vcli.load_model(path, vocab=tmp_path / "vocab.json").vocab.tokens == VOCAB.tokens
+    torch.manual_seed(0)
+    released = save(Wav2Vec2ForCTC(get_preset("tiny"), librispeech_vocab()), "wav2vec_small_960h.pt")
+    capsys.readouterr()
+    assert w2vcli.load_model(released).vocab.tokens == librispeech_vocab().tokens
+    assert "assuming the letter order of fairseq's LibriSpeech dictionary" in capsys.readouterr().err
+
+
 # --- security ------------------------------------------------------------------------------------
 
 

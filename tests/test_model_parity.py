@@ -67,6 +67,7 @@ def pair(request, tmp_path_factory):
     hf.eval()
     out = tmp_path_factory.mktemp(request.param)
     hf.save_pretrained(out)
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(out)  # both models see raw input
     ours = w2vcli.load_model(out)
     assert type(ours).__name__ == "Wav2Vec2ForPreTraining"
     return hf, ours, request.param
@@ -170,6 +171,7 @@ def test_ctc_logits(variant, tmp_path):
     randomize(hf, 2)
     hf.save_pretrained(tmp_path)
     VOCAB.save(tmp_path / "vocab.json")
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(tmp_path)
     ours = w2vcli.load_model(tmp_path)
     assert ours.vocab.tokens == VOCAB.tokens and ours.config.normalize_waveform is False
     wav, lengths, attention_mask = batch(2)

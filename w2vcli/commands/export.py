@@ -24,7 +24,7 @@ def export(
     `--to w2v` turns a Hugging Face directory or fairseq checkpoint into a w2v checkpoint
     (e.g. for `w2v finetune --init`).
     """
-    from w2vcli.model.checkpoint import export_hf, load_model, save_checkpoint
+    from w2vcli.model import export_hf, load_model, save_checkpoint
 
     if to not in ("hf", "w2v"):
         raise W2VError(f"--to must be 'hf' or 'w2v', got {to!r}")

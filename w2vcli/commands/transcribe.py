@@ -42,6 +42,7 @@ def transcribe(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Beam-search decoder processes (pure Python, one core each), overlapping with the model.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")] = "auto",
+    vocab: Annotated[Optional[Path], typer.Option("--vocab", help="Vocabulary (vocab.json or fairseq dict.ltr.txt) for a model that has none with it, or instead of its own.", exists=True, dir_okay=False)] = None,
     tune: Annotated[bool, typer.Option("--tune", help="Search α and β on --manifest (with text) and print the WER table.")] = False,
     tune_alpha: Annotated[str, typer.Option("--tune-alpha", help="α values of the grid (or the range of random trials).")] = "0,0.25,0.5,0.75,1,1.5,2",
     tune_beta: Annotated[str, typer.Option("--tune-beta", help="β values of the grid (or the range of random trials).")] = "-1,0,1,2,3",
@@ -83,7 +84,7 @@ def transcribe(
         ),
         jobs=jobs,
     )  # fmt: skip
-    model = w2vcli.load_model(model_path, device="cpu")
+    model = w2vcli.load_model(model_path, device="cpu", vocab=vocab)
     if not hasattr(model, "vocab"):
         raise W2VError(f"{model_path}: not a CTC model (no vocabulary/output layer); fine-tune it first")
 

@@ -7,11 +7,11 @@ w2v checkpoint (a `torch.save` dict that loads with `torch.load(weights_only=Tru
 
 `load_model(path)` also reads
 - a Hugging Face `save_pretrained` directory of Wav2Vec2ForPreTraining / Wav2Vec2ForCTC /
-  Wav2Vec2Model (config.json + model.safetensors or pytorch_model.bin, vocab.json,
-  preprocessor_config.json's `do_normalize`);
+  Wav2Vec2Model (w2vcli.model.hf_dir: which files, which layouts, what is refused);
 - a fairseq checkpoint such as `wav2vec_small.pt` (pretraining) or `wav2vec_small_960h.pt`
-  (CTC), with the letter dictionary from `dict.ltr.txt` beside it, an explicit `vocab`, or
-  LibriSpeech's standard letter order.
+  (CTC), with the letter dictionary from `dict.ltr.txt` beside it or an explicit `vocab`; without
+  either, a 32-output head is read with LibriSpeech's letter order (that of every released fairseq
+  letter model), with a warning, and any other head is refused.
 
 No file is ever unpickled with arbitrary globals: torch's `weights_only` unpickler is used, and
 the configuration objects inside fairseq checkpoints (argparse.Namespace, omegaconf containers,
@@ -21,7 +21,6 @@ else (os.system, builtins.eval, ...) is refused with a W2VError before it can ru
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -33,18 +32,16 @@ import torch
 from w2vcli.errors import W2VError
 from w2vcli.model.config import ModelConfig
 from w2vcli.model.convert import (
-    FAIRSEQ_ENCODER_NAMES, FAIRSEQ_HEAD_NAMES, FAIRSEQ_UNUSED, HF_ENCODER_NAMES, HF_HEAD_NAMES,
-    codevectors_from_flat, config_from_fairseq, config_from_hf, config_to_hf, rename,
+    FAIRSEQ_ENCODER_NAMES, FAIRSEQ_HEAD_NAMES, FAIRSEQ_UNUSED, codevectors_from_flat, config_from_fairseq, rename,
 )  # fmt: skip
 from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, Wav2Vec2Model
 from w2vcli.text import SPECIALS, WORD_BOUNDARY, TextRules, Vocabulary
-from w2vcli.utils import atomic_open
+from w2vcli.utils import atomic_open, warn
 
 # fairseq's dict.ltr.txt for LibriSpeech (letters by falling frequency), after the 4 specials
 LIBRISPEECH_LETTERS = list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ")
 
 Model = Wav2Vec2ForPreTraining | Wav2Vec2ForCTC | Wav2Vec2Model
-HF_RULES_FILE = "w2v_text_rules.json"  # a CTC model's text rules in an exported Hugging Face directory
 
 
 def librispeech_vocab() -> Vocabulary:
@@ -115,7 +112,7 @@ def model_from_checkpoint(ckpt: dict, where: str = "checkpoint", device: str | t
         model = build_model(ckpt["kind"], config, vocab, rules)
     except KeyError as exc:
         raise W2VError(f"{where}: w2v checkpoint lacks the {exc} entry") from None
-    _load_state(model, ckpt["model"], where)
+    load_state(model, ckpt["model"], where)
     return model.to(device).eval()
 
 
@@ -127,7 +124,7 @@ def vocab_from_checkpoint(ckpt: dict) -> Vocabulary:
     return Vocabulary(tokens, word_boundary=boundary, pieces=units == "pieces")
 
 
-def _load_state(model: torch.nn.Module, state: dict, where: str, allow_missing: tuple[str, ...] = ()) -> None:
+def load_state(model: torch.nn.Module, state: dict, where: str, allow_missing: tuple[str, ...] = ()) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state and not any(k.endswith(a) for a in allow_missing)]
     unexpected = [k for k in state if k not in own]
@@ -145,29 +142,33 @@ def _load_state(model: torch.nn.Module, state: dict, where: str, allow_missing: 
 # --- loading anything ----------------------------------------------------------------------------
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", vocab: Vocabulary | str | None = None) -> Model:
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", vocab: Vocabulary | str | os.PathLike | None = None
+) -> Model:
     """Load a model for inference or further training, in eval mode, on `device`.
 
     `path` is a w2v checkpoint, a Hugging Face `save_pretrained` directory or a fairseq `.pt`.
     Returns `Wav2Vec2ForCTC` (with `.vocab`), `Wav2Vec2ForPreTraining` or `Wav2Vec2Model`.
     `vocab` (a Vocabulary or a path to vocab.json / dict.ltr.txt) overrides the vocabulary found
-    with the checkpoint.
+    with the checkpoint, or supplies one where none is found.
     """
     path = Path(path)
-    if isinstance(vocab, (str, os.PathLike)):
-        vocab = Vocabulary.load(vocab)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise W2VError(f"{path} is a directory without config.json: not a Hugging Face model directory")
-        model = load_hf_dir(path, vocab)
+        from w2vcli.model.hf_dir import load_hf_dir
+
+        model = load_hf_dir(path, vocab)  # reads a vocab.json path with the directory's tokenizer settings
     elif path.is_file():
+        if isinstance(vocab, (str, os.PathLike)):
+            vocab = Vocabulary.load(vocab)
         ckpt = safe_torch_load(path)
         if not isinstance(ckpt, dict):
             raise W2VError(f"{path}: not a model checkpoint (holds a {type(ckpt).__name__})")
         if ckpt.get("format") == "w2v":
             model = model_from_checkpoint(ckpt, str(path))
             if vocab is not None and isinstance(model, Wav2Vec2ForCTC):
-                _check_vocab(vocab, model.head.out_features, str(path))
+                check_vocab(vocab, model.head.out_features, str(path))
                 model.vocab = vocab
         elif "model" in ckpt and ("cfg" in ckpt or "args" in ckpt):
             model = model_from_fairseq(ckpt, path, vocab)
@@ -178,7 +179,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", voca
     return model.to(device).eval()
 
 
-def _check_vocab(vocab: Vocabulary, size: int, where: str) -> None:
+def check_vocab(vocab: Vocabulary, size: int, where: str) -> None:
     if len(vocab) != size:
         raise W2VError(f"{where}: the vocabulary has {len(vocab)} tokens but the CTC head has {size} outputs")
 
@@ -292,150 +293,6 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-# --- Hugging Face --------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise W2VError(f"cannot read {path}: {exc}") from None
-
-
-def load_hf_dir(directory: str | os.PathLike, vocab: Vocabulary | None = None) -> Model:
-    """Load a `save_pretrained` directory of Wav2Vec2ForPreTraining / Wav2Vec2ForCTC / Wav2Vec2Model."""
-    directory = Path(directory)
-    hf = _read_json(directory / "config.json")
-    config = config_from_hf(hf, str(directory / "config.json"))
-    pre = directory / "preprocessor_config.json"
-    if pre.is_file():
-        config.normalize_waveform = bool(_read_json(pre).get("do_normalize", False))
-    if (directory / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        state = load_file(str(directory / "model.safetensors"))
-    elif (directory / "pytorch_model.bin").is_file():
-        state = safe_torch_load(directory / "pytorch_model.bin")
-    else:
-        raise W2VError(f"{directory}: no model.safetensors or pytorch_model.bin (sharded weights are not supported)")
-    arch = (hf.get("architectures") or ["Wav2Vec2Model"])[0]
-    where = str(directory)
-    if any(k.startswith("lm_head.") for k in state) or arch == "Wav2Vec2ForCTC":
-        kind = "ctc"
-    elif any(k.startswith("quantizer.") for k in state) or arch == "Wav2Vec2ForPreTraining":
-        kind = "pretrain"
-    else:
-        kind = "encoder"
-    mapped = {}
-    for key, value in state.items():
-        inner = key[len("wav2vec2."):] if key.startswith("wav2vec2.") else key
-        name = rename(inner, HF_ENCODER_NAMES)
-        if name is not None:
-            mapped[name if kind == "encoder" else "wav2vec2." + name] = value
-            continue
-        name = rename(key, HF_HEAD_NAMES)
-        if name is None:
-            raise W2VError(f"{where}: unknown parameter {key} (not a plain wav2vec 2.0 model?)")
-        mapped[name] = codevectors_from_flat(value, config) if name == "quantizer.codevectors" else value
-    if kind == "ctc":
-        n_out = mapped["head.weight"].shape[0]
-        vocab, mapped = _hf_vocab(directory, hf, vocab, n_out, mapped)
-    rules_file = directory / HF_RULES_FILE
-    rules = TextRules.load(rules_file) if kind == "ctc" and rules_file.is_file() else None
-    model = build_model(kind, config, vocab, rules)
-    _load_state(model, mapped, where, allow_missing=("mask_embedding",))
-    return model
-
-
-def _hf_vocab(directory: Path, hf: dict, vocab: Vocabulary | None, n_out: int, mapped: dict):
-    """The vocabulary of an HF CTC model, with its blank (pad_token_id) moved to index 0 if needed."""
-    where = str(directory)
-    if vocab is not None:
-        _check_vocab(vocab, n_out, where)
-        return vocab, mapped
-    path = directory / "vocab.json"
-    if not path.is_file():
-        if n_out == 32:
-            return librispeech_vocab(), mapped
-        raise W2VError(f"{where}: no vocab.json; pass a vocabulary (vocab.json or dict.ltr.txt) explicitly")
-    mapping = _read_json(path)
-    if mapping and all(isinstance(v, dict) for v in mapping.values()):  # multilingual {lang: {tok: id}}
-        raise W2VError(f"{path}: multilingual vocabularies are not supported")
-    tokens = [t for t, _ in sorted(mapping.items(), key=lambda kv: int(kv[1]))]
-    if len(tokens) != n_out:
-        raise W2VError(f"{path}: {len(tokens)} tokens but the CTC head has {n_out} outputs")
-    blank = int(hf.get("pad_token_id") or 0)
-    if blank != 0:  # e.g. HF fine-tuning tutorials put "[PAD]" last: move it (and its head row) to index 0
-        order = [blank] + [i for i in range(n_out) if i != blank]
-        for k in ("head.weight", "head.bias"):
-            mapped[k] = mapped[k][order]
-        tokens = ["<pad>"] + [tokens[i] for i in order[1:]]
-    else:
-        tokens[0] = "<pad>"
-    tokens = ["|" if t == " " else t for t in tokens]
-    if "[UNK]" in tokens and "<unk>" not in tokens:
-        tokens[tokens.index("[UNK]")] = "<unk>"
-    try:
-        return Vocabulary.with_boundary(tokens), mapped
-    except W2VError as exc:
-        raise W2VError(f"{path}: {exc}") from None
-
-
-def export_hf(model: Model, out_dir: str | os.PathLike) -> Path:
-    """Write `model` as a directory `transformers` loads with `from_pretrained`.
-
-    Files: config.json, model.safetensors, preprocessor_config.json, and for a CTC model
-    vocab.json + tokenizer_config.json + special_tokens_map.json (Wav2Vec2CTCTokenizer).
-    """
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    kind = model_kind(model)
-    arch = {"ctc": "Wav2Vec2ForCTC", "pretrain": "Wav2Vec2ForPreTraining", "encoder": "Wav2Vec2Model"}[kind]
-    state = {}
-    for key, value in model.state_dict().items():
-        value = value.detach().cpu().contiguous()
-        inner = key[len("wav2vec2."):] if key.startswith("wav2vec2.") else key
-        name = rename(inner, HF_ENCODER_NAMES, reverse=True)
-        if name is not None:
-            state[name if kind == "encoder" else "wav2vec2." + name] = value
-            continue
-        name = rename(key, HF_HEAD_NAMES, reverse=True)
-        if name is None:
-            raise W2VError(f"cannot export parameter {key} to the Hugging Face layout")
-        if name == "quantizer.codevectors":
-            value = value.reshape(1, -1, value.shape[-1]).contiguous()
-        state[name] = value
-    vocab = getattr(model, "vocab", None)
-    hf = config_to_hf(model.config, arch, len(vocab) if vocab is not None else None)
-    with atomic_open(out / "config.json", "w", encoding="utf-8") as f:
-        json.dump(hf, f, indent=2)
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    pre = {
-        "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": 16000,
-        "padding_value": 0.0, "padding_side": "right", "do_normalize": bool(model.config.normalize_waveform),
-        "return_attention_mask": True,
-    }  # fmt: skip
-    if vocab is not None:
-        pre["processor_class"] = "Wav2Vec2Processor"
-        vocab.save(out / "vocab.json")
-        model.text_rules.save(out / HF_RULES_FILE)
-        tok = {
-            "tokenizer_class": "Wav2Vec2CTCTokenizer", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>",
-            "pad_token": "<pad>", "word_delimiter_token": vocab.word_boundary or "|", "do_lower_case": False,
-            "processor_class": "Wav2Vec2Processor",
-        }  # fmt: skip
-        with atomic_open(out / "tokenizer_config.json", "w", encoding="utf-8") as f:
-            json.dump(tok, f, indent=2)
-        special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
-        with atomic_open(out / "special_tokens_map.json", "w", encoding="utf-8") as f:
-            json.dump(special, f, indent=2)
-    with atomic_open(out / "preprocessor_config.json", "w", encoding="utf-8") as f:
-        json.dump(pre, f, indent=2)
-    return out
-
-
 # --- fairseq -------------------------------------------------------------------------------------
 
 
@@ -488,11 +345,24 @@ def model_from_fairseq(ckpt: dict, path: Path, vocab: Vocabulary | None = None) 
     if is_ctc:
         n_out = mapped["head.weight"].shape[0]
         if vocab is None:
-            dict_path = path.parent / "dict.ltr.txt"
-            vocab = Vocabulary.load(dict_path) if dict_path.is_file() else librispeech_vocab()
-        _check_vocab(vocab, n_out, where)
+            vocab = _fairseq_vocab(path, n_out)
+        check_vocab(vocab, n_out, where)
         model = Wav2Vec2ForCTC(config, vocab)
     else:
         model = Wav2Vec2ForPreTraining(config)
-    _load_state(model, mapped, where)
+    load_state(model, mapped, where)
     return model
+
+
+def _fairseq_vocab(path: Path, n_out: int) -> Vocabulary:
+    """dict.ltr.txt beside a fairseq CTC checkpoint; without it, LibriSpeech's letters for 32 outputs, loudly."""
+    dict_path = path.parent / "dict.ltr.txt"
+    if dict_path.is_file():
+        return Vocabulary.load(dict_path)
+    vocab = librispeech_vocab()
+    if n_out != len(vocab):
+        raise W2VError(f"{path}: no dict.ltr.txt beside it for its CTC head of {n_out} outputs; "
+                       "give the vocabulary with --vocab FILE (dict.ltr.txt or vocab.json)")  # fmt: skip
+    warn(f"{path}: no dict.ltr.txt beside it; assuming the letter order of fairseq's LibriSpeech dictionary "
+         f"({' '.join(LIBRISPEECH_LETTERS[:6])} ...), that of the released letter models; give --vocab FILE for any other")  # fmt: skip
+    return vocab
