@@ -235,7 +235,7 @@ def test_lm_build_with_the_corpus_rules(tmp_path):
     assert TextRules.load(rules_path(out)) == LOWER
 
 
-def test_finetune_records_the_corpus_rules_in_its_checkpoint(tmp_path):
+def test_finetune_records_the_corpus_rules_in_its_checkpoint(tmp_path, monkeypatch):
     from train_data import make_corpus
 
     train = make_corpus(tmp_path / "data", "train", n=4)
@@ -257,3 +257,12 @@ def test_finetune_records_the_corpus_rules_in_its_checkpoint(tmp_path):
 
     model = load_model(out / "last.pt")
     assert model.text_rules == LOWER and model.vocab.decode(model.vocab.encode("ёлка ель")) == "ёлка ель"
+    # hotwords are normalised by the model's rules (lower case here), not upper-cased
+    import w2vcli.decode.transcribe as tr
+
+    captured, real = {}, tr.make_decoder
+    monkeypatch.setattr(tr, "make_decoder", lambda vocab, options: captured.setdefault("o", options) and real(vocab, options))
+    res = runner.invoke(app, ["transcribe", str(out / "last.pt"), rows[0]["audio"], "--hotwords", "Ёлка, ЕЛЬ!",
+                              "--beam", "4"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert captured["o"].hotwords == ("ёлка", "ель")

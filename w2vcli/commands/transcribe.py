@@ -74,8 +74,12 @@ def transcribe(
     if fmt in ("srt", "vtt") and len(files) > 1 and out_dir is None:
         raise W2VError(f"--format {fmt} for several files needs --out-dir")
 
+    model = w2vcli.load_model(model_path, device="cpu", vocab=vocab)
+    if not hasattr(model, "vocab"):
+        raise W2VError(f"{model_path}: not a CTC model (no vocabulary/output layer); fine-tune it first")
     beam_size = beam if beam is not None else (50 if lm is not None or hotwords else 0)
-    words = tuple(w for w in (" ".join(h.split()).upper() for h in (hotwords or "").split(",")) if w)
+    # hotwords are spelled like the model's output: normalised by its text rules
+    words = tuple(w for w in (model.text_rules.normalize(h) for h in (hotwords or "").split(",")) if w)
     options = TranscribeOptions(
         emission=EmissionOptions(batch_size, chunk_seconds, stride_seconds, device, precision),
         decoding=DecodingOptions(
@@ -84,9 +88,6 @@ def transcribe(
         ),
         jobs=jobs,
     )  # fmt: skip
-    model = w2vcli.load_model(model_path, device="cpu", vocab=vocab)
-    if not hasattr(model, "vocab"):
-        raise W2VError(f"{model_path}: not a CTC model (no vocabulary/output layer); fine-tune it first")
 
     if manifest is not None:
         from w2vcli.data.manifest import read_manifest
