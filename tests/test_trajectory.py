@@ -86,9 +86,10 @@ class Draws:
     The side that runs second follows the first one (`leader`) on near-ties of the Gumbel
     argmax: where the two sides pick different codewords although one of them had the best two
     within TIE of each other, it takes the leader's pick. Without this the trajectories part at
-    the first near-tie (seen at update 16 of the large-like pretraining run: one codeword of 124
-    flipped by weights equal to the 7th digit), for reasons of rounding, not of the loop; a real
-    difference in the quantizer's input moves picks with clear margins and still fails.
+    the first near-tie (seen while writing this test, at update 16 of a LARGE-like run: one
+    codeword of 124 flipped by weights equal to the 7th digit), for reasons of rounding, not of
+    the loop; a real difference in the quantizer's input moves picks with clear margins and
+    still fails.
     """
 
     MASK, NEGATIVES, GUMBEL = 1, 2, 3
