@@ -369,6 +369,7 @@ def test_pretraining_trajectory(tmp_path, monkeypatch):
     hf = transformers.Wav2Vec2ForPreTraining(hf_config("base_like"))
     randomize(hf, 1)
     hf.save_pretrained(tmp_path / "hf")
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(tmp_path / "hf")  # raw input, as the reference
     converted = w2vcli.load_model(tmp_path / "hf")
     start, end, decay = PT["gumbel"]
     model_table = converted.config.replace(
@@ -448,6 +449,7 @@ def test_finetuning_trajectory(tmp_path, monkeypatch):
     hf = transformers.Wav2Vec2ForCTC(config)
     randomize(hf, 2)
     hf.save_pretrained(tmp_path / "hf")
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(tmp_path / "hf")  # raw input, as the reference
     TONE_VOCAB.save(tmp_path / "hf" / "vocab.json")
     train = make_corpus(tmp_path, "train", 8, seed=1, words=WORDS)
     rows = manifest_rows(train)
