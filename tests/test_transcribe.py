@@ -76,7 +76,11 @@ def test_manifest_out_then_score(ckpt, files, tmp_path):
     res = run(ckpt, "--manifest", manifest, "--out", hyp, "--batch-size", "2")
     assert res.exit_code == 0, res.output
     out = [json.loads(l) for l in hyp.read_text().splitlines()]
-    assert [o["id"] for o in out] == ["u0", "u1", "u2", "u3"] and all("text" in o for o in out)
+    assert [o["id"] for o in out] == ["u0", "u1", "u2", "u3"]
+    # the manifest path writes what transcribing the files one by one prints
+    alone = [json.loads(run(ckpt, f, "--format", "jsonl").stdout.strip()) for f in files]
+    assert [(o["audio"], o["text"], o["words"]) for o in out] == [(a["audio"], a["text"], a["words"]) for a in alone]
+    assert any(o["text"] for o in out)  # the random head says something
     res = CliRunner().invoke(app, ["score", "--ref", str(manifest), "--hyp", str(hyp), "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["words"] == 8
 
@@ -146,5 +150,14 @@ def test_lm_beam_and_tune(ckpt, files, tmp_path, tiny_lm):
     assert re.search(r"best: --alpha \S+ --beta \S+ +\(WER [\d.]+%\)", res.stdout)
     rows = [json.loads(l) for l in table.read_text().splitlines()]
     assert len(rows) == 5 and {(r["alpha"], r["beta"]) for r in rows} == {(None, None), (0, 0), (0, 2), (1, 0), (1, 2)}
-    res = run(ckpt, "--manifest", manifest, "--lm", tiny_lm, "--tune", "--tune-trials", "3", "--beam", "4", "-j", "2")
-    assert res.exit_code == 0 and res.stdout.count("\n") > 3
+    table2 = tmp_path / "tune2.jsonl"
+    res = run(ckpt, "--manifest", manifest, "--lm", tiny_lm, "--tune", "--tune-trials", "3", "--beam", "4", "-j", "2",
+              "--out", table2)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(l) for l in table2.read_text().splitlines()]
+    assert len(rows) == 4 and sum(r["alpha"] is None for r in rows) == 1  # greedy + 3 random trials
+    assert len({(r["alpha"], r["beta"]) for r in rows if r["alpha"] is not None}) == 3
+    tuned = [r for r in rows if r["alpha"] is not None]
+    assert [(r["wer"], r["cer"]) for r in tuned] == sorted((r["wer"], r["cer"]) for r in tuned)  # best first
+    best = re.search(r"best: --alpha (\S+) --beta (\S+)", res.stdout)
+    assert best and (float(best[1]), float(best[2])) == (tuned[0]["alpha"], tuned[0]["beta"])
