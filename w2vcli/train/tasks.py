@@ -87,6 +87,7 @@ class PretrainTask(Task):
 
         config = get_preset(cfg.preset).replace(**cfg.model)
         self.model = Wav2Vec2ForPreTraining(config)
+        self.model.wav2vec2.checkpoint_activations(cfg.checkpoint_activations)
         self.find_unused_parameters = config.layer_drop > 0
 
     def temperature(self, update: int) -> float:
@@ -146,6 +147,7 @@ class FinetuneTask(Task):
             self.model = build_ctc_model(cfg, self.vocab, self.text_rules)
         if cfg.freeze_feature_encoder:
             self.model.freeze_feature_encoder()
+        self.model.wav2vec2.checkpoint_activations(cfg.checkpoint_activations)
         self._head = {id(p) for p in self.model.head.parameters()}
 
     def targets(self, rows):
@@ -227,6 +229,8 @@ def build_ctc_model(cfg, vocab, text_rules=None):
     if not Path(cfg.init).exists():
         raise W2VError(f"--init {cfg.init}: no such file or directory")
     pretrained = load_model(cfg.init)  # a pretraining model, an encoder, or a CTC model to tune further
+    if not isinstance(pretrained, torch.nn.Module):
+        raise W2VError(f"--init {cfg.init}: an exported ONNX model holds no trainable weights; use the checkpoint it came from")
     encoder = getattr(pretrained, "wav2vec2", pretrained)  # Wav2Vec2Model
     model = Wav2Vec2ForCTC(encoder.config.replace(**overrides), vocab, text_rules)
     model.wav2vec2.load_state_dict(encoder.state_dict())
