@@ -80,12 +80,12 @@ def _quiet():
 # --- export ----------------------------------------------------------------------------------------
 
 
-def metadata(model, quantize: str) -> dict[str, str]:
-    """The metadata_props an exported model carries (see the module docstring)."""
+def metadata(model) -> dict[str, str]:
+    """The metadata_props an fp32 export of `model` carries (see the module docstring)."""
     from w2vcli.model.checkpoint import checkpoint_dict
 
     meta = {k: v for k, v in checkpoint_dict(model).items() if k != "model"}
-    return {META_KEY: json.dumps(meta, ensure_ascii=False), QUANTIZE_KEY: quantize}
+    return {META_KEY: json.dumps(meta, ensure_ascii=False), QUANTIZE_KEY: "none"}
 
 
 def export_onnx(model, path: str | os.PathLike, quantize: str = "none") -> Path:
@@ -107,14 +107,14 @@ def export_onnx(model, path: str | os.PathLike, quantize: str = "none") -> Path:
     with tempfile.TemporaryDirectory(prefix=".w2v-onnx-", dir=path.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         program = _torch_export(model)
-        for key, value in metadata(model, quantize).items():
+        for key, value in metadata(model).items():
             program.model.metadata_props[key] = value
         with _quiet():
             program.save(str(fp32), external_data=False)
         result = fp32
         if quantize == "int8":
             result = Path(tmp) / "int8.onnx"
-            _quantize_int8(fp32, result, metadata(model, quantize))
+            quantize_onnx(fp32, result)
         os.replace(result, path)
     return path
 
@@ -154,25 +154,28 @@ def _transformer_matmuls(model_proto) -> list[str]:
     return names
 
 
-def _quantize_int8(src: Path, dst: Path, meta: dict[str, str]) -> None:
+def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Write an int8 copy of an fp32 file from `export_onnx` (its Transformer MatMuls quantized)."""
+    _require("onnx", "onnxruntime", what="ONNX int8 quantization")
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     proto = onnx.load(str(src))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if meta.get(QUANTIZE_KEY, "none") != "none":
+        raise W2VError(f"{src} is already quantized ({meta[QUANTIZE_KEY]})")
     nodes = _transformer_matmuls(proto)
     if not nodes:
-        raise W2VError("int8: found no Transformer MatMul to quantize in the exported graph")
+        raise W2VError(f"{src}: found no Transformer MatMul to quantize (not written by `w2v export --to onnx`?)")
     with _quiet():
         quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
                          weight_type=QuantType.QInt8, per_channel=False)  # fmt: skip
     out = onnx.load(str(dst))
-    props = {p.key: p for p in out.metadata_props}
-    for key, value in meta.items():  # the quantizer may drop or keep them: set them again
-        if key in props:
-            props[key].value = value
-        else:
-            out.metadata_props.add(key=key, value=value)
+    del out.metadata_props[:]  # the quantizer may keep or drop them: write them again
+    for key, value in {**meta, QUANTIZE_KEY: "int8"}.items():
+        out.metadata_props.add(key=key, value=value)
     onnx.save(out, str(dst))
+    return Path(dst)
 
 
 # --- running an exported model ---------------------------------------------------------------------
