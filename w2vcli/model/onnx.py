@@ -60,7 +60,7 @@ def _require(*modules: str, what: str) -> None:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """Keep the exporter's and quantizer's chatter (deprecations, progress, hints) off the console."""
     names = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir", "root")
     loggers = [logging.getLogger(n if n != "root" else None) for n in names]
@@ -109,7 +109,7 @@ def export_onnx(model, path: str | os.PathLike, quantize: str = "none") -> Path:
         program = _torch_export(model)
         for key, value in metadata(model).items():
             program.model.metadata_props[key] = value
-        with _quiet():
+        with quiet():
             program.save(str(fp32), external_data=False)
         result = fp32
         if quantize == "int8":
@@ -130,7 +130,7 @@ def _torch_export(model):
     wav[1, lengths[1]:] = 0.0
     B = torch.export.Dim("batch", min=1, max=4096)
     S = torch.export.Dim("samples", min=cfg.receptive_field, max=16000 * 3600 * 4)
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         program = torch.onnx.export(
             model, (wav, lengths), dynamo=True, input_names=list(INPUTS), output_names=list(OUTPUTS),
             dynamic_shapes=({0: B, 1: S}, {0: B}), optimize=True, verbose=False,
@@ -167,7 +167,7 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     nodes = _transformer_matmuls(proto)
     if not nodes:
         raise W2VError(f"{src}: found no Transformer MatMul to quantize (not written by `w2v export --to onnx`?)")
-    with _quiet():
+    with quiet():
         quantize_dynamic(src, dst, op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
                          weight_type=QuantType.QInt8, per_channel=False)  # fmt: skip
     out = onnx.load(str(dst))
