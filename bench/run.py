@@ -24,6 +24,11 @@ from bench import common
 PLAN = {
     "pretrain_step_small": (dict(preset="small", batch=8, seconds=3.0, reps=7), dict(preset="small", batch=4, seconds=3.0, reps=3)),
     "pretrain_step_base": (dict(preset="base", batch=4, seconds=4.0, reps=5), dict(preset="base", batch=1, seconds=4.0, reps=3)),
+    # w2v in its `--precision auto` mode (bf16 on native-bf16 CPUs; skipped where auto is fp32)
+    "pretrain_step_small_auto": (dict(preset="small", batch=8, seconds=3.0, reps=7, precision="auto"),
+                                 dict(preset="small", batch=4, seconds=3.0, reps=3, precision="auto")),
+    "pretrain_step_base_auto": (dict(preset="base", batch=4, seconds=4.0, reps=5, precision="auto"),
+                                dict(preset="base", batch=1, seconds=4.0, reps=3, precision="auto")),
     "ctc_inference_small": (dict(preset="small", seconds=[10.0, 12.0, 13.0, 15.0], reps=7),
                             dict(preset="small", seconds=[10.0, 12.0, 13.0, 15.0], reps=3)),
     "ctc_inference_base": (dict(preset="base", seconds=[10.0, 12.0, 13.0, 15.0], reps=5),
