@@ -29,6 +29,7 @@ import numpy as np
 from bench.common import REAL_MINI
 
 MODES = ("fp32", "bf16", "int8", "onnx", "onnx-int8")
+DEMO_TEST = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "exp" / "data" / "test-clean.jsonl"
 
 
 def real_mini_rows(root: Path = REAL_MINI) -> list[dict]:
@@ -137,12 +138,14 @@ def run(models: list[str], data: list[str], modes: list[str], threads: int = 2, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="trained CTC models (w2v .pt, Hugging Face directory, fairseq .pt)")
-    ap.add_argument("--data", nargs="+", default=["real-mini"], help="real-mini and/or manifests with text")
+    ap.add_argument("--data", nargs="+", help="real-mini and/or manifests with text (default: real-mini, and the "
+                    "demo's test set if recipes/demo has been run)")
     ap.add_argument("--modes", nargs="+", default=["fp32", "bf16", "int8", "onnx", "onnx-int8"], choices=MODES)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--force-bf16", action="store_true", help="emulate bf16 on a CPU without it (numbers only)")
     a = ap.parse_args()
-    run(a.models, a.data, a.modes, a.threads, a.force_bf16)
+    data = a.data or ["real-mini"] + ([str(DEMO_TEST)] if DEMO_TEST.is_file() else [])
+    run(a.models, data, a.modes, a.threads, a.force_bf16)
 
 
 if __name__ == "__main__":

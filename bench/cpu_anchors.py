@@ -41,7 +41,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -230,6 +229,8 @@ def run(preset: str = "base", norm: str = "group", reps: int = 5, files: int = 1
     audio_s = sum(len(w) for w in wavs) / 16000
     model = build_model(preset, norm, checkpoint, dry_run)
     norm = model.config.feature_norm
+    if model.config.normalize_waveform:  # what transformers' processor does (do_normalize); idempotent for w2v
+        wavs = [((w - w.mean()) / np.sqrt(w.var() + 1e-7)).astype(np.float32) for w in wavs]
     tag = f"{'dry' if dry_run else Path(checkpoint).stem if checkpoint else preset}-{norm}"
     label = f"cpu_{'dry' if dry_run else preset}{'_layer' if norm == 'layer' else ''}"
     cache = cache_dir(model, tag)

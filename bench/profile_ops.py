@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from bench.models import audio_batch, model_pair  # noqa: F401  (audio_batch reads real speech)
+from bench.models import audio_batch
 from w2vcli.model.checkpoint import build_model, librispeech_vocab
 from w2vcli.model.config import get_preset
 

@@ -131,6 +131,28 @@ def test_int8_quantizes_the_transformer_linears_only(trained):
     assert type(q.head) is torch.nn.Linear and type(q.wav2vec2.feature_projection.projection) is torch.nn.Linear
 
 
+def test_bf16_emitter_runs_a_copy_with_bf16_weights(trained, native_bf16):
+    """Weights cast once (not by autocast on every pass); the first conv block and norms stay fp32."""
+    model, rows = trained
+    emitter = Emitter(model, EmissionOptions(device="cpu", precision="bf16"))
+    run = emitter.model.wav2vec2
+    assert run.encoder.layers[0].ffn.fc1.weight.dtype == torch.bfloat16 and emitter.model.head.weight.dtype == torch.bfloat16
+    assert run.feature_encoder.blocks[1].conv.weight.dtype == torch.bfloat16
+    assert run.feature_encoder.blocks[0].conv.weight.dtype == torch.float32
+    assert run.encoder.layers[0].attn_norm.weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the caller's model is untouched
+    from w2vcli.audio import load_audio
+
+    wav = load_audio(rows[0]["audio"])
+    model.wav2vec2.group_norm_over_valid = True  # as the Emitter runs it
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, _ = model(torch.from_numpy(wav)[None], torch.tensor([len(wav)]))  # fp32 weights, autocast
+    finally:
+        del model.wav2vec2.group_norm_over_valid
+    np.testing.assert_array_equal(emitter.batch([wav])[0], torch.log_softmax(logits.float(), -1)[0].numpy())
+
+
 @pytest.mark.parametrize("grad", [False, True])
 def test_first_conv_block_stays_fp32_under_cpu_autocast(grad):
     """Block 0 (1 input channel, k=10; group norm over all frames) runs in fp32 under bf16

@@ -176,8 +176,8 @@ class Emitter:
 
     The model is a torch module, or an exported one (`w2vcli.model.onnx.OnnxCTCModel`, whose
     `runtime` is "onnxruntime"), which takes and returns the same tensors. `self.mode` is the
-    precision and quantization it runs in; int8 runs a quantized copy, the caller's model is
-    left as it is.
+    precision and quantization it runs in; on a CPU, int8 runs a quantized copy and bf16 a copy
+    with bf16 weights (w2vcli/model/quantize.py): the caller's model is left as it is.
     """
 
     def __init__(self, model: torch.nn.Module, options: EmissionOptions = EmissionOptions()):
@@ -186,10 +186,10 @@ class Emitter:
         self.device = resolve_device("cpu" if exported is not None and options.device == "auto" else options.device)
         self.mode = resolve_mode(self.device, options.precision, options.quantize, exported)
         self.dtype = autocast_dtype(self.mode)
-        if self.mode.quantize == "int8" and exported is None:
-            from w2vcli.model.quantize import quantize_int8
+        if exported is None and self.device.type == "cpu" and str(self.mode) in ("int8", "bf16"):
+            from w2vcli.model.quantize import bf16_weights, quantize_int8
 
-            model = quantize_int8(model)
+            model = quantize_int8(model) if self.mode.quantize == "int8" else bf16_weights(model)
         self.model = model.to(self.device).eval()
         cfg = model.config
         self.frame_stride = int(cfg.frame_stride)  # samples per frame
