@@ -47,8 +47,9 @@ def verify(ours, ref, wav, lengths) -> None:
           f"{float(exp.contrastive_loss):.4f} (transformers), {int(got.num_masked)} masked frames", flush=True)
 
 
-def make_steps(ours, ref, wav, lengths, steps: int):
-    """Closures that each run `steps` training steps and return samples/s."""
+def make_steps(ours, ref, wav, lengths, steps: int, precision: str = "fp32"):
+    """Closures that each run `steps` training steps and return samples/s (w2v's under bf16
+    autocast with precision "bf16", as `w2v pretrain --precision bf16` runs; transformers in fp32)."""
     cfg = ours.config
     B = wav.shape[0]
     ours.train()
@@ -65,7 +66,8 @@ def make_steps(ours, ref, wav, lengths, steps: int):
     from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
     def step_ours():
-        out = ours(wav, lengths, temperature=2.0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = ours(wav, lengths, temperature=2.0)
         out.loss.backward()
         opt_ours.step()
         opt_ours.zero_grad(set_to_none=True)
@@ -86,15 +88,25 @@ def make_steps(ours, ref, wav, lengths, steps: int):
     return {"w2v": speed(step_ours), "transformers": speed(step_ref)}
 
 
-def run(preset: str, batch: int, seconds: float, reps: int, steps: int = 1, threads: int = 2) -> float:
+def run(preset: str, batch: int, seconds: float, reps: int, steps: int = 1, threads: int = 2,
+        precision: str = "fp32") -> float | None:  # fmt: skip
+    """precision: w2v's, "fp32" or "auto" (what `--precision auto` picks on this CPU, w2vcli/cpu.py)."""
+    name = f"pretrain_step_{preset}"
+    if precision == "auto":
+        from w2vcli.cpu import auto_train_precision
+
+        precision, name = auto_train_precision(), f"{name}_auto"
+        if precision == "fp32":
+            print(f"SKIP {name}: --precision auto is fp32 on this CPU (no native bf16), as pretrain_step_{preset}")
+            return None
     set_threads(threads)
     ours, ref = model_pair("pretrain", preset)
     wav, lengths = audio_batch([seconds] * batch)
     verify(ours, ref, wav, lengths)
     np.random.seed(0)
     torch.manual_seed(0)
-    speeds = interleaved(make_steps(ours, ref, wav, lengths, steps), reps)
-    return report(f"pretrain_step_{preset}", speeds, f"samples/s (batch {batch} x {seconds:g} s)")
+    speeds = interleaved(make_steps(ours, ref, wav, lengths, steps, precision), reps)
+    return report(name, speeds, f"samples/s (batch {batch} x {seconds:g} s; w2v {precision}, transformers fp32)")
 
 
 def main() -> None:
@@ -105,8 +117,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--steps", type=int, default=1, help="training steps per timed repetition")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", choices=["fp32", "auto"], default="fp32", help="w2v's (auto: bf16 on native-bf16 CPUs)")
     a = ap.parse_args()
-    run(a.preset, a.batch, a.seconds, a.reps, a.steps, a.threads)
+    run(a.preset, a.batch, a.seconds, a.reps, a.steps, a.threads, a.precision)
 
 
 if __name__ == "__main__":

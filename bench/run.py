@@ -2,9 +2,11 @@
 
     bench/run.sh [--quick] [--threads N] [--only NAME ...] [--no-docs]
 
-Full: about 10-15 minutes on two idle cores; --quick: under 5 minutes, every RATIO line with
-smaller batches and fewer repetitions. Each benchmark prints ABS lines (medians of interleaved
-repetitions, with min/max) and one `RATIO <name> <w2v / reference>` line.
+Full: about 10-15 minutes on two idle cores (plus the cpu_anchors runtimes); --quick: every
+RATIO line with smaller batches and fewer repetitions. Each benchmark prints ABS lines (medians
+of interleaved repetitions, with min/max) and one `RATIO <name> <w2v / reference>` line; the
+cpu_anchors comparisons print one RATIO line per runtime against the fastest deployment runtime.
+The first cpu_anchors run exports ONNX and CTranslate2 models (minutes for BASE) into bench/.cache.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from bench import common
 PLAN = {
     "pretrain_step_small": (dict(preset="small", batch=8, seconds=3.0, reps=7), dict(preset="small", batch=4, seconds=3.0, reps=3)),
     "pretrain_step_base": (dict(preset="base", batch=4, seconds=4.0, reps=5), dict(preset="base", batch=1, seconds=4.0, reps=3)),
+    # w2v in its `--precision auto` mode (bf16 on native-bf16 CPUs; skipped where auto is fp32)
+    "pretrain_step_small_auto": (dict(preset="small", batch=8, seconds=3.0, reps=7, precision="auto"),
+                                 dict(preset="small", batch=4, seconds=3.0, reps=3, precision="auto")),
+    "pretrain_step_base_auto": (dict(preset="base", batch=4, seconds=4.0, reps=5, precision="auto"),
+                                dict(preset="base", batch=1, seconds=4.0, reps=3, precision="auto")),
     "ctc_inference_small": (dict(preset="small", seconds=[10.0, 12.0, 13.0, 15.0], reps=7),
                             dict(preset="small", seconds=[10.0, 12.0, 13.0, 15.0], reps=3)),
     "ctc_inference_base": (dict(preset="base", seconds=[10.0, 12.0, 13.0, 15.0], reps=5),
@@ -29,6 +36,10 @@ PLAN = {
     "lm_decode": (dict(beam=50, repeat=2, reps=5, preset="base"), dict(beam=50, repeat=1, reps=3, preset="small")),
     "dataloader": (dict(batches=60, workers=2, steps=7, reps=3), dict(batches=20, workers=2, steps=3, reps=2)),
     "prepare": (dict(n=10_000, reps=3), dict(n=10_000, reps=1)),
+    # w2v's CPU modes against the deployment runtimes (bench/cpu_anchors.py); exports cached in bench/.cache
+    "cpu_anchors_small": (dict(preset="small", norm="group", reps=5, files=10), dict(preset="small", norm="group", reps=2, files=3)),
+    "cpu_anchors_base": (dict(preset="base", norm="group", reps=5, files=10), dict(preset="base", norm="group", reps=2, files=3)),
+    "cpu_anchors_base_layer": (dict(preset="base", norm="layer", reps=5, files=10), dict(preset="base", norm="layer", reps=2, files=3)),
 }
 
 
@@ -41,6 +52,8 @@ def run_one(name: str, kw: dict, threads: int) -> None:
         from bench.lm_decode import run
     elif name == "dataloader":
         from bench.dataloader import run
+    elif name.startswith("cpu_anchors"):
+        from bench.cpu_anchors import run
     else:
         from bench.prepare import run
         return run(**kw)

@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# `--precision auto` on a CPU picks bf16 where the CPU has it natively (w2vcli/cpu.py): pin it to
+# fp32 so results do not depend on the machine; tests of the modes ask for them explicitly
+os.environ.setdefault("W2V_CPU_MODE", "fp32")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

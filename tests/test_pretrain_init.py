@@ -63,6 +63,7 @@ def hf_pretraining_dir(tmp_path, variant: str):
     randomize(hf, 1)
     out = tmp_path / f"hf-{variant}"
     hf.save_pretrained(out)
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(out)  # raw input, as transformers' model
     return hf, out
 
 

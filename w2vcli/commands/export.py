@@ -13,8 +13,9 @@ from w2vcli.utils import log
 
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A w2v checkpoint, a Hugging Face model directory or a fairseq .pt.", exists=True)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output: a directory for --to hf, a .pt file for --to w2v.")],
-    to: Annotated[str, typer.Option("--to", help="Target format: hf (a directory transformers loads) or w2v (a w2v checkpoint).")] = "hf",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output: a directory for --to hf, a .pt file for --to w2v, a .onnx file for --to onnx.")],
+    to: Annotated[str, typer.Option("--to", help="Target format: hf (a directory transformers loads), w2v (a w2v checkpoint) or onnx (a CTC model for onnxruntime).")] = "hf",
+    quantize: Annotated[str, typer.Option("--quantize", help="With --to onnx: none, or int8 (dynamic int8 Transformer MatMuls).")] = "none",
     vocab: Annotated[Optional[Path], typer.Option("--vocab", help="Vocabulary (vocab.json or fairseq dict.ltr.txt) for a CTC model, overriding the one found with it.", exists=True, dir_okay=False)] = None,
 ) -> None:
     """Write CHECKPOINT in another format.
@@ -23,13 +24,28 @@ def export(
     model, vocab.json and tokenizer files: `Wav2Vec2ForCTC.from_pretrained(OUT)` loads it.
     `--to w2v` turns a Hugging Face directory or fairseq checkpoint into a w2v checkpoint
     (e.g. for `w2v finetune --init`).
+    `--to onnx` writes a CTC model as one .onnx file (dynamic batch and length; inputs waveform
+    and lengths, outputs logits and frame_lengths; vocabulary and text rules in its metadata)
+    that `w2v transcribe OUT.onnx` runs with onnxruntime (docs/export.md).
     """
+    import torch
+
     from w2vcli.model import export_hf, load_model, save_checkpoint
 
-    if to not in ("hf", "w2v"):
-        raise W2VError(f"--to must be 'hf' or 'w2v', got {to!r}")
+    if to not in ("hf", "w2v", "onnx"):
+        raise W2VError(f"--to must be 'hf', 'w2v' or 'onnx', got {to!r}")
+    if quantize != "none" and to != "onnx":
+        raise W2VError("--quantize applies to --to onnx (for PyTorch models, use `w2v transcribe --quantize int8`)")
     model = load_model(checkpoint, vocab=vocab)
-    if to == "hf":
+    if not isinstance(model, torch.nn.Module):
+        raise W2VError(f"{checkpoint}: an ONNX model cannot be converted further; export from the checkpoint it came from")
+    if to == "onnx":
+        from w2vcli.model.onnx import export_onnx
+
+        if out.is_dir():
+            raise W2VError(f"--out {out} is a directory; give a .onnx file name")
+        export_onnx(model, out, quantize=quantize)
+    elif to == "hf":
         if out.exists() and not out.is_dir():
             raise W2VError(f"--out {out} exists and is not a directory")
         export_hf(model, out)

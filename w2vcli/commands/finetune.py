@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from w2vcli.commands.pretrain import (ClipNorm, ConfigFile, Gpus, LogInterval, Lr, Manifest, MaxSampleSize,
+from w2vcli.commands.pretrain import (CheckpointActivations, ClipNorm, ConfigFile, Gpus, LogInterval, Lr, Manifest, MaxSampleSize,
                                       MaxTokens, MaxUpdates, Nproc, NumWorkers, Out, Precision, Preset, Resume,
                                       ScheduleUpdates, Seed, UpdateFreq, Valid, ValidInterval, Warmup,
                                       common_layer, run)
@@ -44,6 +44,7 @@ def finetune(
     valid_interval: ValidInterval = None,
     log_interval: LogInterval = None,
     num_workers: NumWorkers = None,
+    checkpoint_activations: CheckpointActivations = None,
 ) -> None:
     """Fine-tune with CTC: feature encoder frozen, tri-stage learning rate, time and channel masking.
 
@@ -60,5 +61,6 @@ def finetune(
                        max_tokens=max_tokens, max_sample_size=max_sample_size, update_freq=update_freq, lr=lr,
                        warmup_updates=warmup_updates, schedule_updates=schedule_updates, clip_norm=clip_norm,
                        seed=seed, precision=precision, gpus=gpus, nproc=nproc, valid_interval=valid_interval,
-                       log_interval=log_interval, num_workers=num_workers)
+                       log_interval=log_interval, num_workers=num_workers,
+                       checkpoint_activations=checkpoint_activations)
     run(FinetuneConfig, preset, config, out, resume, cli)

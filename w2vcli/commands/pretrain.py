@@ -24,13 +24,14 @@ Lr = Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")
 Warmup = Annotated[Optional[int], typer.Option("--warmup-updates", help="Linear warmup updates of the polynomial schedule.", min=0)]
 ScheduleUpdates = Annotated[Optional[int], typer.Option("--schedule-updates", help="Updates the LR schedule spans (default: --max-updates). Fix it to stop early and --resume later with the same schedule.", min=1)]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed (data order, crops, init, masks).")]
-Precision = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling).")]
+Precision = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 (autocast), fp16 (autocast + dynamic loss scaling) or auto (CPU: bf16 where native, else fp32; CUDA: bf16, else fp16).")]
 Gpus = Annotated[Optional[int], typer.Option("--gpus", help="Start one process per GPU (NCCL). Under torchrun, leave it out.", min=0)]
 Nproc = Annotated[Optional[int], typer.Option("--nproc", help="CPU processes (gloo) when not using GPUs.", min=1)]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt exactly (its config.toml, then --config and these options, apply).")]
 ValidInterval = Annotated[Optional[int], typer.Option("--valid-interval", help="Validate, and write checkpoints, every N updates.", min=1)]
 LogInterval = Annotated[Optional[int], typer.Option("--log-interval", help="A metrics line and metrics.jsonl row every N updates.", min=1)]
 NumWorkers = Annotated[Optional[int], typer.Option("--num-workers", help="DataLoader worker processes per device (0 = main process).", min=0)]
+CheckpointActivations = Annotated[Optional[bool], typer.Option("--checkpoint-activations/--no-checkpoint-activations", help="Recompute each Transformer layer in backward instead of storing its activations: less memory (longer utterances, bigger batches) for about one more forward pass.")]
 ClipNorm = Annotated[Optional[float], typer.Option("--clip-norm", help="Clip the gradient norm to this (0 = off).", min=0)]
 
 
@@ -84,6 +85,7 @@ def pretrain(
     valid_interval: ValidInterval = None,
     log_interval: LogInterval = None,
     num_workers: NumWorkers = None,
+    checkpoint_activations: CheckpointActivations = None,
 ) -> None:
     """Pretrain a wav2vec 2.0 model on unlabelled audio (contrastive + diversity loss).
 
@@ -98,5 +100,6 @@ def pretrain(
                        max_sample_size=max_sample_size, update_freq=update_freq, lr=lr,
                        warmup_updates=warmup_updates, schedule_updates=schedule_updates, clip_norm=clip_norm,
                        seed=seed, precision=precision, gpus=gpus, nproc=nproc, valid_interval=valid_interval,
-                       log_interval=log_interval, num_workers=num_workers)
+                       log_interval=log_interval, num_workers=num_workers,
+                       checkpoint_activations=checkpoint_activations)
     run(PretrainConfig, preset, config, out, resume, cli)

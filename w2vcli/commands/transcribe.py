@@ -23,7 +23,7 @@ def _floats(text: str, option: str) -> list[float]:
 
 
 def transcribe(
-    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="w2v checkpoint, Hugging Face directory or fairseq .pt.")],
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="w2v checkpoint, Hugging Face directory, fairseq .pt, or .onnx from `w2v export --to onnx`.")],
     audio: Annotated[Optional[list[str]], typer.Argument(help="Audio files (any format soundfile reads).", show_default=False)] = None,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="Transcribe a JSONL/tsv manifest instead of files.", dir_okay=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="With --manifest: hypothesis JSONL to write ({id, text, words, ...} per line).", dir_okay=False)] = None,
@@ -41,8 +41,9 @@ def transcribe(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Files (or windows) per forward pass.")] = 8,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Beam-search decoder processes (pure Python, one core each), overlapping with the model.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16. auto: bf16/fp16 on CUDA; on a CPU bf16 where it is native (AVX512_BF16/AMX), else fp32 (docs/transcribe.md).")] = "auto",
     vocab: Annotated[Optional[Path], typer.Option("--vocab", help="Vocabulary (vocab.json or fairseq dict.ltr.txt) for a model that has none with it, or instead of its own.", exists=True, dir_okay=False)] = None,
+    quantize: Annotated[str, typer.Option("--quantize", help="auto | none | int8: int8 runs the Transformer's linear layers in int8 (CPU).")] = "auto",
     tune: Annotated[bool, typer.Option("--tune", help="Search α and β on --manifest (with text) and print the WER table.")] = False,
     tune_alpha: Annotated[str, typer.Option("--tune-alpha", help="α values of the grid (or the range of random trials).")] = "0,0.25,0.5,0.75,1,1.5,2",
     tune_beta: Annotated[str, typer.Option("--tune-beta", help="β values of the grid (or the range of random trials).")] = "-1,0,1,2,3",
@@ -81,7 +82,7 @@ def transcribe(
     # hotwords are spelled like the model's output: normalised by its text rules
     words = tuple(w for w in (model.text_rules.normalize(h) for h in (hotwords or "").split(",")) if w)
     options = TranscribeOptions(
-        emission=EmissionOptions(batch_size, chunk_seconds, stride_seconds, device, precision),
+        emission=EmissionOptions(batch_size, chunk_seconds, stride_seconds, device, precision, quantize=quantize),
         decoding=DecodingOptions(
             beam_size=beam_size, lm=str(lm) if lm else None, alpha=alpha, beta=beta,
             unigrams=str(unigrams) if unigrams else None, hotwords=words, hotword_weight=hotword_weight,

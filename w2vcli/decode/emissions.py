@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from w2vcli.cpu import PRECISIONS, QUANTIZE, Mode, auto_inference_mode, check_cpu_bf16
 from w2vcli.errors import W2VError
 
 SAMPLE_RATE = 16000  # Hz, what the models consume
@@ -43,7 +44,9 @@ class EmissionOptions:
     chunk_seconds: float = 30.0  # kept centre of a window for long audio; 0 = never chunk
     stride_seconds: float = 5.0  # context on each side of a window's centre
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16, or fp16 where bf16 is missing, on CUDA; fp32 on CPU) | fp32 | bf16 | fp16
+    # auto: bf16 (or fp16 where bf16 is missing) on CUDA; on a CPU w2vcli.cpu.auto_inference_mode's rule
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    quantize: str = "auto"  # auto (as precision auto decides) | none | int8 (CPU: int8 Transformer Linears)
     # share of a forward pass that may be padding when batching files of different lengths;
     # None: 0 on a CPU (batching buys nothing there, padding costs time), 0.1 on a GPU
     max_padding: float | None = None
@@ -55,8 +58,12 @@ class EmissionOptions:
             raise W2VError("--chunk-seconds and --stride-seconds must be >= 0")
         if self.max_padding is not None and not 0 <= self.max_padding < 1:
             raise W2VError(f"max_padding must be in [0, 1), got {self.max_padding}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+        if self.precision not in PRECISIONS:
             raise W2VError(f"--precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.quantize not in QUANTIZE:
+            raise W2VError(f"--quantize must be auto, none or int8, got {self.quantize!r}")
+        if self.quantize == "int8" and self.precision in ("bf16", "fp16"):
+            raise W2VError(f"--quantize int8 runs the rest of the model in fp32; drop --precision {self.precision}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise W2VError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
 
@@ -69,15 +76,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for this device and --precision (None: float32 throughout)."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
+def resolve_mode(device: torch.device, precision: str, quantize: str = "auto", exported: str | None = None) -> Mode:
+    """What `--precision` and `--quantize` mean on this device; `exported`: the quantization an
+    exported (ONNX) model was written with, None for a PyTorch model."""
+    if exported is not None:  # an exported model runs as it was exported
+        if precision not in ("auto", "fp32") or quantize == "int8":
+            raise W2VError("--precision and --quantize apply to PyTorch models; an ONNX model runs as exported "
+                           "(export it with `w2v export --to onnx --quantize int8` for int8)")
+        return Mode("fp32", exported)
+    if device.type == "cuda":
+        if quantize == "int8":
+            raise W2VError("--quantize int8 is for CPUs; on CUDA use --precision bf16 or fp16")
+        if precision == "auto":
+            return Mode("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        return Mode(precision)
+    if precision == "fp16":
+        raise W2VError("--precision fp16 is for CUDA; on a CPU use fp32, bf16 (CPUs with native bf16) or --quantize int8")
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type != "cuda":
-        raise W2VError(f"--precision {precision} is for CUDA; on {device.type} use fp32 or auto")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
+        mode = auto_inference_mode() if quantize == "auto" else Mode("fp32", quantize)
+        return Mode("fp32") if quantize == "none" and mode.quantize == "int8" else mode
+    if precision == "bf16":
+        check_cpu_bf16()
+    return Mode(precision, "int8" if quantize == "int8" else "none")
+
+
+def autocast_dtype(mode: Mode) -> torch.dtype | None:
+    """The autocast dtype of a mode (None: float32 throughout)."""
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode.precision]
 
 
 @dataclass
@@ -147,12 +172,24 @@ def iter_windows(blocks: Iterable[np.ndarray], chunk: int, ctx: int) -> Iterator
 
 
 class Emitter:
-    """Runs a CTC model (`model(wav[B,S], lengths[B]) -> (logits[B,T,V], frame_lengths[B])`)."""
+    """Runs a CTC model (`model(wav[B,S], lengths[B]) -> (logits[B,T,V], frame_lengths[B])`).
+
+    The model is a torch module, or an exported one (`w2vcli.model.onnx.OnnxCTCModel`, whose
+    `runtime` is "onnxruntime"), which takes and returns the same tensors. `self.mode` is the
+    precision and quantization it runs in; on a CPU, int8 runs a quantized copy and bf16 a copy
+    with bf16 weights (w2vcli/model/quantize.py): the caller's model is left as it is.
+    """
 
     def __init__(self, model: torch.nn.Module, options: EmissionOptions = EmissionOptions()):
         self.options = options
-        self.device = resolve_device(options.device)
-        self.dtype = autocast_dtype(self.device, options.precision)
+        exported = getattr(model, "quantize", "none") if getattr(model, "runtime", "torch") != "torch" else None
+        self.device = resolve_device("cpu" if exported is not None and options.device == "auto" else options.device)
+        self.mode = resolve_mode(self.device, options.precision, options.quantize, exported)
+        self.dtype = autocast_dtype(self.mode)
+        if exported is None and self.device.type == "cpu" and str(self.mode) in ("int8", "bf16"):
+            from w2vcli.model.quantize import bf16_weights, quantize_int8
+
+            model = quantize_int8(model) if self.mode.quantize == "int8" else bf16_weights(model)
         self.model = model.to(self.device).eval()
         cfg = model.config
         self.frame_stride = int(cfg.frame_stride)  # samples per frame

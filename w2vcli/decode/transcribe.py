@@ -49,6 +49,7 @@ class Stats:
     decode_seconds: float = 0.0  # summed over decoder processes
     decode_jobs: int = 1
     wall_seconds: float = 0.0
+    mode: str = ""  # how the model ran: fp32 | bf16 | fp16 | int8 (Emitter.mode)
 
     def summary(self) -> str:
         rtf = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
@@ -56,7 +57,8 @@ class Stats:
         procs = f" in {self.decode_jobs} processes" if self.decode_jobs > 1 else ""
         return (
             f"transcribed {self.files} file(s), {self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s "
-            f"({rtf:.1f} audio s per wall s; model {self.model_seconds:.1f} s, decoder {self.decode_seconds:.1f} s"
+            f"({rtf:.1f} audio s per wall s; model{' (' + self.mode + ')' if self.mode else ''} "
+            f"{self.model_seconds:.1f} s, decoder {self.decode_seconds:.1f} s"
             f"{procs} = {share:.0f}% of the wall time, audio loading {self.load_seconds:.1f} s)"
             + (f"; {len(self.failed)} failed" if self.failed else "")
         )
@@ -167,7 +169,7 @@ def transcribe_items(
         while inflight:
             finish()
         stats.decode_jobs = pool.jobs
-    stats.model_seconds = emitter.model_seconds
+    stats.model_seconds, stats.mode = emitter.model_seconds, str(emitter.mode)
     stats.wall_seconds = time.perf_counter() - t_start
     return stats
 
@@ -242,7 +244,7 @@ def tune_lm(
             stats.files += 1
             stats.audio_seconds += n / SAMPLE_RATE
             progress.advance(task)
-    stats.model_seconds = emitter.model_seconds
+    stats.model_seconds, stats.mode = emitter.model_seconds, str(emitter.mode)
 
     keys = list(emissions)
 

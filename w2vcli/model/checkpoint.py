@@ -148,11 +148,16 @@ def load_model(
     """Load a model for inference or further training, in eval mode, on `device`.
 
     `path` is a w2v checkpoint, a Hugging Face `save_pretrained` directory or a fairseq `.pt`.
-    Returns `Wav2Vec2ForCTC` (with `.vocab`), `Wav2Vec2ForPreTraining` or `Wav2Vec2Model`.
+    Returns `Wav2Vec2ForCTC` (with `.vocab`), `Wav2Vec2ForPreTraining` or `Wav2Vec2Model`; an
+    `.onnx` file written by `w2v export --to onnx` gives an `OnnxCTCModel` (for transcription).
     `vocab` (a Vocabulary or a path to vocab.json / dict.ltr.txt) overrides the vocabulary found
     with the checkpoint, or supplies one where none is found.
     """
     path = Path(path)
+    if path.suffix == ".onnx" and path.is_file():  # an exported CTC model (w2vcli/model/onnx.py), inference only
+        from w2vcli.model.onnx import load_onnx
+
+        return load_onnx(path, Vocabulary.load(vocab) if isinstance(vocab, (str, os.PathLike)) else vocab).to(device)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise W2VError(f"{path} is a directory without config.json: not a Hugging Face model directory")

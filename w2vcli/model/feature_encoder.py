@@ -81,6 +81,8 @@ def _group_norm(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | None,
     """
     if valid is None:
         var, mean = torch.var_mean(x, dim=time_dim, correction=0, keepdim=True)
+    elif torch.compiler.is_exporting():  # traced (ONNX export): masked sums, no loop over rows
+        var, mean = _masked_var_mean(x, valid, time_dim)
     else:
         T = x.shape[time_dim]
         stats = [  # one fused pass per row over its valid frames (a batch holds a few rows)
@@ -94,16 +96,31 @@ def _group_norm(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | None,
     return torch.addcmul(norm.bias.view(shape) - mean * scale, x, scale)  # (x - mean) / std * w + b
 
 
+def _masked_var_mean(x: torch.Tensor, valid: torch.Tensor, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance over each row's first `valid` frames, vectorised (equal to the per-row
+    statistics up to float rounding). x [B,C,T] or [B,T,C] -> two [B,C,1] or [B,1,C] tensors."""
+    T = x.shape[time_dim]
+    keep = (torch.arange(T, device=x.device)[None, :] < valid.clamp(min=1)[:, None]).to(x.dtype)  # [B,T]
+    keep = keep[:, None, :] if time_dim == 2 else keep[:, :, None]
+    n = keep.sum(dim=time_dim, keepdim=True)
+    mean = (x * keep).sum(dim=time_dim, keepdim=True) / n
+    var = ((x - mean).square() * keep).sum(dim=time_dim, keepdim=True) / n
+    return var, mean
+
+
 class ConvBlock(nn.Module):
     """Conv1d -> optional norm ("none", "group" or "layer") -> GELU, two equivalent ways.
 
     `forward` runs channels first through PyTorch's convolution (the faster forward on CPUs);
     `forward_matmul` runs channels last through `ConvAsMatmul` (the faster forward + backward).
     The parameters are an ordinary `nn.Conv1d`'s and `nn.GroupNorm`'s / `nn.LayerNorm`'s.
+    With `cpu_autocast=False` the block runs in fp32 under CPU autocast (see FeatureEncoder).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool, norm: str):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool, norm: str,
+                 cpu_autocast: bool = True):  # fmt: skip
         super().__init__()
+        self.cpu_autocast = cpu_autocast
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
         nn.init.kaiming_normal_(self.conv.weight)  # fairseq's init
         if norm == "group":
@@ -121,6 +138,9 @@ class ConvBlock(nn.Module):
         valid [B]: output frames of each row that are not padding; with group norm, each channel
         is then normalised over those frames only (None: over all T, as fairseq/HF do).
         """
+        if self._leave_autocast(x):
+            with torch.autocast("cpu", enabled=False):
+                return self.forward(x.float(), valid)
         x = self.conv(x)
         if isinstance(self.norm, nn.LayerNorm):
             x = self.norm(x.transpose(1, 2)).transpose(1, 2)  # normalise over C
@@ -132,6 +152,9 @@ class ConvBlock(nn.Module):
 
     def forward_matmul(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Channels last, the convolution as a matrix product: [B,L,C_in] -> [B,T,C_out]."""
+        if self._leave_autocast(x):
+            with torch.autocast("cpu", enabled=False):
+                return self.forward_matmul(x.float(), valid)
         w, b = self.conv.weight, self.conv.bias
         if torch.is_autocast_enabled(x.device.type):  # a custom Function is not autocast: cast here,
             dtype = torch.get_autocast_dtype(x.device.type)  # so backward sees one dtype too
@@ -143,6 +166,9 @@ class ConvBlock(nn.Module):
             x = self.norm(x)  # LayerNorm over C
         return F.gelu(x)
 
+    def _leave_autocast(self, x: torch.Tensor) -> bool:
+        return not self.cpu_autocast and x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+
 
 class FeatureEncoder(nn.Module):
     """Waveform [B,S] -> features [B,C,T] (a channels-first view of channels-last frames in training).
@@ -151,6 +177,11 @@ class FeatureEncoder(nn.Module):
         conv_dim, conv_kernel, conv_stride: per block (fairseq conv_feature_layers).
         conv_bias: bias in the convs (fairseq conv_bias; True for LARGE).
         norm: "group" (BASE) or "layer" (LARGE), fairseq extractor_mode default / layer_norm.
+
+    Under CPU autocast (bf16 training or inference) the first block stays fp32: its product has
+    only k=10 input values per output (1 channel), too few for bf16 GEMM kernels to pay for the
+    conversions, its output is the largest activation of the model (C x S/5), and BASE's group
+    norm takes statistics over thousands of frames of it. The other blocks run in bf16.
     """
 
     def __init__(
@@ -170,7 +201,7 @@ class FeatureEncoder(nn.Module):
         in_channels = 1
         for i, (c, k, s) in enumerate(zip(conv_dim, conv_kernel, conv_stride)):
             block_norm = "layer" if norm == "layer" else ("group" if i == 0 else "none")
-            blocks.append(ConvBlock(in_channels, c, k, s, conv_bias, block_norm))
+            blocks.append(ConvBlock(in_channels, c, k, s, conv_bias, block_norm, cpu_autocast=i > 0))
             in_channels = c
         self.blocks = nn.ModuleList(blocks)
 

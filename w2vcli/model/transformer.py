@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -133,7 +134,16 @@ class TransformerEncoder(nn.Module):
 
     Post-LN applies the encoder LayerNorm after adding positions (before the blocks); pre-LN
     applies it after the last block (fairseq layer_norm_first / HF do_stable_layer_norm).
+
+    `checkpoint_layers` (training's --checkpoint-activations): with gradients on, each block
+    keeps only its input for backward and runs its forward again there (torch.utils.checkpoint,
+    non-reentrant, the random state restored so dropout draws the same masks). The result and
+    the gradients are the same; activation memory drops from all blocks' intermediates
+    (attention probabilities [B,H,T,T], FFN [B,T,F], ...) to one [B,T,D] per block, for about
+    one more forward pass of compute.
     """
+
+    checkpoint_layers: bool = False
 
     def __init__(
         self,
@@ -178,8 +188,11 @@ class TransformerEncoder(nn.Module):
         keep = [True] * len(self.layers)
         if self.training and self.layer_drop > 0:
             keep = (torch.rand(len(self.layers)) >= self.layer_drop).tolist()  # one draw per forward, on the CPU
+        recompute = self.checkpoint_layers and torch.is_grad_enabled()
         for layer, k in zip(self.layers, keep):
-            if k:
+            if k and recompute:
+                x = checkpoint(layer, x, attn_mask, use_reentrant=False)
+            elif k:
                 x = layer(x, attn_mask)
         if self.layer_norm_first:
             x = self.layer_norm(x)

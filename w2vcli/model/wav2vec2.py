@@ -88,6 +88,10 @@ class Wav2Vec2Model(nn.Module):
             eps=config.layer_norm_eps,
         )
 
+    def checkpoint_activations(self, enabled: bool = True) -> None:
+        """Recompute each Transformer block in backward instead of storing its activations (training)."""
+        self.encoder.checkpoint_layers = enabled
+
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Frames the feature encoder makes from `lengths` samples (HF `_get_feat_extract_output_lengths`)."""
         return self.feature_encoder.output_lengths(lengths)

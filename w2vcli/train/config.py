@@ -27,7 +27,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass
@@ -57,7 +57,8 @@ class TrainConfig:
     clip_norm: float = 10.0  # gradient norm clip (0 = no clipping)
     # run
     seed: int = 1
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 with dynamic loss scaling)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 with dynamic loss scaling) | auto (w2vcli/cpu.py)
+    checkpoint_activations: bool = False  # recompute each Transformer layer in backward instead of storing it
     gpus: int = 0  # CUDA processes to start (0 = CPU, or what torchrun started)
     nproc: int = 1  # CPU processes (gloo) when gpus is 0
     valid_interval: int = 1000  # validate and write best.pt every N updates (and at the end)

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from w2vcli.cpu import train_precision
 from w2vcli.data.dataset import DataPosition
 from w2vcli.errors import W2VError
 from w2vcli.train import distributed
@@ -115,10 +116,11 @@ class Trainer:
             self.schedule = TriStage(cfg.lr, cfg.total_updates, tuple(cfg.tri_stage))
         else:
             self.schedule = PolynomialDecay(cfg.lr, cfg.warmup_updates, cfg.total_updates, cfg.end_lr)
-        self.dtype = DTYPES[cfg.precision]
-        if cfg.precision == "bf16" and d.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        precision = train_precision(cfg.precision, d.device.type)  # "auto" -> what this device runs fastest
+        self.dtype = DTYPES[precision]
+        if precision == "bf16" and d.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise W2VError("--precision bf16: this GPU has no bfloat16 support; use fp16")
-        self.scaler = torch.amp.GradScaler(d.device.type, init_scale=2.0**7, enabled=cfg.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(d.device.type, init_scale=2.0**7, enabled=precision == "fp16")
         self.update, self.best, self.position = 0, None, DataPosition()
         self.skipped = 0  # non-finite steps skipped, whole run
         self.train_loader, self.sampler = self.task.train_loader()

@@ -46,6 +46,8 @@ def load_init(task: str, init: str):
     if not Path(init).exists():
         raise W2VError(f"--init {init}: no such file or directory")
     model = load_model(init)
+    if not isinstance(model, torch.nn.Module):
+        raise W2VError(f"--init {init}: an exported ONNX model holds no trainable weights; use the checkpoint it came from")
     if task == "pretrain" and not isinstance(model, Wav2Vec2ForPreTraining):
         what = ("a fine-tuned CTC model" if isinstance(model, Wav2Vec2ForCTC)
                 else "an encoder-only model (Hugging Face Wav2Vec2Model)")
@@ -134,6 +136,7 @@ class PretrainTask(Task):
             self.model.load_state_dict(pretrained.state_dict())
         else:
             self.model = Wav2Vec2ForPreTraining(get_preset(cfg.preset).replace(**cfg.model))
+        self.model.wav2vec2.checkpoint_activations(cfg.checkpoint_activations)
         self.find_unused_parameters = self.model.config.layer_drop > 0
 
     def temperature(self, update: int) -> float:
@@ -192,6 +195,7 @@ class FinetuneTask(Task):
             self.model = build_ctc_model(cfg, self.vocab, self.text_rules, init_model)
         if cfg.freeze_feature_encoder:
             self.model.freeze_feature_encoder()
+        self.model.wav2vec2.checkpoint_activations(cfg.checkpoint_activations)
         self._head = {id(p) for p in self.model.head.parameters()}
 
     def targets(self, rows):
