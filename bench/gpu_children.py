@@ -89,7 +89,8 @@ def child_w2v_base(s: Settings, rec: Recorder) -> None:
         gemm_ceiling(rec, s, device)
     cfg, preset = model_config("base", s.dry_run), label("base", s)
     torch.manual_seed(0)
-    model = Wav2Vec2ForPreTraining(cfg).to(device)
+    with device:  # initialised on the device: seconds instead of a CPU init and a copy
+        model = Wav2Vec2ForPreTraining(cfg)
     make = lambda w, l: w2v_step(model, w, l, torch.bfloat16)  # noqa: E731
     fitted = None
     with rec.guard("pretrain_base_w2v", "train"):
@@ -105,7 +106,8 @@ def child_w2v_base(s: Settings, rec: Recorder) -> None:
         from w2vcli.model.checkpoint import build_model, librispeech_vocab
 
         torch.manual_seed(0)
-        ctc = build_model("ctc", cfg.replace(feature_grad_mult=0.0), librispeech_vocab()).to(device)
+        with device:
+            ctc = build_model("ctc", cfg.replace(feature_grad_mult=0.0), librispeech_vocab())
         ctc.freeze_feature_encoder()  # as `w2v finetune` does
         measure_train(rec, "finetune_base_w2v", "w2v", preset, cfg, lambda w, l: ctc_step(ctc, w, l, torch.bfloat16),
                       s, device, head="ctc", frozen_feature_encoder=True)  # fmt: skip
@@ -114,7 +116,7 @@ def child_w2v_base(s: Settings, rec: Recorder) -> None:
 
 
 def transcribe_both(rec: Recorder, size: str, s: Settings) -> None:
-    model = peaked_ctc_model(model_config(size, s.dry_run))
+    model = peaked_ctc_model(model_config(size, s.dry_run), torch.device(s.device))
     for use_lm in (False, True):
         name = f"transcribe_{size}_{'lm' if use_lm else 'greedy'}"
         with rec.guard(name, "transcribe"):
@@ -155,7 +157,8 @@ def child_w2v_large(s: Settings, rec: Recorder) -> None:
     cfg = model_config("large", s.dry_run)
     with rec.guard("pretrain_large_w2v", "train"):
         torch.manual_seed(0)
-        model = Wav2Vec2ForPreTraining(cfg).to(device)
+        with device:
+            model = Wav2Vec2ForPreTraining(cfg)
         measure_train(rec, "pretrain_large_w2v", "w2v", label("large", s), cfg,
                       lambda w, l: w2v_step(model, w, l, torch.bfloat16), s, device)  # fmt: skip
     model = None
@@ -171,7 +174,7 @@ def child_compile(s: Settings, rec: Recorder) -> None:
     device = torch.device(s.device)
     cfg, preset = model_config("base", s.dry_run), label("base", s)
     with rec.guard("compile_infer_base", "compile"):
-        model = peaked_ctc_model(cfg).to(device)
+        model = peaked_ctc_model(cfg, device)
         wav, lengths = train_batch(s, s.infer_batch, device)
 
         def infer(m):
@@ -186,8 +189,8 @@ def child_compile(s: Settings, rec: Recorder) -> None:
     model = None
     free_memory()
     with rec.guard("compile_train_base", "compile"):
-        torch.manual_seed(0)
-        model = Wav2Vec2ForPreTraining(cfg).to(device)
+        with device:
+            model = Wav2Vec2ForPreTraining(cfg)
         wav, lengths = train_batch(s, s.batch, device)
         step = lambda m: w2v_step(m, wav, lengths, torch.bfloat16)  # noqa: E731
         measure_compile(rec, "compile_train_base", "pretraining step", preset, model, step, s.batch, "samples/s", s,

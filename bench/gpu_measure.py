@@ -258,14 +258,15 @@ def audio_files(s: Settings) -> list[str]:
     return (files[: s.audio_files] if s.audio_files else files) * s.audio_repeat
 
 
-def peaked_ctc_model(config: ModelConfig, seed: int = 0):
+def peaked_ctc_model(config: ModelConfig, device: torch.device, seed: int = 0):
     """A random CTC model whose output layer is scaled so its emissions are about as peaked as a
     trained model's (logit standard deviation ~10): beam-search speed depends on that, and a
     random model's flat emissions would make the LM runs unrepresentatively slow."""
     from w2vcli.model.checkpoint import build_model, librispeech_vocab
 
     torch.manual_seed(seed)
-    model = build_model("ctc", config, librispeech_vocab()).eval()
+    with device:
+        model = build_model("ctc", config, librispeech_vocab()).eval()
     with torch.no_grad():
         model.head.weight.normal_(0.0, 10.0 / config.hidden_size**0.5)
     return model
