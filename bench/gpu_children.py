@@ -103,16 +103,19 @@ def child_w2v_base(s: Settings, rec: Recorder) -> None:
     del model, make, fitted
     free_memory()
     with rec.guard("finetune_base_w2v", "train"):
-        from w2vcli.model.checkpoint import build_model, librispeech_vocab
-
-        torch.manual_seed(0)
-        with device:
-            ctc = build_model("ctc", cfg.replace(feature_grad_mult=0.0), librispeech_vocab())
-        ctc.freeze_feature_encoder()  # as `w2v finetune` does
-        measure_train(rec, "finetune_base_w2v", "w2v", preset, cfg, lambda w, l: ctc_step(ctc, w, l, torch.bfloat16),
-                      s, device, head="ctc", frozen_feature_encoder=True)  # fmt: skip
-    free_memory()
+        finetune_throughput(rec, s, cfg, preset, device)
     transcribe_both(rec, "base", s)
+
+
+def finetune_throughput(rec: Recorder, s: Settings, cfg, preset: str, device: torch.device) -> None:
+    from w2vcli.model.checkpoint import build_model, librispeech_vocab
+
+    torch.manual_seed(0)
+    with device:
+        ctc = build_model("ctc", cfg.replace(feature_grad_mult=0.0), librispeech_vocab())
+    ctc.freeze_feature_encoder()  # as `w2v finetune` does
+    measure_train(rec, "finetune_base_w2v", "w2v", preset, cfg, lambda w, l: ctc_step(ctc, w, l, torch.bfloat16),
+                  s, device, head="ctc", frozen_feature_encoder=True)  # fmt: skip
 
 
 def transcribe_both(rec: Recorder, size: str, s: Settings) -> None:
