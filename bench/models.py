@@ -7,6 +7,7 @@ exported with `export_hf` (the Hugging Face layout users load) and read back wit
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -34,19 +35,21 @@ def model_pair(kind: str, preset: str, seed: int = 0):
     return ours.eval(), ref.eval()
 
 
-def real_audio() -> np.ndarray:
-    """All real-mini utterances concatenated (16 kHz float32): a source of speech-like samples."""
+@functools.lru_cache(maxsize=2)
+def real_audio(root: Path = REAL_MINI) -> np.ndarray:
+    """All utterances under `root` (default real-mini) concatenated (16 kHz float32): a source of
+    speech-like samples."""
     from w2vcli.audio import load_audio
 
-    files = sorted(Path(REAL_MINI).rglob("*.flac"))
+    files = sorted(Path(root).rglob("*.flac"))
     if not files:
-        raise SystemExit(f"no audio under {REAL_MINI}")
+        raise SystemExit(f"no audio under {root}")
     return np.concatenate([load_audio(str(f)) for f in files])
 
 
-def audio_batch(seconds: list[float], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def audio_batch(seconds: list[float], seed: int = 0, root: Path = REAL_MINI) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-padded batch wav [B,S] of utterances of the given durations, cut from real speech."""
-    src = real_audio()
+    src = real_audio(Path(root))
     rng = np.random.default_rng(seed)
     lengths = [int(s * 16000) for s in seconds]
     wav = torch.zeros(len(lengths), max(lengths))

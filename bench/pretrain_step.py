@@ -47,45 +47,65 @@ def verify(ours, ref, wav, lengths) -> None:
           f"{float(exp.contrastive_loss):.4f} (transformers), {int(got.num_masked)} masked frames", flush=True)
 
 
-def make_steps(ours, ref, wav, lengths, steps: int, precision: str = "fp32"):
-    """Closures that each run `steps` training steps and return samples/s (w2v's under bf16
-    autocast with precision "bf16", as `w2v pretrain --precision bf16` runs; transformers in fp32)."""
-    cfg = ours.config
-    B = wav.shape[0]
-    ours.train()
-    ref.train()
-    ref.set_gumbel_temperature(2.0)
-    # each toolkit's own optimizer: w2v's engine builds a fused AdamW (make_optimizer, what
-    # `w2v pretrain` runs); run_wav2vec2_pretraining_no_trainer.py builds torch.optim.AdamW (defaults)
-    opt_ours = make_optimizer([p for p in ours.parameters() if p.requires_grad], lr=1e-5)
-    opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-5)
-    attention_mask = hf_attention_mask(lengths, wav.shape[1])
-    frames = ref._get_feat_extract_output_lengths(lengths)
-    T = int(frames.max())
-    feat_mask = None if attention_mask is None else ref._get_feature_vector_attention_mask(T, attention_mask)
+def w2v_step(model, wav, lengths, dtype: torch.dtype | None = None):
+    """One `w2v pretrain` training step on a fixed batch, as a function: forward under autocast
+    (`dtype`, None = fp32), backward, the fused AdamW step of the engine (`make_optimizer`).
+    wav [B,S] and lengths [B] are on the model's device."""
+    model.train()
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step():
+        with torch.autocast(wav.device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(wav, lengths, temperature=2.0)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def hf_step(ref, wav, lengths, dtype: torch.dtype | None = None):
+    """The same for transformers' Wav2Vec2ForPreTraining, as run_wav2vec2_pretraining_no_trainer.py
+    trains it: masks and distractors from its numpy helpers (on the CPU, as its collator makes
+    them), torch.optim.AdamW with its defaults."""
     from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
-    def step_ours():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = ours(wav, lengths, temperature=2.0)
-        out.loss.backward()
-        opt_ours.step()
-        opt_ours.zero_grad(set_to_none=True)
+    cfg = ref.config
+    ref.train()
+    ref.set_gumbel_temperature(2.0)
+    opt = torch.optim.AdamW(ref.parameters(), lr=1e-5)
+    B, S = wav.shape
+    cpu_lengths = lengths.cpu()
+    attention_mask = hf_attention_mask(cpu_lengths, S)
+    T = int(ref._get_feat_extract_output_lengths(cpu_lengths).max())
+    feat_mask = None if attention_mask is None else ref._get_feature_vector_attention_mask(T, attention_mask)
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(wav.device)
 
-    def step_ref():
+    def step():
         mask = _compute_mask_indices((B, T), cfg.mask_time_prob, cfg.mask_time_length, attention_mask=feat_mask,
                                      min_masks=cfg.mask_time_min_masks)  # fmt: skip
         neg = _sample_negative_indices((B, T), cfg.num_negatives, mask_time_indices=mask)
-        out = ref(wav, attention_mask=attention_mask, mask_time_indices=torch.from_numpy(mask),
-                  sampled_negative_indices=torch.from_numpy(neg))  # fmt: skip
+        with torch.autocast(wav.device.type, dtype=dtype, enabled=dtype is not None):
+            out = ref(wav, attention_mask=attention_mask, mask_time_indices=torch.from_numpy(mask).to(wav.device),
+                      sampled_negative_indices=torch.from_numpy(neg).to(wav.device))  # fmt: skip
         out.loss.backward()
-        opt_ref.step()
-        opt_ref.zero_grad(set_to_none=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def make_steps(ours, ref, wav, lengths, steps: int, precision: str = "fp32"):
+    """Closures that each run `steps` training steps and return samples/s (w2v's under bf16
+    autocast with precision "bf16", as `w2v pretrain --precision bf16` runs; transformers in fp32)."""
+    B = wav.shape[0]
+    dtype = torch.bfloat16 if precision == "bf16" else None
 
     def speed(fn):
         return lambda: B * steps / timed(lambda: [fn() for _ in range(steps)])
 
-    return {"w2v": speed(step_ours), "transformers": speed(step_ref)}
+    return {"w2v": speed(w2v_step(ours, wav, lengths, dtype)), "transformers": speed(hf_step(ref, wav, lengths))}
 
 
 def run(preset: str, batch: int, seconds: float, reps: int, steps: int = 1, threads: int = 2,

@@ -52,7 +52,10 @@ class ConvAsMatmul(torch.autograd.Function):
             for j in range(k):  # col2im: tap j of frame t came from input frame t*s + j
                 grad_x[:, j : j + s * (T - 1) + 1 : s] += g_win[:, :, j]
         if ctx.needs_input_grad[1]:
+            # in the weight's own (contiguous) strides: DDP copies a gradient whose strides differ from
+            # its bucket's, size-1 dims included (block 0), which .contiguous() would leave as they are
             grad_w = (g.t() @ _windows(x, k, s, T)).view(C_out, k, C).transpose(1, 2)
+            grad_w = weight.new_empty(weight.shape).copy_(grad_w)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(dim=0)
         return grad_x, grad_w, grad_b, None
