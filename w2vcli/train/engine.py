@@ -15,8 +15,10 @@ does, so N processes with batch b take the same step as one process with batch N
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
+import os
 import signal
 import time
 from collections import defaultdict
@@ -25,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from w2vcli.data.dataset import DataPosition
+from w2vcli.data.dataset import DataPosition, worker_error
 from w2vcli.errors import W2VError
 from w2vcli.train import distributed
 from w2vcli.train.config import save_config, to_dict
@@ -42,15 +44,47 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 def train(cfg) -> None:
     """Run a training job described by a resolved PretrainConfig/FinetuneConfig."""
     cfg.check()
-    distributed.launch(_run, cfg)
+    distributed.launch(_run, check_out(cfg))
+
+
+RUN_FILES = ("last.pt", "best.pt")  # an output folder holding one of these holds a run
+
+
+def check_out(cfg):
+    """Never replace a run by accident: without --resume, an --out that holds a run is refused;
+    with --resume and no checkpoint yet, the run starts fresh (so a job script may always
+    pass --resume)."""
+    out = Path(cfg.out)
+    if cfg.resume and not (out / "last.pt").is_file():
+        if os.environ.get("RANK", "0") == "0":
+            log(f"--resume: no checkpoint in {out} yet, starting a fresh run")
+        return dataclasses.replace(cfg, resume=False)
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not cfg.resume:
+        raise W2VError(f"{out} already holds a run ({', '.join(found)}): continue it with --resume, "
+                       f"or start over with another --out (or after deleting {out})")
+    return cfg
 
 
 def _run(cfg) -> None:
     d = distributed.setup(cfg)
+    trainer = None
     try:
-        Trainer(cfg, d).run()
+        set_threads(cfg, d)
+        trainer = Trainer(cfg, d)
+        trainer.run()
     finally:
+        if trainer is not None:
+            trainer.close()  # the loader workers ignore signals: stop them on every way out
         distributed.cleanup()
+
+
+def set_threads(cfg, d: distributed.Dist) -> None:
+    """Intra-op threads of this training process: w2vcli/cpu.py; --threads 0 leaves torch's."""
+    from w2vcli import cpu
+
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE") or d.world_size)  # on this machine
+    cpu.set_threads(cpu.training_threads(cfg.threads, processes, cfg.num_workers, d.device.type))
 
 
 FUSED_DEVICES = ("cpu", "cuda")  # where torch has a fused (one kernel per step) AdamW
@@ -133,6 +167,12 @@ class Trainer:
             self.task.save_assets(self.out)
         self.metrics = MetricsLog(self.out / "metrics.jsonl", d.main, truncate_after=self.update)
 
+    def close(self) -> None:
+        """Stop the DataLoader worker processes (at the end, and after an error or a second Ctrl-C)."""
+        for loader in (self.train_loader, self.valid_loader):
+            if loader is not None:
+                loader.close()
+
     # --- checkpoints ---------------------------------------------------------------------------
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
@@ -177,8 +217,11 @@ class Trainer:
     def _fetch(self):
         try:
             return next(self._iter, None)
-        except W2VError as exc:  # from a worker: the original message is the traceback's last line
-            raise W2VError(str(exc).strip().splitlines()[-1].removeprefix("w2vcli.errors.W2VError: ")) from None
+        except Exception as exc:  # from a worker: one line naming what failed
+            error = worker_error(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def _next_batch(self):
         batch = self._fetch()
