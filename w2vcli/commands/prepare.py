@@ -7,13 +7,32 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="Write JSONL manifests, a vocabulary and transcripts from a corpus.", no_args_is_help=True)
+app = typer.Typer(help="Write JSONL manifests, a vocabulary and transcripts from a corpus.", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 Jobs = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all cores).")]
 
 
 def _split(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
+
+
+def _out_folder(out: Path) -> Path:
+    """--out names a folder to write into: not an existing file."""
+    from w2vcli.errors import W2VError
+
+    if out.exists() and not out.is_dir():
+        raise W2VError(f"--out {out}: a file, not a folder (give a folder for the outputs)")
+    return out
+
+
+def _out_file(out: Path) -> Path:
+    """--out names a manifest file to write: not an existing folder."""
+    from w2vcli.errors import W2VError
+
+    if out.is_dir():
+        raise W2VError(f"--out {out}: a folder, not a file (give the manifest's name, e.g. {out / 'train.jsonl'})")
+    return out
 
 
 @app.command("librispeech")
@@ -32,7 +51,7 @@ def librispeech(
     """
     from w2vcli.data.librispeech import prepare_librispeech
 
-    prepare_librispeech(root, out, subsets=_split(subsets), force=force, jobs=jobs)
+    prepare_librispeech(root, _out_folder(out), subsets=_split(subsets), force=force, jobs=jobs)
 
 
 @app.command("fairseq")
@@ -43,7 +62,7 @@ def fairseq(
     """Convert fairseq .tsv (+ .wrd/.ltr) manifests to w2v JSONL manifests, checking every audio file."""
     from w2vcli.data.fairseq import prepare_fairseq
 
-    prepare_fairseq(tsv, out)
+    prepare_fairseq(tsv, _out_folder(out))
 
 
 @app.command("folder")
@@ -55,7 +74,7 @@ def folder(
     """An unlabeled manifest (for pretraining) of every audio file soundfile reads under DIRECTORY."""
     from w2vcli.data.folder import prepare_folder
 
-    prepare_folder(directory, out, jobs=jobs)
+    prepare_folder(directory, _out_file(out), jobs=jobs)
 
 
 @app.command("synth")
@@ -82,7 +101,7 @@ def synth(
     cfg = SynthConfig(train_hours=hours, dev_minutes=dev_minutes, test_minutes=test_minutes,
                       train_speakers=speakers, heldout_speakers=heldout_speakers,
                       sentences=sentences, seed=seed)
-    synthesize(cfg, out, jobs=jobs, force=force)
+    synthesize(cfg, _out_folder(out), jobs=jobs, force=force)
 
 
 @app.command("subset")
@@ -102,6 +121,7 @@ def subset(
     from w2vcli.errors import W2VError
     from w2vcli.utils import log
 
+    _out_file(out)
     rows = read_manifest(manifest)
     if labeled:
         rows = [r for r in rows if r.get("text")]
