@@ -6,13 +6,13 @@ process may use. Under a CPU set (taskset, Slurm, `docker --cpuset-cpus`) or a C
 DataLoader workers, the decoder processes of `transcribe --jobs`), the threads then outnumber
 the cores and OpenMP's spin-waiting makes every process many times slower.
 
-So w2v chooses (`--threads` on pretrain / finetune / transcribe overrides):
+So w2v chooses (`--threads` on pretrain / finetune / transcribe overrides; 0 keeps torch's):
 - `OMP_NUM_THREADS` when the user set it (per process, as torchrun reads it);
-- otherwise the usable cores (affinity mask, capped by a cgroup CPU quota) divided among the
-  training processes on this machine; on CUDA, where the loader workers are the CPU's real
-  work, each worker's core comes out of the training process's share. On the CPU the workers
-  only decode audio between steps, so they run one thread each and take no share;
-- never more than torch's own default.
+- otherwise the usable cores, one per physical core as torch counts them but only those of the
+  affinity mask, capped by a cgroup CPU quota, divided among the training processes on this
+  machine; on CUDA, where the loader workers are the CPU's real work, each worker's core comes
+  out of the training process's share. On the CPU the workers only decode audio between steps,
+  so they run one thread each (torch's choice for workers) and take no share.
 Two separate runs on one machine cannot see each other: give each `--threads` (cores / 2), or
 `taskset` them onto different cores.
 """
@@ -28,15 +28,29 @@ TORCH_DEFAULT = 0  # --threads 0: leave torch's default alone
 
 
 def usable_cores() -> int:
-    """CPUs this process may run on: its affinity mask, capped by its cgroup's CPU quota."""
+    """Physical cores this process may run on: the cores of its affinity mask (the hyperthreads
+    of one core count once, as in torch's default), capped by its cgroup's CPU quota."""
     try:
-        n = len(os.sched_getaffinity(0))
+        cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
+        cpus = list(range(os.cpu_count() or 1))
+    n = physical_cores(cpus) or len(cpus)
     quota = cgroup_cpu_quota()
     if quota is not None:
         n = min(n, max(1, math.ceil(quota)))
     return max(1, n)
+
+
+def physical_cores(cpus: list[int], sysfs: Path = Path("/sys/devices/system/cpu")) -> int:
+    """How many distinct physical cores the logical CPUs `cpus` belong to (0 if sysfs does not say)."""
+    cores = set()
+    for cpu in cpus:
+        topology = sysfs / f"cpu{cpu}" / "topology"
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
+        except OSError:
+            return 0
+    return len(cores)
 
 
 def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -72,12 +86,6 @@ def user_threads() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def _capped(n: int) -> int:
-    import torch
-
-    return max(1, min(n, torch.get_num_threads()))
-
-
 def training_threads(requested: int, processes: int, workers: int, device: str) -> int:
     """Threads for one training process: `requested` (--threads) when given, else the choice
     above. 0 means "leave torch's default"."""
@@ -85,10 +93,10 @@ def training_threads(requested: int, processes: int, workers: int, device: str) 
         return requested
     if user_threads():
         return user_threads()
-    share = max(1, usable_cores() // max(1, processes))
+    share = usable_cores() // max(1, processes)
     if device == "cuda":
         share -= workers
-    return _capped(share)
+    return max(1, share)
 
 
 def inference_threads(requested: int, decoder_processes: int) -> int:
@@ -98,7 +106,7 @@ def inference_threads(requested: int, decoder_processes: int) -> int:
         return requested
     if user_threads():
         return user_threads()
-    return _capped(usable_cores() - (decoder_processes if decoder_processes > 1 else 0))
+    return max(1, usable_cores() - (decoder_processes if decoder_processes > 1 else 0))
 
 
 def set_threads(n: int) -> None:
