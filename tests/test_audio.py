@@ -64,3 +64,15 @@ def test_bad_files_raise_one_line_naming_the_file(tmp_path, kind):
     if kind != "truncated":
         with pytest.raises(W2VError, match=str(path.name)):
             load_audio(path)
+
+
+def test_real_speech_ships_with_the_repository(real_mini):
+    """A clone alone runs every test: the real utterances and their licences are in tests/data."""
+    from pathlib import Path
+
+    repo_data = Path(__file__).resolve().parent / "data"
+    assert real_mini == repo_data / "real-mini"
+    flacs = sorted(real_mini.rglob("*.flac"))
+    assert len(flacs) == 10 and sum(f.stat().st_size for f in flacs) < 1_000_000
+    readme = (repo_data / "README.md").read_text(encoding="utf-8")
+    assert all(word in readme for word in ("LibriVox", "CMU ARCTIC", "public domain"))

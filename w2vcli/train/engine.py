@@ -306,7 +306,13 @@ class Trainer:
         with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast():
             torch.manual_seed(self.cfg.seed)
             self.model.eval()
-            result = self.task.validate(self.model, self.valid_loader, self.d)
+            try:
+                result = self.task.validate(self.model, self.valid_loader, self.d)
+            except Exception as exc:  # from a worker: one line naming what failed
+                error = worker_error(exc)
+                if error is None:
+                    raise
+                raise error from exc
         self.model.train()
         return result
 
