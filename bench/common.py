@@ -17,7 +17,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "bench" / ".cache"  # git-ignored: synthetic trees, the 4-gram
 SHARED = REPO.parent / "shared" / "data"
-REAL_MINI = SHARED / "real-mini"
+REAL_MINI = REPO / "tests" / "data" / "real-mini"  # shipped with the repository
 TEXT = SHARED / "text"
 
 

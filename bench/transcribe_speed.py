@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=2 python bench/transcribe_speed.py --lm 4gram.bin --presets small base --beam 50
 
 For each preset a CTC model with random weights is built (speed does not depend on training)
-and the real-mini utterances (../shared/data/real-mini, 49 s, repeated `--repeat` times) are
+and the real-mini utterances (tests/data/real-mini, 49 s, repeated `--repeat` times) are
 transcribed with `transcribe_files`, greedy and with the LM at the given beam. Beam-search cost
 depends on how peaked the emissions are, and a random model's are flat and spell nonsense,
 which is not what a trained model gives. So the decoder is also timed alone on "trained-like"
@@ -30,7 +30,7 @@ from w2vcli.model.checkpoint import build_model, librispeech_vocab
 from w2vcli.model.config import get_preset
 from w2vcli.text import letters
 
-REAL_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-mini"
+REAL_MINI = Path(__file__).resolve().parents[1] / "tests" / "data" / "real-mini"
 
 
 def real_mini(root: Path) -> tuple[list[str], dict[str, str]]:

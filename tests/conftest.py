@@ -1,5 +1,8 @@
 """Shared test fixtures. Tests run on the CPU with tiny models; torch uses one thread so
-parallel helpers and CI's two cores stay predictable."""
+parallel helpers and CI's two cores stay predictable.
+
+Real speech and LM text ship with the repository (tests/data, sources and licences in
+tests/data/README.md), so a clone on its own runs every test."""
 
 from __future__ import annotations
 
@@ -13,9 +16,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # `--precision auto` on a CPU picks bf16 where the CPU has it natively (w2vcli/cpu.py): pin it to
 # fp32 so results do not depend on the machine; tests of the modes ask for them explicitly
 os.environ.setdefault("W2V_CPU_MODE", "fp32")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # w2v's own thread choice respects it, in-process and in subprocesses
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,34 +31,18 @@ def _torch_threads():
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """../shared beside the checkout (read-only data: text corpora and real-mini speech)."""
-    if not SHARED.is_dir():
-        pytest.skip("../shared is not present beside the checkout")
-    return SHARED
-
-
-@pytest.fixture(scope="session")
-def real_mini(shared_dir) -> Path:
-    return shared_dir / "data" / "real-mini"
+def real_mini() -> Path:
+    """Ten real utterances (about 49 s) in LibriSpeech layout: real-mini/test-real/SPK/CHAP/."""
+    return DATA / "real-mini"
 
 
 # --- decoding (tests/test_decode.py, test_lm.py, test_transcribe.py) ----------------------------
 
 
 @pytest.fixture(scope="session")
-def lm_text(shared_dir, tmp_path_factory) -> Path:
+def lm_text() -> Path:
     """The first 3,000 sentences of Moby Dick (gzip), for tiny n-gram LMs."""
-    import gzip
-
-    src = shared_dir / "data" / "text" / "mobydick.txt.gz"
-    out = tmp_path_factory.mktemp("lmtext") / "moby3k.txt.gz"
-    with gzip.open(src, "rt", encoding="utf-8") as fin, gzip.open(out, "wt", encoding="utf-8") as fout:
-        for n, line in enumerate(fin):
-            if n == 3000:
-                break
-            fout.write(line)
-    return out
+    return DATA / "text" / "moby3k.txt.gz"
 
 
 @pytest.fixture(scope="session")

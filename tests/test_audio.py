@@ -115,3 +115,15 @@ def test_mp3_without_length_header_is_decoded_to_its_end(tmp_path):
     damaged.write_bytes(path.read_bytes()[:-100])  # cut inside the last frame
     with pytest.raises(W2VError, match="damaged.mp3"):
         audio_info(damaged)
+
+
+def test_real_speech_ships_with_the_repository(real_mini):
+    """A clone alone runs every test: the real utterances and their licences are in tests/data."""
+    from pathlib import Path
+
+    repo_data = Path(__file__).resolve().parent / "data"
+    assert real_mini == repo_data / "real-mini"
+    flacs = sorted(real_mini.rglob("*.flac"))
+    assert len(flacs) == 10 and sum(f.stat().st_size for f in flacs) < 1_000_000
+    readme = (repo_data / "README.md").read_text(encoding="utf-8")
+    assert all(word in readme for word in ("LibriVox", "CMU ARCTIC", "public domain"))

@@ -1,5 +1,5 @@
 """Recipes: their TOML configs load through the training config loader, `w2v prepare subset`,
-recipes/librispeech/run.sh's stages on a LibriSpeech-layout tree made from ../shared/data/real-mini
+recipes/librispeech/run.sh's stages on a LibriSpeech-layout tree made from tests/data/real-mini
 (with tiny training overrides), and recipes/demo/run.sh --quick end to end."""
 
 from __future__ import annotations

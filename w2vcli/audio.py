@@ -15,8 +15,10 @@ the pipe to its end (`_read_mp3_to_end`), by `load_audio` and by `audio_info`, w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +27,13 @@ import soundfile as sf
 import soxr
 
 from w2vcli.errors import W2VError
+from w2vcli.utils import quiet_stderr
 
 SAMPLE_RATE = 16000  # Hz, what every model in w2v consumes
 TAIL_FRAMES = 4096  # samples decoded at the end of a file to detect truncation
 PIPE_BLOCK = 1 << 16  # bytes written to, and frames read from, the pipe at a time
 _READ_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError, OSError)
+MPG123_NOISE = r"libmpg123"  # what libmpg123 prints on its own, e.g. "[src/libmpg123/layer3.c:...] error: ..."
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,7 @@ def audio_info(path: str | os.PathLike, check_end: bool = True) -> AudioInfo:
     decoded, which for FLAC means the header promises more audio than the file holds.
     """
     path = str(path)
-    if not os.path.exists(path):
-        raise W2VError(f"{path}: no such file")
+    _check_file(path)
     if os.path.getsize(path) == 0:
         raise W2VError(f"{path}: empty file")
     try:
@@ -83,8 +86,11 @@ def audio_info(path: str | os.PathLike, check_end: bool = True) -> AudioInfo:
         if check_end and whole is None and f.seekable():
             start = max(0, info.num_samples - TAIL_FRAMES)
             try:
-                f.seek(start)
-                got = len(f.read(info.num_samples - start, dtype="int16", always_2d=True))
+                # decoding from the middle of an MP3 lacks the bit reservoir of the frames before:
+                # libmpg123 complains on stderr ("part2_3_length ... too large"), harmlessly
+                with quiet_stderr(MPG123_NOISE) if info.format == "MP3" else contextlib.nullcontext():
+                    f.seek(start)
+                    got = len(f.read(info.num_samples - start, dtype="int16", always_2d=True))
             except _READ_ERRORS as exc:
                 raise W2VError(f"{path}: truncated or damaged, the last samples the header promises "
                                f"cannot be decoded ({_reason(exc)})") from None
@@ -97,8 +103,7 @@ def audio_info(path: str | os.PathLike, check_end: bool = True) -> AudioInfo:
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode a whole file to float32 mono at `sample_rate`: array of shape [S]."""
     path = str(path)
-    if not os.path.exists(path):
-        raise W2VError(f"{path}: no such file")
+    _check_file(path)
     try:
         with sf.SoundFile(path) as f:
             sr = f.samplerate
@@ -150,6 +155,22 @@ def _feed(path: str, fd: int) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _check_file(path: str) -> None:
+    """A W2VError unless `path` is a regular file (soundfile would say "Format not recognised"
+    for a folder, and a pipe such as /dev/stdin cannot be read twice, header then audio)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise W2VError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise W2VError(f"{path!r}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise W2VError(f"{path}: a folder, not an audio file")
+    if not stat.S_ISREG(mode):
+        raise W2VError(f"{path}: not a regular file (a pipe or device such as /dev/stdin cannot be "
+                       "read: save the audio to a file first)")
 
 
 def resampled_length(num_samples: int, from_rate: int, to_rate: int = SAMPLE_RATE) -> int:

@@ -7,6 +7,7 @@ calls one library function. A `W2VError` becomes one red line and exit code 1;
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -26,8 +27,14 @@ def report_error(exc: BaseException) -> None:
     Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+# OS errors a user fixes (a full disk, a permission, a path), shown as one line like a W2VError
+USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.EISDIR,
+               errno.ENOTDIR, errno.ENOENT, errno.EIO, errno.ENAMETOOLONG, errno.ELOOP, errno.EMFILE}
+
+
 class W2VGroup(TyperGroup):
-    """Runs subcommands and turns a `W2VError` into one red line and exit code 1."""
+    """Runs subcommands and turns a `W2VError` (or an OSError such as a full disk) into one red
+    line and exit code 1."""
 
     def invoke(self, ctx):
         try:
@@ -36,6 +43,12 @@ class W2VGroup(TyperGroup):
             if os.environ.get("W2V_DEBUG"):
                 raise
             report_error(exc)
+            ctx.exit(1)
+        except OSError as exc:
+            if os.environ.get("W2V_DEBUG") or exc.errno not in USER_ERRNOS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            report_error(W2VError(f"{where}{exc.strerror or exc}"))
             ctx.exit(1)
 
 
@@ -47,6 +60,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: paragraphs re-wrapped to the width, flags shown without a value, the
+    # same text on a terminal, in a pipe or in a file (Rich's boxes keep the docstrings' line breaks)
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

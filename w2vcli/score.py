@@ -257,14 +257,16 @@ def _open_text(path: Path):
 def read_transcripts(path: str | os.PathLike) -> dict[str, str]:
     """id -> text from a JSONL manifest (`id`, `text` fields) or a Kaldi-style `ID TEXT` file.
 
-    The format is decided by the first non-empty line: a JSON object means JSONL. Duplicate
-    ids, a JSON line without `id` or `text`, and unreadable files are errors naming file:line.
+    The format is JSONL for a `.jsonl`/`.json` file (also gzipped), else decided by the first
+    non-empty line: a JSON object means JSONL. Duplicate ids, a line that is not a JSON object
+    (JSONL) or that looks like one (Kaldi), a JSON line without `id` or `text`, and unreadable
+    files are errors naming file:line.
     """
     path = Path(path)
     if not path.is_file():
         raise W2VError(f"{path}: transcript file not found")
     out: dict[str, str] = {}
-    is_json: bool | None = None
+    is_json: bool | None = True if Path(path.name.removesuffix(".gz")).suffix in (".jsonl", ".json") else None
     try:
         with _open_text(path) as f:
             for n, line in enumerate(f, 1):
@@ -284,6 +286,9 @@ def read_transcripts(path: str | os.PathLike) -> dict[str, str]:
                         raise W2VError(f"{path}:{n}: id {row['id']!r} has no 'text' string")
                     key, text = str(row["id"]), row["text"]
                 else:
+                    if line.startswith("{"):
+                        raise W2VError(f"{path}:{n}: a JSON object in a Kaldi-style 'ID TEXT' file "
+                                       f"(line 1 is not JSON; name the file .jsonl if it is JSONL)")
                     key, _, text = line.partition(" ")
                     if "\t" in key:
                         key, _, rest = key.partition("\t")
@@ -294,6 +299,18 @@ def read_transcripts(path: str | os.PathLike) -> dict[str, str]:
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise W2VError(f"{path}: cannot read ({exc})") from None
     return out
+
+
+def check_ids(refs: dict[str, str], hyps: dict[str, str], ref_name: str, hyp_name: str) -> None:
+    """A W2VError when there is nothing to score: no references, no hypotheses, or no id in common
+    (scoring would report a WER of 100 % from deletions alone)."""
+    if not refs:
+        raise W2VError(f"{ref_name}: no references (empty file)")
+    if not hyps:
+        raise W2VError(f"{hyp_name}: no hypotheses (empty file)")
+    if not any(k in hyps for k in refs):
+        raise W2VError(f"{hyp_name} and {ref_name} have no utterance id in common (e.g. {next(iter(hyps))!r} "
+                       f"and {next(iter(refs))!r}): hypotheses of another set?")
 
 
 # --- details (icefall's recogs-*/errs-* idea) ---------------------------------------------------

@@ -321,6 +321,8 @@ class Vocabulary:
             raw = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise W2VError(f"cannot read vocabulary {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise W2VError(f"{path}: not a vocabulary (not UTF-8 text)") from None
         if path.suffix == ".json":
             try:
                 mapping = json.loads(raw)

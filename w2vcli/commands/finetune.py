@@ -8,8 +8,8 @@ import typer
 
 from w2vcli.commands.pretrain import (CheckpointActivations, ClipNorm, ConfigFile, Gpus, LogInterval, Lr, Manifest, MaxSampleSize,
                                       MaxTokens, MaxUpdates, Nproc, NumWorkers, Out, Precision, Preset, Resume,
-                                      ScheduleUpdates, Seed, UpdateFreq, Valid, ValidInterval, Warmup,
-                                      common_layer, run)
+                                      ScheduleUpdates, Seed, SkipBadAudio, Threads, UpdateFreq, Valid,
+                                      ValidInterval, Warmup, common_layer, run)
 
 
 def finetune(
@@ -45,11 +45,17 @@ def finetune(
     log_interval: LogInterval = None,
     num_workers: NumWorkers = None,
     checkpoint_activations: CheckpointActivations = None,
+    skip_bad_audio: SkipBadAudio = None,
+    threads: Threads = None,
 ) -> None:
     """Fine-tune with CTC: feature encoder frozen, tri-stage learning rate, time and channel masking.
 
     Validation decodes greedily and reports WER and CER; OUT/best.pt keeps the lowest dev WER.
-    Example: w2v finetune --init exp/pt/best.pt --train data/train-10m.jsonl --valid data/dev.jsonl --out exp/ft
+    Output folder, --resume and signals as for `w2v pretrain`.
+
+    \b
+    Example:
+      w2v finetune --init exp/pt/best.pt --train data/train-10m.jsonl --valid data/dev.jsonl --out exp/ft
     """
     from w2vcli.train.config import FinetuneConfig
 
@@ -61,6 +67,6 @@ def finetune(
                        max_tokens=max_tokens, max_sample_size=max_sample_size, update_freq=update_freq, lr=lr,
                        warmup_updates=warmup_updates, schedule_updates=schedule_updates, clip_norm=clip_norm,
                        seed=seed, precision=precision, gpus=gpus, nproc=nproc, valid_interval=valid_interval,
-                       log_interval=log_interval, num_workers=num_workers,
-                       checkpoint_activations=checkpoint_activations)
+                       log_interval=log_interval, num_workers=num_workers, skip_bad_audio=skip_bad_audio,
+                       threads=threads, checkpoint_activations=checkpoint_activations)
     run(FinetuneConfig, preset, config, out, resume, cli)

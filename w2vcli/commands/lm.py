@@ -9,7 +9,7 @@ import typer
 
 from w2vcli.utils import log
 
-app = typer.Typer(help="Build n-gram language models with KenLM.", no_args_is_help=True)
+app = typer.Typer(help="Build n-gram language models with KenLM.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.command("build")

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="Write JSONL manifests, a vocabulary and transcripts from a corpus.", no_args_is_help=True)
+app = typer.Typer(help="Write JSONL manifests, a vocabulary and transcripts from a corpus.", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 Jobs = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all cores).")]
 
@@ -22,6 +23,24 @@ RulesFile = Annotated[Optional[Path], typer.Option("--rules", help="Use the text
 
 def _split(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
+
+
+def _out_folder(out: Path) -> Path:
+    """--out names a folder to write into: not an existing file."""
+    from w2vcli.errors import W2VError
+
+    if out.exists() and not out.is_dir():
+        raise W2VError(f"--out {out}: a file, not a folder (give a folder for the outputs)")
+    return out
+
+
+def _out_file(out: Path) -> Path:
+    """--out names a manifest file to write: not an existing folder."""
+    from w2vcli.errors import W2VError
+
+    if out.is_dir():
+        raise W2VError(f"--out {out}: a folder, not a file (give the manifest's name, e.g. {out / 'train.jsonl'})")
+    return out
 
 
 @app.command("librispeech")
@@ -50,7 +69,7 @@ def librispeech(
 
     sample = sample_transcripts(root) if word_boundary is None and rules is None else None
     text_rules = choose_rules(case or "upper", keep, digits, word_boundary, sample, rules)
-    prepare_librispeech(root, out, subsets=_split(subsets), force=force, jobs=jobs, rules=text_rules)
+    prepare_librispeech(root, _out_folder(out), subsets=_split(subsets), force=force, jobs=jobs, rules=text_rules)
 
 
 @app.command("fairseq")
@@ -71,7 +90,7 @@ def fairseq(
     sample = None
     if word_boundary is None and rules is None:
         sample = [r["text"] for t in tsv if t.suffix == ".tsv" for r in read_manifest(t)[:200] if r.get("text")]
-    prepare_fairseq(tsv, out, choose_rules(case or "upper", keep, digits, word_boundary, sample, rules))
+    prepare_fairseq(tsv, _out_folder(out), choose_rules(case or "upper", keep, digits, word_boundary, sample, rules))
 
 
 @app.command("commonvoice")
@@ -105,7 +124,7 @@ def commonvoice(
     names = _split(splits) or []
     sample = sample_sentences(root, names) if word_boundary is None and rules is None else None
     text_rules = choose_rules(case or "lower", keep, digits, word_boundary, sample, rules)
-    prepare_commonvoice(root, out, text_rules, splits=names, votes=VoteFilter(min_up_votes, max_down_votes),
+    prepare_commonvoice(root, _out_folder(out), text_rules, splits=names, votes=VoteFilter(min_up_votes, max_down_votes),
                         convert_to=convert, jobs=jobs, force=force)
 
 
@@ -138,7 +157,7 @@ def table(
     columns = Columns(audio_column, text_column, speaker_column)
     sample = [r["text"] for _, r in read_table(file, columns)[0][:200]] if word_boundary is None and rules is None else None
     text_rules = choose_rules(case or "lower", keep, digits, word_boundary, sample, rules)
-    prepare_table(file, out, text_rules, columns, jobs=jobs, force=force)
+    prepare_table(file, _out_file(out), text_rules, columns, jobs=jobs, force=force)
 
 
 @app.command("folder")
@@ -150,7 +169,7 @@ def folder(
     """An unlabeled manifest (for pretraining) of every audio file soundfile reads under DIRECTORY."""
     from w2vcli.data.folder import prepare_folder
 
-    prepare_folder(directory, out, jobs=jobs)
+    prepare_folder(directory, _out_file(out), jobs=jobs)
 
 
 @app.command("synth")
@@ -177,7 +196,7 @@ def synth(
     cfg = SynthConfig(train_hours=hours, dev_minutes=dev_minutes, test_minutes=test_minutes,
                       train_speakers=speakers, heldout_speakers=heldout_speakers,
                       sentences=sentences, seed=seed)
-    synthesize(cfg, out, jobs=jobs, force=force)
+    synthesize(cfg, _out_folder(out), jobs=jobs, force=force)
 
 
 @app.command("subset")
@@ -197,6 +216,7 @@ def subset(
     from w2vcli.errors import W2VError
     from w2vcli.utils import log
 
+    _out_file(out)
     rows = read_manifest(manifest)
     if labeled:
         rows = [r for r in rows if r.get("text")]

@@ -15,7 +15,7 @@ Manifest = Annotated[Path, typer.Option("--train", help="Training manifest (.jso
 Valid = Annotated[Optional[Path], typer.Option("--valid", help="Validation manifest: validated every --valid-interval updates; best.pt keeps the best.", exists=True, dir_okay=False)]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder: last.pt, best.pt, metrics.jsonl, config.toml.", file_okay=False)]
 Preset = Annotated[Optional[str], typer.Option("--preset", help="Model preset: tiny, small, base, large (default small).")]
-ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML file of options (overrides the preset; options given here override it). A \\[model] table changes model fields.", exists=True, dir_okay=False)]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML file of options (overrides the preset; options given here override it). A [model] table changes model fields.", exists=True, dir_okay=False)]
 MaxUpdates = Annotated[Optional[int], typer.Option("--max-updates", help="Stop after this many optimizer updates.", min=1)]
 MaxTokens = Annotated[Optional[int], typer.Option("--max-tokens", help="Audio samples per batch per device, padding included (16000 = 1 s).", min=1)]
 MaxSampleSize = Annotated[Optional[int], typer.Option("--max-sample-size", help="Pretraining: crop longer audio to this many samples at a random offset; fine-tuning: skip longer audio.", min=1)]
@@ -33,6 +33,8 @@ LogInterval = Annotated[Optional[int], typer.Option("--log-interval", help="A me
 NumWorkers = Annotated[Optional[int], typer.Option("--num-workers", help="DataLoader worker processes per device (0 = main process).", min=0)]
 CheckpointActivations = Annotated[Optional[bool], typer.Option("--checkpoint-activations/--no-checkpoint-activations", help="Recompute each Transformer layer in backward instead of storing its activations: less memory (longer utterances, bigger batches) for about one more forward pass.")]
 ClipNorm = Annotated[Optional[float], typer.Option("--clip-norm", help="Clip the gradient norm to this (0 = off).", min=0)]
+SkipBadAudio = Annotated[Optional[bool], typer.Option("--skip-bad-audio", help="Leave out (and count) manifest rows whose audio is missing or unreadable, instead of stopping before training.", show_default=False)]
+Threads = Annotated[Optional[int], typer.Option("--threads", help="CPU threads per training process (default: the usable cores shared among --nproc processes, or OMP_NUM_THREADS; 0 = torch's default).", min=0)]
 
 
 def common_layer(**options) -> dict:
@@ -86,13 +88,19 @@ def pretrain(
     log_interval: LogInterval = None,
     num_workers: NumWorkers = None,
     checkpoint_activations: CheckpointActivations = None,
+    skip_bad_audio: SkipBadAudio = None,
+    threads: Threads = None,
 ) -> None:
     """Pretrain a wav2vec 2.0 model on unlabelled audio (contrastive + diversity loss).
 
     Writes OUT/last.pt (every --valid-interval updates, at the end, and on SIGTERM/Ctrl-C),
-    OUT/best.pt (lowest validation loss), OUT/metrics.jsonl and OUT/config.toml.
-    Example: w2v pretrain --train data/train.jsonl --valid data/dev.jsonl --preset small --out exp/pt
-    Continue a published model on your own audio: w2v pretrain --init wav2vec2-base/ --train data/mine.jsonl --out exp/cpt
+    OUT/best.pt (lowest validation loss), OUT/metrics.jsonl and OUT/config.toml. An OUT that
+    holds a run is refused unless --resume; --resume with no checkpoint yet starts afresh.
+
+    \b
+    Example:
+      w2v pretrain --train data/train.jsonl --valid data/dev.jsonl --preset small --out exp/pt
+      w2v pretrain --init wav2vec2-base/ --train data/mine.jsonl --out exp/cpt   # continue a published model
     """
     from w2vcli.train.config import PretrainConfig
 
@@ -100,6 +108,6 @@ def pretrain(
                        max_sample_size=max_sample_size, update_freq=update_freq, lr=lr,
                        warmup_updates=warmup_updates, schedule_updates=schedule_updates, clip_norm=clip_norm,
                        seed=seed, precision=precision, gpus=gpus, nproc=nproc, valid_interval=valid_interval,
-                       log_interval=log_interval, num_workers=num_workers,
-                       checkpoint_activations=checkpoint_activations)
+                       log_interval=log_interval, num_workers=num_workers, skip_bad_audio=skip_bad_audio,
+                       threads=threads, checkpoint_activations=checkpoint_activations)
     run(PretrainConfig, preset, config, out, resume, cli)

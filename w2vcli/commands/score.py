@@ -23,11 +23,12 @@ def score(
     """Word and character error rates with substitution, deletion and insertion counts.
 
     Utterances are matched by id. A reference id missing from HYP counts as all deletions
-    (with a warning naming it); hypothesis ids without a reference are ignored (warned).
+    (with a warning naming it); hypothesis ids without a reference are ignored (warned). An
+    empty file, or no id in common, is an error.
     WER and CER equal jiwer's on the same (normalised) strings; CER counts spaces between words.
     For scripts written without spaces CER is the headline figure (WER is then the sentence error rate).
     """
-    from w2vcli.score import read_transcripts, score_texts, write_details
+    from w2vcli.score import check_ids, read_transcripts, score_texts, write_details
     from w2vcli.text import ENGLISH, RULES_FILE, TextRules
 
     text_rules = TextRules.load(rules) if rules else TextRules.beside(ref)
@@ -35,7 +36,9 @@ def score(
         text_rules = ENGLISH
         if normalize:
             log(f"no {RULES_FILE} beside {ref}: normalising with the English rules (--rules to choose)")
-    report = score_texts(read_transcripts(ref), read_transcripts(hyp), normalize=normalize, rules=text_rules)
+    refs, hyps = read_transcripts(ref), read_transcripts(hyp)
+    check_ids(refs, hyps, str(ref), str(hyp))
+    report = score_texts(refs, hyps, normalize=normalize, rules=text_rules)
     if details is not None:
         paths = write_details(report, details)
         log(f"wrote {', '.join(str(p) for p in paths)}")

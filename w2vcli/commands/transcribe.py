@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -26,7 +27,7 @@ def transcribe(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="w2v checkpoint, Hugging Face directory, fairseq .pt, or .onnx from `w2v export --to onnx`.")],
     audio: Annotated[Optional[list[str]], typer.Argument(help="Audio files (any format soundfile reads).", show_default=False)] = None,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="Transcribe a JSONL/tsv manifest instead of files.", dir_okay=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="With --manifest: hypothesis JSONL to write ({id, text, words, ...} per line).", dir_okay=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="With --manifest: hypothesis JSONL to write ({id, text, words, ...} per line); with AUDIO files: write what would be printed (--format) to this file.", dir_okay=False)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Output for files: txt | jsonl | srt | vtt.")] = "txt",
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Write AUDIO-STEM.FORMAT files here instead of printing.", file_okay=False)] = None,
     lm: Annotated[Optional[Path], typer.Option("--lm", help="KenLM binary or ARPA model: beam search with shallow fusion.", dir_okay=False)] = None,
@@ -49,6 +50,7 @@ def transcribe(
     tune_beta: Annotated[str, typer.Option("--tune-beta", help="β values of the grid (or the range of random trials).")] = "-1,0,1,2,3",
     tune_trials: Annotated[int, typer.Option("--tune-trials", help="Random (α, β) trials instead of the grid (0 = grid).")] = 0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random trials.")] = 0,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the model (default: the usable cores less one per --jobs decoder process, or OMP_NUM_THREADS; 0 = torch's default).", min=0)] = None,
 ) -> None:
     """Transcribe audio files (or a manifest) with a CTC model.
 
@@ -74,7 +76,12 @@ def transcribe(
         raise W2VError("--tune needs --manifest DEV.jsonl (with text) and --lm")
     if fmt in ("srt", "vtt") and len(files) > 1 and out_dir is None:
         raise W2VError(f"--format {fmt} for several files needs --out-dir")
+    if files and out is not None and out_dir is not None:
+        raise W2VError("give --out FILE (everything in one file) or --out-dir DIR (one file per audio file), not both")
 
+    from w2vcli import cpu
+
+    cpu.set_threads(cpu.inference_threads(cpu.AUTO if threads is None else threads, jobs))
     model = w2vcli.load_model(model_path, device="cpu", vocab=vocab)
     if not hasattr(model, "vocab"):
         raise W2VError(f"{model_path}: not a CTC model (no vocabulary/output layer); fine-tune it first")
@@ -108,12 +115,13 @@ def transcribe(
         from w2vcli.utils import atomic_open
 
         written: set[Path] = set()
+        sink = atomic_open(out, "w", encoding="utf-8") if out is not None else contextlib.nullcontext(sys.stdout)
 
         def emit(t: dict) -> None:
             text = render(t, fmt, with_path=len(files) > 1)
             if out_dir is None:
-                sys.stdout.write(text)
-                sys.stdout.flush()
+                stream.write(text)
+                stream.flush()
                 return
             stem, n = Path(t["audio"]).stem, 1
             target = out_dir / f"{stem}.{fmt}"
@@ -126,7 +134,10 @@ def transcribe(
             with atomic_open(target, "w", encoding="utf-8") as f:
                 f.write(text)
 
-        stats = transcribe_files(model, files, options, emit)
+        with sink as stream:  # --out: complete when it appears (written atomically)
+            stats = transcribe_files(model, files, options, emit)
+        if out is not None:
+            log(f"wrote {stats.files} transcript(s) to {out}")
     log(stats.summary())
     if stats.failed:
         raise W2VError(f"{len(stats.failed)} of {stats.files + len(stats.failed)} file(s) could not be transcribed: "

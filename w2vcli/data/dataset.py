@@ -7,7 +7,7 @@ The pieces, in the order the training loop uses them:
                         between batches per epoch from (seed, epoch), sharded across ranks, and
                         resumable at (epoch, batch index)
     collate             pads to the longest utterance: wav[B,S], lengths[B], targets[B,L]
-    make_loader         a DataLoader over the three with worker processes
+    make_loader         a DataLoader over the three with worker processes (`Loader.close` stops them)
 
 All randomness is a pure function of (seed, epoch, utterance index), never of a worker's or
 the process's random state, so a run resumed at (epoch, batch) sees exactly the batches and
@@ -17,6 +17,7 @@ crops it would have seen, whatever `num_workers` is.
 from __future__ import annotations
 
 import signal
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,9 +173,11 @@ class BucketBatchSampler(Sampler):
 
 def filter_rows(rows: list[dict], min_size: int, max_size: int | None, name: str) -> list[dict]:
     """Drop rows shorter than `min_size` or (if `max_size`) longer, with one warning saying how many."""
+    if not rows:
+        raise W2VError(f"{name}: the manifest has no rows")
+    limits = f"shorter than {min_size} samples" + (f" or longer than {max_size}" if max_size else "")
     keep = [r for r in rows if row_length(r) >= min_size and (max_size is None or row_length(r) <= max_size)]
     if len(keep) < len(rows):
-        limits = f"shorter than {min_size} samples" + (f" or longer than {max_size}" if max_size else "")
         warn(f"{name}: skipping {len(rows) - len(keep)} of {len(rows)} utterances {limits}")
     if not keep:
         raise W2VError(f"{name}: no utterances left after length filtering ({limits})")
@@ -184,15 +187,71 @@ def filter_rows(rows: list[dict], min_size: int, max_size: int | None, name: str
 def _worker_init(_worker_id: int) -> None:
     # Ctrl-C, `timeout` and batch schedulers signal the whole process group: let the main
     # process finish its update and write a checkpoint instead of seeing its workers die
-    # mid-batch (workers exit by themselves when the main process is gone).
+    # mid-batch (workers exit by themselves when the main process is gone). Since they ignore
+    # SIGTERM, the main process must stop them itself on every way out: `Loader.close`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+class Loader(DataLoader):
+    """A DataLoader whose worker processes can be stopped at any moment with `close()`.
+
+    Its workers ignore SIGINT and SIGTERM (`_worker_init`). Without `close()`, a run that stops
+    on an error or a second Ctrl-C would wait forever at exit: Python's exit handler
+    terminates child processes with SIGTERM and then joins them.
+    """
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        if self.num_workers:
+            live = [ref for ref in getattr(self, "_live", []) if ref() is not None]
+            self._live = live + [weakref.ref(iterator)]
+        return iterator
+
+    def close(self) -> None:
+        """Stop the worker processes of every iterator still open over this loader."""
+        for ref in getattr(self, "_live", []):
+            iterator = ref()
+            if iterator is not None:
+                stop_workers(iterator)
+        self._live = []
+
+
+def stop_workers(iterator) -> None:
+    """Stop a DataLoader iterator's worker processes now: torch's own shutdown (each worker is
+    asked to exit and joined for up to 5 s), then SIGKILL for any that is still alive."""
+    workers = list(getattr(iterator, "_workers", ()))
+    try:
+        iterator._shutdown_workers()
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+                w.join(timeout=5)
+
+
+def worker_error(exc: Exception) -> W2VError | None:
+    """The one-line W2VError for an exception that came out of a DataLoader worker, else None.
+
+    torch re-raises a worker's exception in the main process as the same type with the message
+    "Caught X in DataLoader worker process N.\nOriginal Traceback ...\nX: message"; a worker
+    that died (killed, out of memory) gives "DataLoader worker (pid(s) ...) exited unexpectedly".
+    """
+    text = str(exc).strip()
+    if "in DataLoader worker process" in text:
+        last = text.splitlines()[-1]
+        if isinstance(exc, W2VError):  # its message names the file
+            return W2VError(last.removeprefix("w2vcli.errors.W2VError: "))
+        return W2VError(f"a data loading worker failed: {last} (W2V_DEBUG=1 shows where)")
+    if "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by signal" in text):
+        return W2VError(f"{text.splitlines()[0]}; if the system ran out of memory, lower --num-workers")
+    return None
+
+
 def make_loader(dataset: AudioDataset, sampler: BucketBatchSampler, num_workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False) -> Loader:
     """A DataLoader that draws nothing from the global torch RNG (it has its own generator)."""
-    return DataLoader(
+    return Loader(
         dataset,
         batch_sampler=sampler,
         collate_fn=collate,

@@ -46,9 +46,7 @@ def _infos(paths: list[str]) -> list[tuple[str, int, int] | str]:
 
 def prepare_folder(folder: str | os.PathLike, out: str | os.PathLike, jobs: int | None = None) -> list[dict]:
     """Write `out` (JSONL) listing every readable audio file under `folder`, sorted by path."""
-    from rich.progress import Progress
-
-    from w2vcli.utils import console
+    from w2vcli.utils import ProgressBar
 
     root = Path(folder).resolve()
     if not root.is_dir():
@@ -61,8 +59,7 @@ def prepare_folder(folder: str | os.PathLike, out: str | os.PathLike, jobs: int 
     chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
     jobs = min(jobs or os.cpu_count() or 1, len(chunks))
     results: list[tuple[str, int, int] | str] = []
-    with Progress(console=console, transient=True) as progress:
-        bar = progress.add_task("reading headers", total=len(paths))
+    with ProgressBar("reading headers", len(paths), "files") as progress:
         if jobs <= 1:
             mapped = map(_infos, chunks)
         else:
@@ -70,7 +67,7 @@ def prepare_folder(folder: str | os.PathLike, out: str | os.PathLike, jobs: int 
             mapped = pool.map(_infos, chunks)
         for part in mapped:
             results.extend(part)
-            progress.advance(bar, len(part))
+            progress.advance(len(part))
         if jobs > 1:
             pool.shutdown()
     rows = []

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
 from w2vcli.errors import W2VError
 from w2vcli.text import WORD_BOUNDARY
-from w2vcli.utils import atomic_open, write_jsonl
+from w2vcli.utils import atomic_open, log, warn, write_jsonl
 
 REQUIRED = ("id", "audio", "num_samples", "sample_rate")
 FAIRSEQ_RATE = 16000  # Hz, what fairseq's tsv manifests assume
@@ -29,9 +31,10 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise W2VError(f"{path}: manifest not found")
-    if path.suffix == ".tsv":
-        return _read_tsv(path)
-    return _read_jsonl(path)
+    try:
+        return _read_tsv(path) if path.suffix == ".tsv" else _read_jsonl(path)
+    except UnicodeDecodeError as exc:
+        raise W2VError(f"{path}: not a manifest (not UTF-8 text at byte {exc.start})") from None
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -53,7 +56,7 @@ def _read_jsonl(path: Path) -> list[dict]:
             for key in ("num_samples", "sample_rate"):
                 if not isinstance(row[key], int) or isinstance(row[key], bool) or row[key] <= 0:
                     raise W2VError(f"{path}:{n}: field {key} must be a positive integer, got {row[key]!r}")
-            if not isinstance(row["audio"], str) or not row["audio"]:
+            if not isinstance(row["audio"], str) or not row["audio"] or "\0" in row["audio"]:
                 raise W2VError(f"{path}:{n}: field audio must be a path string")
             if "text" in row and not isinstance(row["text"], str):
                 raise W2VError(f"{path}:{n}: field text must be a string")
@@ -69,8 +72,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _read_tsv(path: Path) -> list[dict]:
     lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or not lines[0].strip():
-        raise W2VError(f"{path}:1: expected the audio root directory on the first line")
+    if not lines or not lines[0].strip() or "\0" in "".join(lines):
+        raise W2VError(f"{path}:1: expected the audio root directory on the first line, then paths")
     root = Path(lines[0].strip())
     if not root.is_absolute():
         root = (path.parent / root).resolve()
@@ -101,7 +104,10 @@ def _read_fairseq_text(tsv: Path, count: int) -> list[str] | None:
         side = tsv.with_suffix(suffix)
         if not side.is_file():
             continue
-        lines = side.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = side.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise W2VError(f"{side}: not UTF-8 text (at byte {exc.start})") from None
         if lines and not lines[-1].strip() and len(lines) == count + 1:
             lines = lines[:-1]
         if len(lines) != count:
@@ -110,6 +116,52 @@ def _read_fairseq_text(tsv: Path, count: int) -> list[str] | None:
             lines = [line.replace(" ", "").replace(WORD_BOUNDARY, " ") for line in lines]
         return [" ".join(line.split()) for line in lines]  # normalised by the text rules of whoever reads them
     return None
+
+
+CHECK_THREADS = 16  # header reads in flight at once (I/O bound: network file systems like many)
+
+
+def check_audio(rows: list[dict], name: str, skip: bool = False, threads: int = CHECK_THREADS,
+                quiet: bool = False) -> list[dict]:
+    """Check, before training, that every row's audio exists and its header reads.
+
+    A missing or unreadable file is a W2VError naming the row (and how many more there are);
+    with `skip`, such rows are left out and counted in a warning instead. Rows whose header
+    disagrees with their `num_samples`/`sample_rate` are counted in a warning (a stale
+    manifest). Headers are read in `threads` threads. Returns the usable rows.
+    """
+    from w2vcli.audio import audio_info
+
+    def header(path: str):
+        try:
+            return audio_info(path, check_end=False)
+        except W2VError as exc:
+            return str(exc)
+
+    paths = list(dict.fromkeys(r["audio"] for r in rows))
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        infos = dict(zip(paths, pool.map(header, paths)))
+    bad = [r for r in rows if isinstance(infos[r["audio"]], str)]
+    stale = [r for r in rows if not isinstance(infos[r["audio"]], str)
+             and (infos[r["audio"]].num_samples, infos[r["audio"]].sample_rate) != (r["num_samples"], r["sample_rate"])]
+    seconds = time.perf_counter() - t0
+    if seconds > 2 and not quiet:
+        log(f"{name}: checked {len(paths)} audio files in {seconds:.1f} s")
+    if bad and not skip:
+        more = f" (and {len(bad) - 1} more of {len(rows)} rows; --skip-bad-audio leaves them out)" if len(bad) > 1 else ""
+        raise W2VError(f"{name}: row {bad[0]['id']!r}: {infos[bad[0]['audio']]}{more}")
+    if bad and not quiet:
+        warn(f"{name}: skipping {len(bad)} of {len(rows)} rows whose audio is missing or unreadable "
+             f"(first: row {bad[0]['id']!r}: {infos[bad[0]['audio']]})")
+    if stale and not quiet:
+        r, info = stale[0], infos[stale[0]["audio"]]
+        warn(f"{name}: {len(stale)} rows disagree with their audio's header (first: row {r['id']!r} says "
+             f"{r['num_samples']} samples at {r['sample_rate']} Hz, the file holds {info.num_samples} at "
+             f"{info.sample_rate} Hz): the manifest is out of date, prepare it again")
+    if len(bad) == len(rows):
+        raise W2VError(f"{name}: no row has readable audio")
+    return [r for r in rows if not isinstance(infos[r["audio"]], str)] if bad else rows
 
 
 def write_manifest(path: str | os.PathLike, rows: Iterable[dict]) -> int:

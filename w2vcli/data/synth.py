@@ -352,9 +352,7 @@ def write_speakers(out: Path, tasks: list[Task], seconds: dict[int, float]) -> N
 
 def synthesize(cfg: SynthConfig, out: str | os.PathLike, jobs: int | None = None, force: bool = False) -> dict:
     """Make the corpus in `out`; returns {subset: {"utterances", "hours"}}. Skips a finished identical corpus."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from w2vcli.utils import console
+    from w2vcli.utils import ProgressBar
 
     out = Path(out)
     marker = out / "synth.done"
@@ -379,11 +377,7 @@ def synthesize(cfg: SynthConfig, out: str | os.PathLike, jobs: int | None = None
     summary = {s: {"utterances": 0, "hours": 0.0} for s in SUBSETS}
     spk_seconds: dict[int, float] = {}
     total = sum(t.budget for t in tasks)
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress, \
-            ProcessPoolExecutor(max_workers=jobs) as pool:
-        bar = progress.add_task("synthesizing", total=total)
+    with ProgressBar("synthesizing", total, "s of audio") as progress, ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(run_task, t, str(out)): t for t in order}
         for fut in as_completed(futures):
             task = futures[fut]
@@ -395,7 +389,7 @@ def synthesize(cfg: SynthConfig, out: str | os.PathLike, jobs: int | None = None
             summary[subset]["utterances"] += n
             summary[subset]["hours"] += secs / 3600
             spk_seconds[task.speaker.id] = spk_seconds.get(task.speaker.id, 0.0) + secs
-            progress.advance(bar, task.budget)
+            progress.advance(task.budget)
     write_speakers(out, tasks, spk_seconds)
     summary = {s: v for s, v in summary.items() if v["utterances"]}
     for s, v in summary.items():

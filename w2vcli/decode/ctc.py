@@ -21,7 +21,7 @@ import numpy as np
 
 from w2vcli.errors import W2VError
 from w2vcli.text import BLANK, SPECIALS, Vocabulary
-from w2vcli.utils import warn
+from w2vcli.utils import quiet_stderr, warn
 
 SP_WORD = "\u2581"  # sentencepiece's word-start marker
 
@@ -144,25 +144,33 @@ class BeamSearchDecoder:
         if options.lm is not None:
             from w2vcli.decode.lm import read_unigrams, unigrams_path
 
+            arpa = _check_lm_file(options.lm)
             path = options.unigrams or (str(unigrams_path(options.lm)) if unigrams_path(options.lm).is_file() else None)
             if path is not None:
                 unigrams = read_unigrams(path)
-            elif _is_arpa(options.lm):
+            elif arpa:
                 from pyctcdecode.language_model import load_unigram_set_from_arpa
 
-                unigrams = sorted(load_unigram_set_from_arpa(options.lm) - {"<s>", "</s>", "<unk>"})
+                try:
+                    unigrams = sorted(load_unigram_set_from_arpa(options.lm) - {"<s>", "</s>", "<unk>"})
+                except ValueError as exc:  # also UnicodeDecodeError
+                    raise W2VError(f"{options.lm}: not a usable ARPA file ({exc})") from None
             else:
                 warn(
                     f"no unigram list for {options.lm} (expected {unigrams_path(options.lm)}, which `w2v lm build` "
                     "writes): beam search treats every word as known; pass --unigrams"
                 )
         try:
-            self._decoder = build_ctcdecoder(
-                labels, kenlm_model_path=options.lm, unigrams=unigrams, alpha=float(options.alpha),
-                beta=float(options.beta), unk_score_offset=float(options.unk_score_offset),
-            )  # fmt: skip
+            with quiet_stderr(KENLM_NOISE):  # KenLM's loading banner and progress bar
+                self._decoder = build_ctcdecoder(
+                    labels, kenlm_model_path=options.lm, unigrams=unigrams, alpha=float(options.alpha),
+                    beta=float(options.beta), unk_score_offset=float(options.unk_score_offset),
+                )  # fmt: skip
         except (OSError, RuntimeError, ValueError) as exc:
-            raise W2VError(f"cannot set up beam search{f' with {options.lm}' if options.lm else ''}: {exc}") from None
+            reason = str(exc).strip()
+            if "threw" in reason and "Exception." in reason:  # KenLM: "... (FILE:LINE in SIGNATURE threw XException. WHY)"
+                reason = reason.split("Exception.", 1)[1].strip().rstrip(")")
+            raise W2VError(f"cannot set up beam search{f' with {options.lm}' if options.lm else ''}: {reason}") from None
 
     def set_lm_weights(self, alpha: float, beta: float) -> None:
         """Change α and β without reloading the LM (used by `--tune`)."""
@@ -191,10 +199,25 @@ class BeamSearchDecoder:
         return Hypothesis(text, words, float(score))
 
 
-def _is_arpa(path: str) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(64).lstrip()
-    return head.startswith(b"\\data\\")
+# what KenLM writes to stderr while it loads a model: "Loading the LM will be faster if you build a
+# binary file.", "Reading PATH", a "----5---10---...--100" scale and a row of stars
+KENLM_NOISE = r"^(Loading the LM will be faster|Reading |-+5-+10-|\*+\s*$)"
+KENLM_BINARY = b"mmap lm http://kheafield.com/code"  # how KenLM's binary files begin
+
+
+def _check_lm_file(path: str) -> bool:
+    """True for an ARPA file, False for a KenLM binary; a W2VError for anything else."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise W2VError(f"{path}: cannot read the language model ({exc.strerror})") from None
+    if head.lstrip().startswith(b"\\data\\"):
+        return True
+    if head.startswith(KENLM_BINARY):
+        return False
+    raise W2VError(f"{path}: not a KenLM language model (neither an ARPA file nor a KenLM binary; "
+                   "`w2v lm build` makes one)")
 
 
 def make_decoder(vocab: Vocabulary, options: DecodingOptions) -> GreedyDecoder | BeamSearchDecoder:

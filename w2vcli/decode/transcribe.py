@@ -23,7 +23,7 @@ from w2vcli.audio import audio_info, load_audio, resampled_length
 from w2vcli.decode.ctc import DecoderPool, DecodingOptions, Hypothesis, make_decoder
 from w2vcli.decode.emissions import SAMPLE_RATE, EmissionOptions, Emitter
 from w2vcli.errors import W2VError
-from w2vcli.utils import console, warn
+from w2vcli.utils import ProgressBar, warn
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,6 @@ class Stats:
             f"{procs} = {share:.0f}% of the wall time, audio loading {self.load_seconds:.1f} s)"
             + (f"; {len(self.failed)} failed" if self.failed else "")
         )
-
-
-def _progress(total: int, what: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True, disable=not console.is_terminal,
-    )  # fmt: skip
 
 
 def iter_emissions(
@@ -150,8 +141,7 @@ def transcribe_items(
     emitter = Emitter(model, options.emission)
     jobs = options.jobs if options.decoding.method == "beam" else 1
     inflight: deque = deque()  # (key, path, samples, handle) in item order
-    with _progress(len(items), "transcribing") as progress, DecoderPool(decoder, jobs) as pool:
-        task = progress.add_task("files", total=len(items))
+    with ProgressBar("transcribing", len(items), "files") as progress, DecoderPool(decoder, jobs) as pool:
 
         def finish() -> None:
             key, path, n, handle = inflight.popleft()
@@ -160,9 +150,9 @@ def transcribe_items(
             stats.files += 1
             stats.audio_seconds += n / SAMPLE_RATE
             on_result(key, transcript(path, hyp, n, emitter.frame_seconds))
-            progress.advance(task)
+            progress.advance()
 
-        for key, path, lp, n in iter_emissions(emitter, items, stats, lambda p, m: (on_error(p, m), progress.advance(task))):
+        for key, path, lp, n in iter_emissions(emitter, items, stats, lambda p, m: (on_error(p, m), progress.advance())):
             inflight.append((key, path, n, pool.submit(lp)))
             while inflight and (inflight[0][3].ready() or len(inflight) > 4 * pool.jobs):
                 finish()
@@ -237,13 +227,12 @@ def tune_lm(
     stats = Stats()
     emitter = Emitter(model, options.emission)
     emissions: dict[str, np.ndarray] = {}
-    with _progress(len(rows), "emissions") as progress:
-        task = progress.add_task("files", total=len(rows))
+    with ProgressBar("emissions", len(rows), "files") as progress:
         for key, _path, lp, n in iter_emissions(emitter, manifest_items(rows), stats, lambda p, m: on_error(p, m)):
             emissions[key] = lp
             stats.files += 1
             stats.audio_seconds += n / SAMPLE_RATE
-            progress.advance(task)
+            progress.advance()
     stats.model_seconds, stats.mode = emitter.model_seconds, str(emitter.mode)
 
     keys = list(emissions)
@@ -256,13 +245,12 @@ def tune_lm(
     greedy = GreedyDecoder(model.vocab)
     results = [TuneResult(None, None, *wer_of([greedy.decode(emissions[k]).text for k in keys]))]
     decoder = model_decoder(model, options.decoding)
-    with _progress(len(pairs), "tuning") as progress, DecoderPool(decoder, options.jobs) as pool:
-        task = progress.add_task("pairs", total=len(pairs))
+    with ProgressBar("tuning", len(pairs), "(α, β) pairs") as progress, DecoderPool(decoder, options.jobs) as pool:
         for alpha, beta in pairs:
             out = pool.map([emissions[k] for k in keys], weights=(alpha, beta))
             stats.decode_seconds += sum(sec for _, sec in out)
             results.append(TuneResult(alpha, beta, *wer_of([hyp.text for hyp, _ in out])))
-            progress.advance(task)
+            progress.advance()
         stats.decode_jobs = pool.jobs
     stats.wall_seconds = time.perf_counter() - t_start
     # scripts written without spaces: WER is the sentence error rate, CER decides (w2vcli/score.py)

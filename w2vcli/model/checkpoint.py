@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
     Anything that would import a module outside the allow-list raises a W2VError naming it.
     """
     path = Path(path)
+    zipped = _check_torch_file(path)
     stubs: dict[str, type] = {}
     try:
         for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
@@ -247,7 +249,9 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         pass  # legacy (non-zip) file or unreadable: the loop below finds names one by one
     for _ in range(500):
         try:
-            with torch.serialization.safe_globals([(cls, name) for name, cls in stubs.items()]):
+            with torch.serialization.safe_globals([(cls, name) for name, cls in stubs.items()]), \
+                    warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)  # a random file
                 return torch.load(path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as exc:
             message = str(exc)
@@ -256,8 +260,8 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
                 blocked = _BLOCKED.search(message)
                 if blocked:
                     raise _refuse(path, blocked.group(1)) from None
-                first = next((line for line in message.splitlines() if line.strip() and "Weights only" not in line), message)
-                raise W2VError(f"refusing to load {path}: it is not a plain weights file ({first.strip()})") from None
+                reason = message.rpartition("WeightsUnpickler error:")[2].strip().split("\n\n")[0].strip()
+                raise W2VError(f"{path}: not a checkpoint, or a damaged one ({reason or 'unreadable pickle'})") from None
             name = m.group(1)
             if "." not in name:
                 name = f"builtins.{name}"
@@ -265,8 +269,35 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
                 raise _refuse(path, name) from None
             stubs[name] = _stub_for(name)
         except (RuntimeError, EOFError, OSError) as exc:
-            raise W2VError(f"cannot read checkpoint {path}: {exc}") from None
+            what = "a truncated or damaged checkpoint" if zipped else "not a checkpoint, or a damaged one"
+            raise W2VError(f"{path}: {what} ({str(exc).strip() or type(exc).__name__})") from None
     raise W2VError(f"refusing to load {path}: too many unknown objects inside")
+
+
+# first bytes of audio files, to say so when one is given as the model (whisper's argument order)
+_AUDIO_MAGIC = ((b"fLaC", "FLAC"), (b"RIFF", "WAV"), (b"OggS", "Ogg"), (b"ID3", "MP3"), (b"\xff\xfb", "MP3"),
+                (b"\xff\xf3", "MP3"), (b"\xff\xf2", "MP3"), (b"FORM", "AIFF"))
+
+
+def _check_torch_file(path: Path) -> bool:
+    """Say plainly what a file is when it cannot be a torch checkpoint (a zip archive, or a
+    pickle for files saved before torch 1.6). Returns True for a zip archive."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise W2VError(f"{path}: cannot read ({exc.strerror})") from None
+    if not head:
+        raise W2VError(f"{path}: empty file (0 bytes), not a checkpoint")
+    if head.startswith(b"PK\x03\x04"):
+        return True
+    if head.startswith(b"\x80"):  # pickle protocol 2 or later
+        return False
+    audio = next((kind for magic, kind in _AUDIO_MAGIC if head.startswith(magic)), None)
+    if audio:
+        raise W2VError(f"{path}: a {audio} audio file, not a model checkpoint "
+                       "(`w2v transcribe` takes the model first: MODEL AUDIO...)")
+    raise W2VError(f"{path}: not a checkpoint (neither a torch zip archive nor a pickle)")
 
 
 def _refuse(path: Path, name: str) -> W2VError:

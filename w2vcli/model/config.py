@@ -20,6 +20,14 @@ from typing import Callable
 from w2vcli.errors import W2VError
 
 
+# fields that count something (at least 1 each) and probabilities (in [0, 1])
+POSITIVE = ("conv_dim", "conv_kernel", "conv_stride", "hidden_size", "num_layers", "num_heads", "ffn_dim",
+            "pos_conv_kernel", "pos_conv_groups", "num_codebooks", "codebook_size", "codevector_dim", "proj_dim",
+            "mask_time_length", "mask_channel_length")
+PROBABILITIES = ("dropout", "attention_dropout", "activation_dropout", "feature_dropout", "layer_drop",
+                 "quantizer_dropout", "mask_channel_prob", "final_dropout")
+
+
 @dataclass
 class ModelConfig:
     # --- feature encoder (conv stack over the raw waveform) -------------------------------------
@@ -79,6 +87,13 @@ class ModelConfig:
                 f"conv_dim, conv_kernel and conv_stride need the same length, got "
                 f"{len(self.conv_dim)}, {len(self.conv_kernel)}, {len(self.conv_stride)}"
             )
+        for name in POSITIVE:
+            value = getattr(self, name)
+            if (min(value) if isinstance(value, tuple) else value) < 1:
+                raise W2VError(f"{name} must be at least 1, got {value}")
+        for name in PROBABILITIES:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise W2VError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.feature_norm not in ("group", "layer"):
             raise W2VError(f"feature_norm must be 'group' or 'layer', got {self.feature_norm!r}")
         if self.hidden_size % self.num_heads:
@@ -119,17 +134,54 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        """Build from `to_dict` output; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise W2VError(f"unknown model config fields: {', '.join(unknown)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str = "model config") -> "ModelConfig":
+        """Build from `to_dict` output; unknown keys and values of the wrong type are errors naming them."""
+        return cls(**check_fields(d, where))
 
     def replace(self, **changes) -> "ModelConfig":
         """A copy with some fields changed (validated)."""
         return ModelConfig.from_dict({**self.to_dict(), **changes})
+
+
+def check_fields(d: dict, where: str = "model config") -> dict:
+    """`d` with each value checked against its ModelConfig field's type (ints may be given as
+    integral floats, floats as ints), or a W2VError naming `where`, the field and the value."""
+    if not isinstance(d, dict):
+        raise W2VError(f"{where}: expected a table of model fields, got {d!r}")
+    known = {f.name: f.default for f in fields(ModelConfig)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise W2VError(f"{where}: unknown model config fields: {', '.join(map(str, unknown))}")
+    out = {}
+    for name, value in d.items():
+        out[name] = _typed(value, known[name])
+        if out[name] is None:
+            kind = "a list of integers" if isinstance(known[name], tuple) else type(known[name]).__name__
+            raise W2VError(f"{where}: {name} must be {kind}, got {value!r}")
+    return out
+
+
+def _typed(value, default):
+    """`value` as the type of `default`, or None if it is not one."""
+    def integer(v):
+        if isinstance(v, bool):
+            return None
+        if isinstance(v, int):
+            return v
+        return int(v) if isinstance(v, float) and v.is_integer() else None
+
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else None
+    if isinstance(default, int):
+        return integer(value)
+    if isinstance(default, float):
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(default, str):
+        return value if isinstance(value, str) else None
+    if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+        items = [integer(v) for v in value]
+        return tuple(items) if items and None not in items else None
+    return None
 
 
 def mask_prob_from_start_prob(p: float, span: int) -> float:

@@ -46,6 +46,8 @@ class TrainConfig:
     min_sample_size: int = 8000  # skip shorter audio (samples)
     update_freq: int = 1  # batches per update per device (gradient accumulation)
     num_workers: int = 2  # DataLoader worker processes per device (0 = load in the main process)
+    skip_bad_audio: bool = False  # leave out (and count) rows whose audio is missing or unreadable
+    threads: int = -1  # intra-op CPU threads per process (-1 = usable cores / processes, 0 = torch's default)
     # optimizer (AdamW, fairseq's adam: betas 0.9/0.98, eps 1e-6, decoupled weight decay)
     lr: float = 5e-4  # peak learning rate
     warmup_updates: int = 500  # polynomial schedule's linear warmup
@@ -84,6 +86,8 @@ class TrainConfig:
                 raise W2VError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.gpus < 0 or self.num_workers < 0:
             raise W2VError("--gpus and --num-workers cannot be negative")
+        if self.threads < -1:
+            raise W2VError(f"--threads must be 0 (torch's default) or more, got {self.threads}")
         if self.lr <= 0:
             raise W2VError(f"--lr must be positive, got {self.lr}")
 
@@ -212,6 +216,8 @@ def _coerce(cfg_cls, name: str, value, source: str):
         raise W2VError(f"{source}: unknown option {name!r} (known: {', '.join(sorted(known))})")
     default = known[name].default if known[name].default is not dataclasses.MISSING else known[name].default_factory()
     if isinstance(default, tuple) and isinstance(value, list):
+        if len(value) != len(default) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise W2VError(f"{source}: option {name!r} must be a list of {len(default)} numbers, got {value!r}")
         return tuple(value)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -227,11 +233,15 @@ def read_toml(path: str | os.PathLike, cfg_cls) -> dict:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise W2VError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise W2VError(f"{path}: not a TOML file (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise W2VError(f"{path}: not valid TOML ({exc})") from None
+    from w2vcli.model.config import check_fields
+
     out = {}
     for name, value in raw.items():
-        out[name] = value if name == "model" else _coerce(cfg_cls, name, value, str(path))
+        out[name] = check_fields(value, f"{path}: [model]") if name == "model" else _coerce(cfg_cls, name, value, str(path))
     return out
 
 

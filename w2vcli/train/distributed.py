@@ -87,7 +87,7 @@ def all_gather_object(obj, d: Dist) -> list:
 
 def _worker(local_rank: int, world: int, store: str, fn, cfg) -> None:
     os.environ.update(RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank),
-                      W2V_DIST_INIT=f"file://{store}")
+                      LOCAL_WORLD_SIZE=str(world), W2V_DIST_INIT=f"file://{store}")
     try:
         fn(cfg)
     except W2VError as exc:
@@ -101,6 +101,7 @@ def _worker(local_rank: int, world: int, store: str, fn, cfg) -> None:
 def runs_here(cfg) -> bool:
     """Whether `launch` runs training in this process (one device, or under torchrun)."""
     return _under_torchrun() or (cfg.gpus if cfg.gpus else cfg.nproc) <= 1
+GRACE_SECONDS = 5  # after one process fails, the others' time to stop before SIGTERM, then SIGKILL
 
 
 def launch(fn, cfg):
@@ -118,12 +119,13 @@ def launch(fn, cfg):
     old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
     old_term = signal.signal(signal.SIGTERM, lambda *_: [os.kill(p, signal.SIGTERM) for p in ctx.pids()])
     try:
-        while not ctx.join():
+        while not ctx.join(grace_period=GRACE_SECONDS):
             pass
     except mp.ProcessExitedException as exc:
         raise W2VError(f"training process {exc.error_index} exited with code {exc.exit_code}") from None
-    except mp.ProcessRaisedException as exc:
-        raise RuntimeError(f"training process failed:\n{exc}") from None
+    except mp.ProcessRaisedException as exc:  # not a W2VError: the traceback's last line
+        last = str(exc).strip().splitlines()[-1]
+        raise W2VError(f"training process {exc.error_index} failed: {last} (W2V_DEBUG=1 shows where)") from exc
     finally:
         tmp.cleanup()
         signal.signal(signal.SIGINT, old_int)

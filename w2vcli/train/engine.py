@@ -15,9 +15,11 @@ does, so N processes with batch b take the same step as one process with batch N
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
+import os
 import signal
 import time
 from collections import defaultdict
@@ -27,7 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from w2vcli.cpu import train_precision
-from w2vcli.data.dataset import DataPosition
+from w2vcli.data.dataset import DataPosition, worker_error
 from w2vcli.errors import W2VError
 from w2vcli.train import distributed
 from w2vcli.train.config import save_config, to_dict
@@ -48,16 +50,49 @@ def train(cfg, init_model=None) -> None:
     this process trains from it, processes started for --gpus/--nproc N load their own.
     """
     cfg.check()
+    cfg = check_out(cfg)
     in_process = distributed.runs_here(cfg)  # never send a model to spawned processes
     distributed.launch(functools.partial(_run, init_model=init_model) if in_process else _run, cfg)
 
 
+RUN_FILES = ("last.pt", "best.pt")  # an output folder holding one of these holds a run
+
+
+def check_out(cfg):
+    """Never replace a run by accident: without --resume, an --out that holds a run is refused;
+    with --resume and no checkpoint yet, the run starts fresh (so a job script may always
+    pass --resume)."""
+    out = Path(cfg.out)
+    if cfg.resume and not (out / "last.pt").is_file():
+        if os.environ.get("RANK", "0") == "0":
+            log(f"--resume: no checkpoint in {out} yet, starting a fresh run")
+        return dataclasses.replace(cfg, resume=False)
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not cfg.resume:
+        raise W2VError(f"{out} already holds a run ({', '.join(found)}): continue it with --resume, "
+                       f"or start over with another --out (or after deleting {out})")
+    return cfg
+
+
 def _run(cfg, init_model=None) -> None:
     d = distributed.setup(cfg)
+    trainer = None
     try:
-        Trainer(cfg, d, init_model).run()
+        set_threads(cfg, d)
+        trainer = Trainer(cfg, d, init_model)
+        trainer.run()
     finally:
+        if trainer is not None:
+            trainer.close()  # the loader workers ignore signals: stop them on every way out
         distributed.cleanup()
+
+
+def set_threads(cfg, d: distributed.Dist) -> None:
+    """Intra-op threads of this training process: w2vcli/cpu.py; --threads 0 leaves torch's."""
+    from w2vcli import cpu
+
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE") or d.world_size)  # on this machine
+    cpu.set_threads(cpu.training_threads(cfg.threads, processes, cfg.num_workers, d.device.type))
 
 
 FUSED_DEVICES = ("cpu", "cuda")  # where torch has a fused (one kernel per step) AdamW
@@ -141,6 +176,12 @@ class Trainer:
             self.task.save_assets(self.out)
         self.metrics = MetricsLog(self.out / "metrics.jsonl", d.main, truncate_after=self.update)
 
+    def close(self) -> None:
+        """Stop the DataLoader worker processes (at the end, and after an error or a second Ctrl-C)."""
+        for loader in (self.train_loader, self.valid_loader):
+            if loader is not None:
+                loader.close()
+
     # --- checkpoints ---------------------------------------------------------------------------
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
@@ -185,8 +226,11 @@ class Trainer:
     def _fetch(self):
         try:
             return next(self._iter, None)
-        except W2VError as exc:  # from a worker: the original message is the traceback's last line
-            raise W2VError(str(exc).strip().splitlines()[-1].removeprefix("w2vcli.errors.W2VError: ")) from None
+        except Exception as exc:  # from a worker: one line naming what failed
+            error = worker_error(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def _next_batch(self):
         batch = self._fetch()
@@ -271,7 +315,13 @@ class Trainer:
         with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast():
             torch.manual_seed(self.cfg.seed)
             self.model.eval()
-            result = self.task.validate(self.model, self.valid_loader, self.d)
+            try:
+                result = self.task.validate(self.model, self.valid_loader, self.d)
+            except Exception as exc:  # from a worker: one line naming what failed
+                error = worker_error(exc)
+                if error is None:
+                    raise
+                raise error from exc
         self.model.train()
         return result
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from w2vcli.errors import W2VError
 from w2vcli.utils import console
 
 # order and format of the fields in a printed metric line
@@ -58,8 +59,11 @@ class MetricsLog:
     def write(self, row: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise W2VError(f"{self.path}: cannot write metrics ({exc.strerror or exc})") from exc
         if self.tb is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "update":
@@ -79,10 +83,12 @@ class TrainProgress:
 
     def __init__(self, total: int, start: int, enabled: bool):
         self.enabled = enabled
+        # a bar only on a terminal: in a log file its last state would be one truncated line;
+        # the metric lines (every --log-interval updates and at the end) say the same there
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
-            console=console, disable=not enabled, transient=False,
+            console=console, disable=not (enabled and console.is_terminal), transient=False,
         )
         self.task = self.progress.add_task("train", total=total, completed=start, stats="")
 
@@ -103,5 +109,5 @@ class TrainProgress:
         self.progress.update(self.task, completed=update, stats=" ".join(shown))
 
     def print_row(self, row: dict) -> None:
-        if self.enabled:
-            self.progress.console.print(format_row(row), highlight=False)
+        if self.enabled:  # one line per record, however narrow the terminal or log
+            self.progress.console.print(format_row(row), highlight=False, soft_wrap=True)

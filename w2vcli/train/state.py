@@ -60,19 +60,40 @@ def seed_everything(seed: int) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: dict) -> None:
-    """Write atomically: temporary file in the same folder, fsync, rename."""
-    with atomic_open(path, "wb") as f:
-        torch.save(ckpt, f)
+    """Write atomically: temporary file in the same folder, fsync, rename. A failed write (a full
+    disk, a lost mount) is a W2VError; the file already at `path` is left as it was."""
+    try:
+        with atomic_open(path, "wb") as f:
+            torch.save(ckpt, f)
+    except (OSError, RuntimeError) as exc:
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        raise W2VError(f"{path}: cannot write the checkpoint ({reason}); "
+                       f"the previous {Path(path).name}, if any, is unchanged") from exc
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """The OS's reason behind a failed write ("No space left on device"), found in the chain of
+    exceptions (torch.save wraps the OSError in a RuntimeError), or None if it was not one."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen.strerror or str(seen) or type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).strip()
+    if "PytorchStreamWriter" in text or "file write failed" in text:
+        return text.splitlines()[0]
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise W2VError(f"{path}: no checkpoint to resume from (run without --resume to start)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise W2VError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    from w2vcli.model.checkpoint import safe_torch_load
+
+    ckpt = safe_torch_load(path)  # weights_only; a truncated or foreign file is a W2VError saying so
     if not isinstance(ckpt, dict) or ckpt.get("format") != "w2v" or "update" not in ckpt:
         raise W2VError(f"{path}: not a w2v training checkpoint")
     return ckpt

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from w2vcli.data.dataset import AudioDataset, BucketBatchSampler, filter_rows, make_loader
-from w2vcli.data.manifest import read_manifest
+from w2vcli.data.manifest import check_audio, read_manifest
 from w2vcli.errors import W2VError
 from w2vcli.train import distributed
 from w2vcli.text import RULES_FILE
@@ -63,7 +63,13 @@ def saved_model_config(last: Path):
     """The ModelConfig stored in a run's last.pt (read lazily; the engine loads the weights)."""
     from w2vcli.model.config import ModelConfig
 
-    return ModelConfig.from_dict(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["model_config"])
+    try:
+        config = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["model_config"]
+    except Exception:  # damaged or foreign: load_checkpoint's W2VError says which
+        from w2vcli.train.state import load_checkpoint
+
+        config = load_checkpoint(last)["model_config"]
+    return ModelConfig.from_dict(config)
 
 
 class Task:
@@ -74,10 +80,15 @@ class Task:
     def __init__(self, cfg, d: distributed.Dist):
         self.cfg, self.d = cfg, d
         max_size = cfg.max_sample_size if not self.crop else None
-        self.train_rows = filter_rows(read_manifest(cfg.train), cfg.min_sample_size,
+        self.train_rows = filter_rows(self._read(cfg.train), cfg.min_sample_size,
                                       min(max_size, cfg.max_tokens) if max_size else None, cfg.train)
-        self.valid_rows = (filter_rows(read_manifest(cfg.valid), cfg.min_sample_size,
+        self.valid_rows = (filter_rows(self._read(cfg.valid), cfg.min_sample_size,
                                        max_size, cfg.valid) if cfg.valid else [])
+
+    def _read(self, manifest: str) -> list[dict]:
+        """Manifest rows whose audio was checked up front (not hours into training)."""
+        rows = read_manifest(manifest)
+        return check_audio(rows, manifest, skip=self.cfg.skip_bad_audio, quiet=not self.d.main) if rows else rows
 
     def targets(self, rows: list[dict]):
         return None
