@@ -144,12 +144,8 @@ def test_bf16_emitter_runs_a_copy_with_bf16_weights(trained, native_bf16):
     from w2vcli.audio import load_audio
 
     wav = load_audio(rows[0]["audio"])
-    model.wav2vec2.group_norm_over_valid = True  # as the Emitter runs it
-    try:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            logits, _ = model(torch.from_numpy(wav)[None], torch.tensor([len(wav)]))  # fp32 weights, autocast
-    finally:
-        del model.wav2vec2.group_norm_over_valid
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 weights, autocast; as the Emitter runs it
+        logits, _ = model(torch.from_numpy(wav)[None], torch.tensor([len(wav)]), valid_group_norm=True)
     np.testing.assert_array_equal(emitter.batch([wav])[0], torch.log_softmax(logits.float(), -1)[0].numpy())
 
 

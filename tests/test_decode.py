@@ -297,6 +297,11 @@ def test_batch_equals_each_utterance_alone(real_mini, feature_norm):
     groups = emitter.sub_batches(lengths)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     assert any(len({lengths[i] for i in g}) > 1 for g in groups)  # some pass really is padded
-    assert not model.wav2vec2.group_norm_over_valid  # the caller's model keeps the reference behaviour
+    with torch.no_grad():  # the model's own default stays the reference's: statistics over the padding
+        x = torch.zeros(2, lengths[1])
+        x[0], x[1, : lengths[0]] = torch.from_numpy(wavs[1]), torch.from_numpy(wavs[0])
+        logits, _ = model(x, torch.tensor([lengths[1], lengths[0]]))
+    default = torch.log_softmax(logits[1, : len(batched[0])], -1).numpy()
+    assert np.allclose(default, batched[0], atol=1e-3) == (feature_norm == "layer")
     cpu = Emitter(model, EmissionOptions(device="cpu")).sub_batches(lengths)  # a CPU pads nothing
     assert all(len({lengths[i] for i in g}) == 1 for g in cpu)

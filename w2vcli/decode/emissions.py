@@ -30,6 +30,7 @@ import torch
 
 from w2vcli.cpu import PRECISIONS, QUANTIZE, Mode, auto_inference_mode, check_cpu_bf16
 from w2vcli.errors import W2VError
+from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
 
 SAMPLE_RATE = 16000  # Hz, what the models consume
 BLOCK_SECONDS = 10.0  # audio read from disk at a time when streaming
@@ -191,6 +192,9 @@ class Emitter:
 
             model = quantize_int8(model) if self.mode.quantize == "int8" else bf16_weights(model)
         self.model = model.to(self.device).eval()
+        # padding must not change a row's group norm: w2v's CTC model is asked for valid-frame
+        # statistics; any other (wav, lengths) model (an ONNX export computes them so) is called as it is
+        self.forward_options = {"valid_group_norm": True} if isinstance(model, Wav2Vec2ForCTC) else {}
         cfg = model.config
         self.frame_stride = int(cfg.frame_stride)  # samples per frame
         self.receptive_field = int(cfg.receptive_field)  # samples seen by one frame
@@ -220,7 +224,7 @@ class Emitter:
         Utterances are taken longest first and a pass is closed when its padding would exceed
         `max_padding` of the samples it computes (0 on a CPU: only equal lengths share a pass).
         Padding only costs time: padded frames are masked out of attention, and `_forward` has
-        group norm skip them too.
+        group norm skip them too (`valid_group_norm`).
         """
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep input order
         groups: list[list[int]] = []
@@ -262,16 +266,8 @@ class Emitter:
             x[row, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
         x, lengths_dev = x.to(self.device, non_blocking=True), lengths.to(self.device)
         ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
-        encoder = getattr(self.model, "wav2vec2", None)  # w2v's models; any (wav, lengths) model works
-        before = getattr(encoder, "group_norm_over_valid", None)
-        if before is not None:
-            encoder.group_norm_over_valid = True  # padding must not change a row's group norm
-        try:
-            with ctx:
-                logits, frame_lengths = self.model(x, lengths_dev)  # [B,T,V], [B]
-        finally:
-            if before is not None:
-                encoder.group_norm_over_valid = before
+        with ctx:
+            logits, frame_lengths = self.model(x, lengths_dev, **self.forward_options)  # [B,T,V], [B]
         log_probs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
         return [log_probs[row, :t] for row, t in enumerate(frame_lengths.tolist())]
 

@@ -12,7 +12,7 @@ The graph (shape legend: B batch, S samples, T frames, V vocabulary; all three d
 
 A zero-padded row gets the logits it gets alone: attention ignores padded frames, input
 normalisation (LARGE) and BASE's group norm take statistics over each row's valid samples
-and frames only (`Wav2Vec2Model.group_norm_over_valid`, exported as masked sums).
+and frames only (the model's `valid_group_norm=True`, exported as masked sums).
 
 int8 (`quantize="int8"`): onnxruntime's dynamic quantization of the MatMuls with a weight
 operand inside the Transformer blocks (the same layers `--quantize int8` quantizes in PyTorch):
@@ -119,11 +119,21 @@ def export_onnx(model, path: str | os.PathLike, quantize: str = "none") -> Path:
     return path
 
 
+class _ValidGroupNorm(torch.nn.Module):
+    """`model(wav, lengths)` with group norm over each row's valid frames: what the graph computes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(wav, lengths, valid_group_norm=True)  # padded rows get what they get alone
+
+
 def _torch_export(model):
     """torch.onnx.export of a copy of `model` with dynamic B and S; group norm over valid frames."""
-    model = copy.deepcopy(model).cpu().eval()
-    model.wav2vec2.group_norm_over_valid = True  # padded rows get what they get alone
     cfg = model.config
+    model = _ValidGroupNorm(copy.deepcopy(model).cpu().eval()).eval()
     n = 16000  # an example batch of two rows, one padded (1 s and 0.75 s)
     wav = torch.randn(2, n) * 0.1
     lengths = torch.tensor([n, 3 * n // 4])

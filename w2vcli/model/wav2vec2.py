@@ -55,13 +55,13 @@ class Wav2Vec2Model(nn.Module):
     """The encoder: feature encoder + feature projection + Transformer context network.
 
     `forward(wav, lengths, mask_indices=None) -> (c[B,T,D], frame_lengths[B])`.
-    """
 
-    # Group-norm feature encoders (BASE) normalise each channel over the time axis. False (the
-    # default, as fairseq and Hugging Face do): over the whole padded batch axis, so padding
-    # changes a row's output. True: over each row's valid frames only, so a padded batch gives
-    # every row what it gets alone (w2v transcribe sets it to batch utterances exactly).
-    group_norm_over_valid: bool = False
+    `valid_group_norm` (extract_features, and the forwards that call it): group-norm feature
+    encoders (BASE) normalise each channel over the time axis. False (the default, as fairseq
+    and Hugging Face do): over the whole padded time axis, so padding changes a row's output.
+    True: over each row's valid frames only, so a padded batch gives every row what it gets
+    alone (`w2v transcribe` and the ONNX export ask for it to batch utterances exactly).
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -96,17 +96,19 @@ class Wav2Vec2Model(nn.Module):
         """Frames the feature encoder makes from `lengths` samples (HF `_get_feat_extract_output_lengths`)."""
         return self.feature_encoder.output_lengths(lengths)
 
-    def extract_features(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def extract_features(
+        self, wav: torch.Tensor, lengths: torch.Tensor, valid_group_norm: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Local features z: (features [B,T,C], frame_lengths [B]).
 
         Gradients into the conv stack are scaled by `config.feature_grad_mult`; with 0, or with
-        the stack's parameters frozen, it runs without autograd.
+        the stack's parameters frozen, it runs without autograd. `valid_group_norm`: see the class.
         """
         if self.config.normalize_waveform:
             wav = normalize_waveform(wav, lengths)
         mult = self.config.feature_grad_mult
         trainable = any(p.requires_grad for p in self.feature_encoder.parameters())
-        norm_lengths = lengths if self.group_norm_over_valid else None
+        norm_lengths = lengths if valid_group_norm else None
         if mult > 0 and trainable and torch.is_grad_enabled():
             features = self.feature_encoder(wav, norm_lengths)
             if mult != 1.0:
@@ -136,9 +138,13 @@ class Wav2Vec2Model(nn.Module):
         return self.encoder(x, frame_lengths), normed
 
     def forward(
-        self, wav: torch.Tensor, lengths: torch.Tensor, mask_indices: torch.Tensor | None = None
+        self,
+        wav: torch.Tensor,
+        lengths: torch.Tensor,
+        mask_indices: torch.Tensor | None = None,
+        valid_group_norm: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        features, frame_lengths = self.extract_features(wav, lengths)
+        features, frame_lengths = self.extract_features(wav, lengths, valid_group_norm)
         context, _ = self.contextualize(features, frame_lengths, mask_indices)
         return context, frame_lengths
 
@@ -237,8 +243,9 @@ class Wav2Vec2ForPreTraining(nn.Module):
 class Wav2Vec2ForCTC(nn.Module):
     """Encoder + dropout + linear head over the vocabulary (index 0 = CTC blank).
 
-    `forward(wav, lengths) -> (logits [B,T,V], frame_lengths [B])`. In training mode frames are
-    masked in time (config.mask_time_*) and channels (config.mask_channel_*), SpecAugment-like.
+    `forward(wav, lengths, valid_group_norm=False) -> (logits [B,T,V], frame_lengths [B])`. In
+    training mode frames are masked in time (config.mask_time_*) and channels
+    (config.mask_channel_*), SpecAugment-like. `valid_group_norm`: see `Wav2Vec2Model`.
     """
 
     def __init__(self, config: ModelConfig, vocab: Vocabulary, text_rules: TextRules | None = None):
@@ -267,9 +274,11 @@ class Wav2Vec2ForCTC(nn.Module):
         for p in self.wav2vec2.feature_encoder.parameters():
             p.requires_grad_(False)
 
-    def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, wav: torch.Tensor, lengths: torch.Tensor, valid_group_norm: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
-        features, frame_lengths = self.wav2vec2.extract_features(wav, lengths)
+        features, frame_lengths = self.wav2vec2.extract_features(wav, lengths, valid_group_norm)
         B, T, _ = features.shape
         time_mask = channel_mask = None
         if self.training and cfg.mask_time_prob > 0:
