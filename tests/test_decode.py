@@ -218,7 +218,7 @@ def long_file(real_mini, tmp_path_factory):
 def test_chunked_emissions_equal_unchunked(long_file):
     model = LocalCTC(VOCAB)
     whole = Emitter(model, EmissionOptions(chunk_seconds=0, device="cpu")).batch([load_audio(long_file)])[0]
-    emitter = Emitter(model, EmissionOptions(batch_size=3, chunk_seconds=7.3, stride_seconds=0.5, device="cpu"))
+    emitter = Emitter(model, EmissionOptions(batch_size=3, chunk_seconds=7.3, context_seconds=0.5, device="cpu"))
     assert emitter.needs_chunking(len(load_audio(long_file)))
     stitched, n = emitter.long_file(long_file)
     assert n == len(load_audio(long_file))
@@ -239,7 +239,7 @@ def test_chunked_transcription_of_long_file_equals_unchunked(long_file):
     runs = {}
     for chunk in (0.0, 20.0):
         out = []
-        opts = TranscribeOptions(emission=EmissionOptions(batch_size=2, chunk_seconds=chunk, stride_seconds=2.0, device="cpu"))
+        opts = TranscribeOptions(emission=EmissionOptions(batch_size=2, chunk_seconds=chunk, context_seconds=2.0, device="cpu"))
         transcribe_files(model, [long_file], opts, out.append)
         runs[chunk] = out[0]
     assert runs[20.0]["words"] == runs[0.0]["words"] and runs[20.0]["text"].split() == runs[0.0]["text"].split()
@@ -248,24 +248,24 @@ def test_chunked_transcription_of_long_file_equals_unchunked(long_file):
 
 @pytest.mark.parametrize("block", [1, 999, 4096, 100_000])
 def test_windows_tile_the_file(block):
-    total, chunk, ctx = 50_017, 6400, 960
+    total, chunk, context = 50_017, 6400, 960
     signal = np.arange(total, dtype=np.float32)
     blocks = (signal[i : i + block] for i in range(0, total, block))
-    wins = list(iter_windows(blocks, chunk, ctx))
+    wins = list(iter_windows(blocks, chunk, context))
     kept = []
     for w in wins:
-        assert w.start == max(0, w.keep_from - ctx)
+        assert w.start == max(0, w.keep_from - context)
         np.testing.assert_array_equal(w.wav, signal[w.start : w.start + len(w.wav)])
         stop = total if w.keep_to is None else w.keep_to
-        assert w.start + len(w.wav) >= min(total, stop + ctx)
+        assert w.start + len(w.wav) >= min(total, stop + context)
         kept.append((w.keep_from, stop))
     assert kept[0][0] == 0 and kept[-1][1] == total and wins[-1].keep_to is None
     assert all(a[1] == b[0] for a, b in zip(kept, kept[1:]))
 
 
-def test_stride_shorter_than_receptive_field_is_refused():
+def test_context_shorter_than_receptive_field_is_refused():
     with pytest.raises(W2VError, match="receptive field"):
-        Emitter(LocalCTC(VOCAB), EmissionOptions(chunk_seconds=10, stride_seconds=0.01, device="cpu"))
+        Emitter(LocalCTC(VOCAB), EmissionOptions(chunk_seconds=10, context_seconds=0.01, device="cpu"))
 
 
 def test_tiny_inputs_give_empty_emissions():

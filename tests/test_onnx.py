@@ -153,7 +153,7 @@ def test_transcribe_runs_onnx_like_the_checkpoint(exported, real_mini, tiny_lm):
     """Greedy, LM beam search and chunked long audio: the .onnx file transcribes as its checkpoint does."""
     _, ckpt, path = exported["group"]
     files = sorted(str(p) for p in real_mini.rglob("*.flac"))[:3]
-    for extra in ([], ["--lm", tiny_lm, "--beam", "8"], ["--chunk-seconds", "2", "--stride-seconds", "0.5"]):
+    for extra in ([], ["--lm", tiny_lm, "--beam", "8"], ["--chunk-seconds", "2", "--context-seconds", "0.5"]):
         ours = w2v("transcribe", ckpt, *files, "--device", "cpu", *extra)
         exported_text = w2v("transcribe", path, *files, *extra)
         texts = [line for line in exported_text.splitlines() if "\t" in line]

@@ -125,6 +125,20 @@ def test_usage_errors(ckpt, files, tmp_path):
         assert res.exit_code == 1 and "CUDA is not available" in res.output
 
 
+def test_context_seconds_and_its_old_name(ckpt, files):
+    """--context-seconds is the context on each side of a window; --stride-seconds still works,
+    hidden from --help and warned about, and gives the same transcripts."""
+    new = run(ckpt, *files[:2], "--chunk-seconds", "2", "--context-seconds", "0.5", "--format", "jsonl")
+    old = run(ckpt, *files[:2], "--chunk-seconds", "2", "--stride-seconds", "0.5", "--format", "jsonl")
+    assert new.exit_code == 0 and old.exit_code == 0, new.output + old.output
+    assert old.stdout == new.stdout and [json.loads(l)["audio"] for l in new.stdout.splitlines()] == files[:2]
+    assert "--stride-seconds is renamed --context-seconds" in old.stderr and "renamed" not in new.stderr
+    short = run(ckpt, files[0], "--chunk-seconds", "2", "--context-seconds", "0.01")
+    assert short.exit_code == 1 and "--context-seconds 0.01 is shorter" in short.output
+    help_text = CliRunner().invoke(app, ["transcribe", "--help"], env={"COLUMNS": "200"}).output
+    assert "--context-seconds" in help_text and "--stride-seconds" not in help_text
+
+
 @pytest.mark.slow
 def test_lm_beam_and_tune(ckpt, files, tmp_path, tiny_lm):
     res = run(ckpt, *files[:3], "--lm", tiny_lm, "--beam", "8", "--format", "jsonl")

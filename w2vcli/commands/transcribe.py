@@ -38,7 +38,8 @@ def transcribe(
     hotwords: Annotated[Optional[str], typer.Option("--hotwords", help="Comma-separated words or phrases to favour (beam search).")] = None,
     hotword_weight: Annotated[float, typer.Option("--hotword-weight", help="Hotword score weight.")] = 10.0,
     chunk_seconds: Annotated[float, typer.Option("--chunk-seconds", help="Long audio: seconds kept per window (0 = never chunk).")] = 30.0,
-    stride_seconds: Annotated[float, typer.Option("--stride-seconds", help="Long audio: context seconds on each side of a window.")] = 5.0,
+    context_seconds: Annotated[float, typer.Option("--context-seconds", help="Long audio: seconds of context on each side of a window.")] = 5.0,
+    stride_seconds: Annotated[Optional[float], typer.Option("--stride-seconds", hidden=True, help="Old name of --context-seconds.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Files (or windows) per forward pass.")] = 8,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Beam-search decoder processes (pure Python, one core each), overlapping with the model.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
@@ -65,6 +66,9 @@ def transcribe(
     from w2vcli.decode.formats import FORMATS, render
     from w2vcli.decode.transcribe import TranscribeOptions
 
+    if stride_seconds is not None:
+        warn("--stride-seconds is renamed --context-seconds (context on each side of a window); the old name will go")
+        context_seconds = stride_seconds
     files = list(audio or [])
     if fmt not in FORMATS:
         raise W2VError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -89,7 +93,7 @@ def transcribe(
     # hotwords are spelled like the model's output: normalised by its text rules
     words = tuple(w for w in (model.text_rules.normalize(h) for h in (hotwords or "").split(",")) if w)
     options = TranscribeOptions(
-        emission=EmissionOptions(batch_size, chunk_seconds, stride_seconds, device, precision, quantize=quantize),
+        emission=EmissionOptions(batch_size, chunk_seconds, context_seconds, device, precision, quantize=quantize),
         decoding=DecodingOptions(
             beam_size=beam_size, lm=str(lm) if lm else None, alpha=alpha, beta=beta,
             unigrams=str(unigrams) if unigrams else None, hotwords=words, hotword_weight=hotword_weight,

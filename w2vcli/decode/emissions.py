@@ -5,9 +5,9 @@ group-norm feature encoders (BASE) normalise over each utterance's valid frames 
 utterance gets the emissions it would get alone.
 Long files are streamed from disk in blocks and cut into overlapping windows:
 
-    window k = [c_k - ctx, c_k + chunk + ctx) samples, c_k = k * chunk   (clipped to the file)
+    window k = [c_k - context, c_k + chunk + context) samples, c_k = k * chunk   (clipped to the file)
 
-`chunk` and `ctx` are whole numbers of frames (multiples of the conv stride, 320 samples = 20 ms
+`chunk` and `context` are whole numbers of frames (multiples of the conv stride, 320 samples = 20 ms
 for the paper's stack), so frame u of a window starting at sample w is frame w / stride + u of
 the whole file. From window k only the frames of its centre [c_k, c_k + chunk) are kept; the
 context on both sides gives the Transformer (and the conv receptive field) audio to look at.
@@ -43,7 +43,7 @@ class EmissionOptions:
 
     batch_size: int = 8  # files (or windows of one long file) per forward pass
     chunk_seconds: float = 30.0  # kept centre of a window for long audio; 0 = never chunk
-    stride_seconds: float = 5.0  # context on each side of a window's centre
+    context_seconds: float = 5.0  # audio on each side of a window's centre (--context-seconds)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # auto: bf16 (or fp16 where bf16 is missing) on CUDA; on a CPU w2vcli.cpu.auto_inference_mode's rule
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -55,8 +55,8 @@ class EmissionOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise W2VError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.chunk_seconds < 0 or self.stride_seconds < 0:
-            raise W2VError("--chunk-seconds and --stride-seconds must be >= 0")
+        if self.chunk_seconds < 0 or self.context_seconds < 0:
+            raise W2VError("--chunk-seconds and --context-seconds must be >= 0")
         if self.max_padding is not None and not 0 <= self.max_padding < 1:
             raise W2VError(f"max_padding must be in [0, 1), got {self.max_padding}")
         if self.precision not in PRECISIONS:
@@ -144,8 +144,9 @@ def stream_audio(path: str, block_seconds: float = BLOCK_SECONDS) -> Iterator[np
                 return
 
 
-def iter_windows(blocks: Iterable[np.ndarray], chunk: int, ctx: int) -> Iterator[Window]:
-    """Cut a stream of audio blocks into overlapping windows (see the module docstring)."""
+def iter_windows(blocks: Iterable[np.ndarray], chunk: int, context: int) -> Iterator[Window]:
+    """Cut a stream of audio blocks into overlapping windows: `chunk` samples kept, `context`
+    samples on each side (see the module docstring)."""
     blocks = iter(blocks)
     buf = np.zeros(0, dtype=np.float32)
     buf_start = 0  # file sample index of buf[0]
@@ -153,7 +154,7 @@ def iter_windows(blocks: Iterable[np.ndarray], chunk: int, ctx: int) -> Iterator
     k = 0
     while True:
         centre = k * chunk
-        ws, we = max(0, centre - ctx), centre + chunk + ctx
+        ws, we = max(0, centre - context), centre + chunk + context
         while not eof and buf_start + len(buf) < we:
             block = next(blocks, None)
             if block is None:
@@ -168,7 +169,7 @@ def iter_windows(blocks: Iterable[np.ndarray], chunk: int, ctx: int) -> Iterator
         if last:
             return
         k += 1
-        drop = max(0, (k * chunk - ctx) - buf_start)  # samples no later window needs
+        drop = max(0, (k * chunk - context) - buf_start)  # samples no later window needs
         buf, buf_start = buf[drop:], buf_start + drop
 
 
@@ -200,10 +201,10 @@ class Emitter:
         self.receptive_field = int(cfg.receptive_field)  # samples seen by one frame
         fs = self.frame_stride
         self.chunk = int(round(options.chunk_seconds * SAMPLE_RATE / fs)) * fs
-        self.ctx = int(round(options.stride_seconds * SAMPLE_RATE / fs)) * fs
-        if self.chunk and self.ctx < self.receptive_field:
+        self.context = int(round(options.context_seconds * SAMPLE_RATE / fs)) * fs  # samples on each side
+        if self.chunk and self.context < self.receptive_field:
             raise W2VError(
-                f"--stride-seconds {options.stride_seconds} is shorter than one frame's receptive field "
+                f"--context-seconds {options.context_seconds} is shorter than one frame's receptive field "
                 f"({self.receptive_field / SAMPLE_RATE:.3f} s); use a few seconds"
             )
         self.model_seconds = 0.0  # wall time spent in the model (for throughput reports)
@@ -216,7 +217,7 @@ class Emitter:
         return self.frame_stride / SAMPLE_RATE
 
     def needs_chunking(self, num_samples: int) -> bool:
-        return self.chunk > 0 and num_samples > self.chunk + self.ctx
+        return self.chunk > 0 and num_samples > self.chunk + self.context
 
     def sub_batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices into `lengths` grouped into forward passes that compute (almost) no padding.
@@ -265,8 +266,8 @@ class Emitter:
         for row, w in enumerate(wavs):
             x[row, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
         x, lengths_dev = x.to(self.device, non_blocking=True), lengths.to(self.device)
-        ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
-        with ctx:
+        autocast = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+        with autocast:
             logits, frame_lengths = self.model(x, lengths_dev, **self.forward_options)  # [B,T,V], [B]
         log_probs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
         return [log_probs[row, :t] for row, t in enumerate(frame_lengths.tolist())]
@@ -296,4 +297,4 @@ class Emitter:
 
     def long_file(self, path: str) -> tuple[np.ndarray, int]:
         """Stream a long file from disk through the model in windows: (emissions [T,V], samples)."""
-        return self.stitched(iter_windows(stream_audio(path), self.chunk, self.ctx))
+        return self.stitched(iter_windows(stream_audio(path), self.chunk, self.context))
