@@ -115,9 +115,7 @@ def run(models: list[str], data: list[str], modes: list[str], threads: int = 2, 
     torch.set_num_threads(threads)
     results = []
     for model_path in models:
-        model = w2vcli.load_model(model_path)
-        if not hasattr(model, "vocab"):
-            raise SystemExit(f"{model_path}: not a CTC model")
+        model = w2vcli.load_ctc_model(model_path)
         with tempfile.TemporaryDirectory(prefix="w2v-acc-") as tmp:
             for name in data:
                 rows = data_rows(name)

@@ -125,6 +125,21 @@ def test_usage_errors(ckpt, files, tmp_path):
         assert res.exit_code == 1 and "CUDA is not available" in res.output
 
 
+def test_models_without_a_head_are_named_not_transcribed(files, tmp_path):
+    """`load_ctc_model` says what the file holds when it is not a CTC model; `transcribe` prints that line."""
+    import w2vcli
+    from w2vcli.errors import W2VError
+    from w2vcli.model.checkpoint import build_model, save_checkpoint
+    from w2vcli.model.config import tiny
+
+    pt = tmp_path / "pt.pt"
+    save_checkpoint(pt, build_model("pretrain", tiny()))
+    with pytest.raises(W2VError, match=r"pt\.pt: a pretraining model \(Wav2Vec2ForPreTraining\), not a CTC model"):
+        w2vcli.load_ctc_model(pt)
+    res = run(pt, files[0])
+    assert res.exit_code == 1 and "a pretraining model (Wav2Vec2ForPreTraining), not a CTC model" in res.output
+
+
 def test_context_seconds_and_its_old_name(ckpt, files):
     """--context-seconds is the context on each side of a window; --stride-seconds still works,
     hidden from --help and warned about, and gives the same transcripts."""

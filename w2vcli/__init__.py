@@ -10,4 +10,11 @@ def load_model(path, device="cpu", vocab=None):
     return _load_model(path, device=device, vocab=vocab)
 
 
-__all__ = ["__version__", "load_model"]
+def load_ctc_model(path, device="cpu", vocab=None):
+    """A CTC model (for `w2vcli.decode`), or a W2VError saying what `path` holds; see `load_model`."""
+    from w2vcli.model.checkpoint import load_ctc_model as _load_ctc_model
+
+    return _load_ctc_model(path, device=device, vocab=vocab)
+
+
+__all__ = ["__version__", "load_model", "load_ctc_model"]

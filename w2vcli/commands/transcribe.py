@@ -86,9 +86,7 @@ def transcribe(
     from w2vcli import cpu
 
     cpu.set_threads(cpu.inference_threads(cpu.AUTO if threads is None else threads, jobs))
-    model = w2vcli.load_model(model_path, device="cpu", vocab=vocab)
-    if not hasattr(model, "vocab"):
-        raise W2VError(f"{model_path}: not a CTC model (no vocabulary/output layer); fine-tune it first")
+    model = w2vcli.load_ctc_model(model_path, device="cpu", vocab=vocab)
     beam_size = beam if beam is not None else (50 if lm is not None or hotwords else 0)
     # hotwords are spelled like the model's output: normalised by its text rules
     words = tuple(w for w in (model.text_rules.normalize(h) for h in (hotwords or "").split(",")) if w)

@@ -5,7 +5,7 @@ w2v checkpoint (a `torch.save` dict that loads with `torch.load(weights_only=Tru
     {"format": "w2v", "kind": "pretrain" | "ctc", "model_config": ModelConfig.to_dict(),
      "vocab": list[str] | None, "model": state_dict, ...training state added by the trainer}
 
-`load_model(path)` also reads
+`load_model(path)` (`load_ctc_model(path)` where only a CTC model will do) also reads
 - a Hugging Face `save_pretrained` directory of Wav2Vec2ForPreTraining / Wav2Vec2ForCTC /
   Wav2Vec2Model (w2vcli.model.hf_dir: which files, which layouts, what is refused);
 - a fairseq checkpoint such as `wav2vec_small.pt` (pretraining) or `wav2vec_small_960h.pt`
@@ -183,6 +183,19 @@ def load_model(
     else:
         raise W2VError(f"model not found: {path}")
     return model.to(device).eval()
+
+
+def load_ctc_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", vocab: Vocabulary | str | os.PathLike | None = None
+):
+    """`load_model` for transcription: a `Wav2Vec2ForCTC` or an `OnnxCTCModel` (both with `.vocab`
+    and `.text_rules`), or a W2VError naming what `path` holds instead."""
+    model = load_model(path, device, vocab)
+    if isinstance(model, Wav2Vec2ForCTC) or getattr(model, "runtime", "torch") == "onnxruntime":
+        return model
+    holds = {"pretrain": "a pretraining model", "encoder": "an encoder without a head"}[model_kind(model)]
+    raise W2VError(f"{path}: {holds} ({type(model).__name__}), not a CTC model: it has no vocabulary or "
+                   f"output layer; fine-tune it first (`w2v finetune --init {path}`)")  # fmt: skip
 
 
 def check_vocab(vocab: Vocabulary, size: int, where: str) -> None:
