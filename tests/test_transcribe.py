@@ -106,6 +106,44 @@ def test_subtitles_are_well_formed(ckpt, files, tmp_path):
     assert run(ckpt, *files[:2], "--format", "vtt").exit_code == 1  # several files need --out-dir
 
 
+def test_output_writes_per_file_targets_one_file_or_stdout(tmp_path, capsys):
+    """decode/output.py: a stem that comes back is numbered (and warned about); --out gets every
+    transcript in one file; with neither, standard output."""
+    from w2vcli.decode.output import Output, transcript_writer
+    from w2vcli.errors import W2VError
+
+    ts = [{"audio": f"{d}/x.flac", "text": f"HELLO {d}", "words": [], "duration": 1.0} for d in ("a", "b", "c")]
+    with transcript_writer(Output("txt", out_dir=tmp_path / "dir"), with_path=True) as write:
+        for t in ts:
+            write(t)
+    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["x-2.txt", "x-3.txt", "x.txt"]
+    assert (tmp_path / "dir" / "x-3.txt").read_text() == "c/x.flac\tHELLO c\n"
+    assert "x.txt is taken" in capsys.readouterr().err
+    with transcript_writer(Output("jsonl", out=tmp_path / "all.jsonl")) as write:
+        for t in ts:
+            write(t)
+        assert not (tmp_path / "all.jsonl").exists()  # complete when it appears
+    assert [json.loads(l)["text"] for l in (tmp_path / "all.jsonl").read_text().splitlines()] == ["HELLO a", "HELLO b", "HELLO c"]
+    with transcript_writer(Output()) as write:
+        write(ts[0])
+    assert capsys.readouterr().out == "HELLO a\n"
+    with pytest.raises(W2VError, match="--format must be one of"):
+        Output("doc")
+    with pytest.raises(W2VError, match="not both"):
+        Output(out=tmp_path / "a.txt", out_dir=tmp_path)
+
+
+def test_same_stem_in_two_folders_gets_two_files(ckpt, files, tmp_path):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        shutil.copy(files[0], tmp_path / d / "same.flac")
+    res = run(ckpt, tmp_path / "a" / "same.flac", tmp_path / "b" / "same.flac", "--out-dir", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    a, b = (tmp_path / "out" / "same.txt").read_text(), (tmp_path / "out" / "same-2.txt").read_text()
+    assert a.startswith(f"{tmp_path / 'a' / 'same.flac'}\t") and b.startswith(f"{tmp_path / 'b' / 'same.flac'}\t")
+    assert a.split("\t")[1] == b.split("\t")[1] and "same.txt is taken" in res.stderr
+
+
 def test_cues_and_timestamps():
     words = [{"word": "A", "start": 0.0, "end": 0.5}, {"word": "B", "start": 0.6, "end": 1.0},
              {"word": "C", "start": 3.0, "end": 3.5}, {"word": "D" * 90, "start": 3.6, "end": 4.0}]  # fmt: skip

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -61,17 +59,17 @@ def transcribe(
     1 at the end. Long files are transcribed in overlapping windows with bounded memory.
     """
     import w2vcli
+    from w2vcli import cpu
     from w2vcli.decode.ctc import DecodingOptions
     from w2vcli.decode.emissions import EmissionOptions
-    from w2vcli.decode.formats import FORMATS, render
-    from w2vcli.decode.transcribe import TranscribeOptions
+    from w2vcli.decode.output import Output
+    from w2vcli.decode.transcribe import TranscribeOptions, transcribe_files_to, transcribe_manifest_to
 
     if stride_seconds is not None:
         warn("--stride-seconds is renamed --context-seconds (context on each side of a window); the old name will go")
         context_seconds = stride_seconds
     files = list(audio or [])
-    if fmt not in FORMATS:
-        raise W2VError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    output = Output(fmt, out if files else None, out_dir)
     if bool(files) == bool(manifest):
         raise W2VError("give either AUDIO files or --manifest (one of them)")
     if manifest is not None and out is None and not tune:
@@ -80,10 +78,6 @@ def transcribe(
         raise W2VError("--tune needs --manifest DEV.jsonl (with text) and --lm")
     if fmt in ("srt", "vtt") and len(files) > 1 and out_dir is None:
         raise W2VError(f"--format {fmt} for several files needs --out-dir")
-    if files and out is not None and out_dir is not None:
-        raise W2VError("give --out FILE (everything in one file) or --out-dir DIR (one file per audio file), not both")
-
-    from w2vcli import cpu
 
     cpu.set_threads(cpu.inference_threads(cpu.AUTO if threads is None else threads, jobs))
     model = w2vcli.load_ctc_model(model_path, device="cpu", vocab=vocab)
@@ -106,38 +100,10 @@ def transcribe(
         if tune:
             _tune(model, rows, options, tune_alpha, tune_beta, tune_trials, seed, out)
             return
-        from w2vcli.decode.transcribe import transcribe_manifest
-        from w2vcli.utils import write_jsonl
-
-        hyps, stats = transcribe_manifest(model, rows, options)
-        write_jsonl(out, hyps)
-        log(f"wrote {len(hyps)} hypotheses to {out}")
+        stats = transcribe_manifest_to(model, rows, options, out)
+        log(f"wrote {stats.files} hypotheses to {out}")
     else:
-        from w2vcli.decode.transcribe import transcribe_files
-        from w2vcli.utils import atomic_open
-
-        written: set[Path] = set()
-        sink = atomic_open(out, "w", encoding="utf-8") if out is not None else contextlib.nullcontext(sys.stdout)
-
-        def emit(t: dict) -> None:
-            text = render(t, fmt, with_path=len(files) > 1)
-            if out_dir is None:
-                stream.write(text)
-                stream.flush()
-                return
-            stem, n = Path(t["audio"]).stem, 1
-            target = out_dir / f"{stem}.{fmt}"
-            while target in written:  # same file name in different directories
-                n += 1
-                target = out_dir / f"{stem}-{n}.{fmt}"
-            if n > 1:
-                warn(f"{t['audio']}: {stem}.{fmt} is taken in {out_dir}, writing {target.name}")
-            written.add(target)
-            with atomic_open(target, "w", encoding="utf-8") as f:
-                f.write(text)
-
-        with sink as stream:  # --out: complete when it appears (written atomically)
-            stats = transcribe_files(model, files, options, emit)
+        stats = transcribe_files_to(model, files, options, output)
         if out is not None:
             log(f"wrote {stats.files} transcript(s) to {out}")
     log(stats.summary())

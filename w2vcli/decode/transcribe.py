@@ -1,7 +1,8 @@
 """Transcription: files or a manifest in, transcripts out; and α/β tuning on a dev set.
 
-    model = w2vcli.load_model("exp/ft/best.pt")
+    model = w2vcli.load_ctc_model("exp/ft/best.pt")
     stats = transcribe_files(model, ["a.wav", "b.flac"], TranscribeOptions(), on_result=print)
+    stats = transcribe_files_to(model, ["a.wav"], TranscribeOptions(), Output("srt", out_dir=Path("subs")))
 
 Files are read with `w2vcli.audio` (mono, 16 kHz). Files no longer than `chunk + stride`
 seconds go through the model in padded batches; longer ones are streamed in overlapping
@@ -11,6 +12,7 @@ windows (`emissions.py`). A file that is missing or cannot be decoded is reporte
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections import deque
@@ -22,8 +24,9 @@ import numpy as np
 from w2vcli.audio import audio_info, load_audio, resampled_length
 from w2vcli.decode.ctc import DecoderPool, DecodingOptions, Hypothesis, make_decoder
 from w2vcli.decode.emissions import SAMPLE_RATE, EmissionOptions, Emitter
+from w2vcli.decode.output import Output, transcript_writer
 from w2vcli.errors import W2VError
-from w2vcli.utils import ProgressBar, warn
+from w2vcli.utils import ProgressBar, warn, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,13 @@ def transcribe_files(model, paths: list[str], options: TranscribeOptions, on_res
     return transcribe_items(model, [(p, p) for p in paths], options, lambda _k, t: on_result(t), on_error)
 
 
+def transcribe_files_to(model, paths: list[str], options: TranscribeOptions, output: Output) -> Stats:
+    """Transcribe audio files and write each transcript where `output` says, in the order given
+    (w2vcli/decode/output.py); a txt stream of several files puts each file's path first."""
+    with transcript_writer(output, with_path=len(paths) > 1) as write:
+        return transcribe_files(model, paths, options, write)
+
+
 def manifest_items(rows: list[dict]) -> list[tuple[str, str]]:
     """(id, audio) of manifest rows, longest first (less padding per batch, memory errors early)."""
     def length(row):
@@ -183,6 +193,13 @@ def transcribe_manifest(model, rows: list[dict], options: TranscribeOptions, on_
     stats = transcribe_items(model, manifest_items(rows), options, lambda k, t: results.__setitem__(k, t), on_error)
     out = [{"id": str(r["id"]), **results[str(r["id"])]} for r in rows if str(r["id"]) in results]
     return out, stats
+
+
+def transcribe_manifest_to(model, rows: list[dict], options: TranscribeOptions, out: str | os.PathLike) -> Stats:
+    """`transcribe_manifest`, its hypothesis rows written to `out` (JSONL, atomically)."""
+    hyps, stats = transcribe_manifest(model, rows, options)
+    write_jsonl(out, hyps)
+    return stats
 
 
 # --- α/β tuning -------------------------------------------------------------------------------
