@@ -26,9 +26,8 @@ import torch
 
 from bench.flops import conv_frames, train_step_flops
 from bench.models import audio_batch
+from w2vcli.audio import SAMPLE_RATE
 from w2vcli.model.config import ModelConfig, get_preset, tiny
-
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)

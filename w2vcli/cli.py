@@ -1,8 +1,9 @@
-"""The `w2v` command: a thin Typer front end over the library.
+"""The `w2v` command: the Typer root app, which registers the subcommands and reports their errors.
 
 Each subcommand lives in `w2vcli/commands/<name>.py`, parses its options, builds a config and
-calls one library function. A `W2VError` becomes one red line and exit code 1;
-`W2V_DEBUG=1` shows the traceback instead.
+calls one library function. This module adds `--version` and the plain help layout, and maps
+errors: a `W2VError`, or an OSError a user can fix (a full disk, a permission, a missing path),
+becomes one red line on stderr and exit code 1; `W2V_DEBUG=1` shows the traceback instead.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`w2v export`: convert a model between w2v, Hugging Face and fairseq layouts."""
+"""`w2v export`: write a w2v checkpoint, Hugging Face directory or fairseq .pt as a Hugging Face
+directory, a w2v checkpoint or an ONNX file (fairseq files are read, never written)."""
 
 from __future__ import annotations
 

@@ -28,11 +28,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from w2vcli.audio import SAMPLE_RATE
 from w2vcli.cpu import PRECISIONS, QUANTIZE, Mode, auto_inference_mode, check_cpu_bf16
 from w2vcli.errors import W2VError
 from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
 
-SAMPLE_RATE = 16000  # Hz, what the models consume
 BLOCK_SECONDS = 10.0  # audio read from disk at a time when streaming
 MAX_PADDING = 0.1  # on a GPU, at most this share of a forward pass is padding (EmissionOptions.max_padding)
 

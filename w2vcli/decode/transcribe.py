@@ -21,9 +21,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from w2vcli.audio import audio_info, load_audio, resampled_length
+from w2vcli.audio import SAMPLE_RATE, audio_info, load_audio, resampled_length
 from w2vcli.decode.ctc import DecoderPool, DecodingOptions, Hypothesis, make_decoder
-from w2vcli.decode.emissions import SAMPLE_RATE, EmissionOptions, Emitter
+from w2vcli.decode.emissions import EmissionOptions, Emitter
 from w2vcli.decode.output import Output, transcript_writer
 from w2vcli.errors import W2VError
 from w2vcli.utils import ProgressBar, warn, write_jsonl

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from w2vcli.audio import SAMPLE_RATE  # the only rate w2v feeds its models
 from w2vcli.errors import W2VError
 from w2vcli.model.checkpoint import (
     Model, build_model, check_vocab, load_state, model_kind, safe_torch_load,
@@ -53,7 +54,6 @@ from w2vcli.model.convert import (
 from w2vcli.text import BLANK, WORD_BOUNDARY, TextRules, Vocabulary
 from w2vcli.utils import atomic_open, warn
 
-SAMPLE_RATE = 16000  # Hz: the only rate w2v feeds its models
 FEATURE_EXTRACTOR = "Wav2Vec2FeatureExtractor"
 PROCESSOR = "Wav2Vec2Processor"
 TOKENIZER = "Wav2Vec2CTCTokenizer"
