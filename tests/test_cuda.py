@@ -150,7 +150,7 @@ def test_mixed_precision_steps_and_fp16_overflow(corpus, tmp_path, capsys, devic
                                             "log_interval": 1, "gpus": int(device == "cuda")}])  # fmt: skip
     cfg.check()
     trainer = Trainer(cfg, distributed.setup(cfg))
-    assert trainer.d.device.type == device
+    assert trainer.dist.device.type == device
     init = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     if precision == "fp16":  # the first step overflows; the scale then drops to 2^4, where sums fit
         trainer.scaler = torch.amp.GradScaler(device, init_scale=2.0**40, backoff_factor=2.0**-36)
