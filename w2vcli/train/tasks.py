@@ -350,8 +350,7 @@ def build_ctc_model(cfg: FinetuneConfig, vocab, text_rules=None, pretrained=None
     if pretrained is None:
         pretrained = load_init("finetune", cfg.init)  # a pretraining model, an encoder, or a CTC model
     encoder = getattr(pretrained, "wav2vec2", pretrained)  # Wav2Vec2Model
-    model = Wav2Vec2ForCTC(encoder.config.replace(**overrides), vocab, text_rules)
-    model.wav2vec2.load_state_dict(encoder.state_dict())
+    model = Wav2Vec2ForCTC.from_pretraining(pretrained, vocab, encoder.config.replace(**overrides), text_rules)
     old_vocab = getattr(pretrained, "vocab", None)
     if old_vocab is not None and old_vocab.tokens == vocab.tokens:  # same units: keep the trained head
         model.head.load_state_dict(pretrained.head.state_dict())
