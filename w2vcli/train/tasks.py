@@ -122,7 +122,7 @@ class Validation:
 
 
 @dataclass
-class ErrorCounts:
+class CTCValidationSums:
     """CTC validation sums: loss, and word and character errors of greedy decoding."""
 
     loss: float = 0.0
@@ -313,7 +313,7 @@ class FinetuneTask(ManifestTask):
         from w2vcli.score import score_utterance
 
         texts = {r["id"]: r.get("text", "") for r in self.valid_rows}
-        sums = ErrorCounts()
+        sums = CTCValidationSums()
         for batch in loader:
             batch = batch_to(batch, self.dist.device)
             loss, logits, frame_lengths = self._forward(model, batch)
@@ -339,8 +339,8 @@ def build_ctc_model(cfg: FinetuneConfig, vocab, text_rules=None, pretrained=None
     from w2vcli.model.config import get_preset
     from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
 
-    overrides = {k: v for k, v in {"mask_time_prob": cfg.mask_prob, "mask_channel_prob": cfg.mask_channel_prob,
-                                   "layer_drop": cfg.layerdrop, "final_dropout": cfg.final_dropout}.items()
+    overrides = {k: v for k, v in {"mask_time_prob": cfg.mask_time_prob, "mask_channel_prob": cfg.mask_channel_prob,
+                                   "layer_drop": cfg.layer_drop, "final_dropout": cfg.final_dropout}.items()
                  if v is not None}
     overrides.update(cfg.model)
     if cfg.freeze_feature_encoder:
