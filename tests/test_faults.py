@@ -139,7 +139,7 @@ def test_audio_gone_during_training_is_one_line_and_exit_1(corpus, tmp_path):
 
 DISK_FULL_ON_SECOND_CHECKPOINT = """
 import contextlib, errno, os
-import w2vcli.train.state as state
+import w2vcli.model.checkpoint as state
 real_open, saves = state.atomic_open, []
 class Full:
     def __init__(self, f):

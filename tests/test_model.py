@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from w2vcli.model import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, get_preset, load_model, save_checkpoint
 from w2vcli.text import Vocabulary
@@ -187,3 +189,38 @@ def test_preset_parameter_counts():
         counts[name] = sum(p.numel() for p in model.parameters())
     assert abs(counts["base"] - 95.0e6) < 0.5e6, counts  # paper: 95 M
     assert abs(counts["large"] - 317.0e6) < 1.0e6, counts  # paper: 317 M
+
+
+# --- ConvAsMatmul: the feature encoder's hand-written convolution backward ------------------------
+
+from w2vcli.model.feature_encoder import ConvAsMatmul  # noqa: E402
+
+
+@pytest.mark.parametrize("k,stride", [(3, 2), (2, 2), (4, 1)])
+def test_conv_as_matmul_gradcheck(k, stride):
+    """Its backward against numerical derivatives (float64), input, weight and bias together."""
+    g = torch.Generator().manual_seed(k * 10 + stride)
+    x = torch.randn(2, 9, 3, dtype=torch.float64, generator=g, requires_grad=True)  # [B,L,C_in]
+    w = torch.randn(4, 3, k, dtype=torch.float64, generator=g, requires_grad=True)  # [C_out,C_in,k]
+    b = torch.randn(4, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: ConvAsMatmul.apply(x, w, b, stride), (x, w, b))
+
+
+@pytest.mark.parametrize("k,stride,bias", [(10, 5, False), (3, 2, True), (2, 2, False)])
+def test_conv_as_matmul_matches_conv1d(k, stride, bias):
+    """Output and all three gradients equal F.conv1d's on the channels-first input."""
+    g = torch.Generator().manual_seed(k + stride)
+    x = torch.randn(3, 57, 8, generator=g)  # [B,L,C_in]
+    w = torch.randn(6, 8, k, generator=g)
+    b = torch.randn(6, generator=g) if bias else None
+    grad = torch.randn(3, (57 - k) // stride + 1, 6, generator=g)  # [B,T,C_out]
+    leaves = [t.clone().requires_grad_() for t in (x, w) + ((b,) if bias else ())]
+    ours = ConvAsMatmul.apply(leaves[0], leaves[1], leaves[2] if bias else None, stride)
+    ref_leaves = [t.clone().requires_grad_() for t in (x, w) + ((b,) if bias else ())]
+    ref = F.conv1d(ref_leaves[0].transpose(1, 2), ref_leaves[1], ref_leaves[2] if bias else None,
+                   stride=stride).transpose(1, 2)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    (ours * grad).sum().backward()
+    (ref * grad).sum().backward()
+    for mine, theirs in zip(leaves, ref_leaves):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-5, atol=1e-4)

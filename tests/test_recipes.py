@@ -86,8 +86,8 @@ def test_demo_configs_load_and_the_baseline_matches(conf):
     # checkpoint's config (+ finetune.toml) vs the preset (+ finetune-scratch.toml); equal in every
     # field a CTC model reads, except the conv gradient (frozen vs trained)
     def ctc_overrides(cfg):
-        o = {k: v for k, v in {"mask_time_prob": cfg.mask_prob, "mask_channel_prob": cfg.mask_channel_prob,
-                               "layer_drop": cfg.layerdrop, "final_dropout": cfg.final_dropout}.items() if v is not None}
+        o = {k: v for k, v in {"mask_time_prob": cfg.mask_time_prob, "mask_channel_prob": cfg.mask_channel_prob,
+                               "layer_drop": cfg.layer_drop, "final_dropout": cfg.final_dropout}.items() if v is not None}
         return {**o, **cfg.model}
     pretrained_net = pt_model.replace(**ctc_overrides(ft)).to_dict()
     scratch_net = get_preset(sc.preset).replace(**ctc_overrides(sc)).to_dict()
@@ -118,11 +118,11 @@ def test_librispeech_configs_follow_the_paper():
     for model in ("base", "large"):
         for split, (p, pc, updates) in table6.items():
             _, cfg, net = _load(LIBRI / "conf" / f"finetune-{model}-{split}.toml", FinetuneConfig)
-            assert cfg.mask_prob == pytest.approx(p * 10), (model, split)
+            assert cfg.mask_time_prob == pytest.approx(p * 10), (model, split)
             assert cfg.mask_channel_prob == pytest.approx(pc * 64), (model, split)
             assert net.mask_channel_length == 64 and net.mask_time_length == 10
             assert cfg.max_updates == updates and cfg.freeze_updates == 10_000 and cfg.freeze_feature_encoder
-            assert cfg.layerdrop == (0.05 if model == "base" else 0.1)
+            assert cfg.layer_drop == (0.05 if model == "base" else 0.1)
             assert cfg.tri_stage == (0.1, 0.4, 0.5) and cfg.lr_schedule == "tri_stage"
             seconds_per_update = cfg.max_tokens * cfg.update_freq * 8 / 16000  # on 8 GPUs
             assert seconds_per_update == (1600 if model == "base" else 1920)

@@ -67,6 +67,23 @@ def test_config_precedence(tmp_path):
 # --- pretraining ----------------------------------------------------------------------------------
 
 
+def test_old_spellings_of_masking_and_layer_drop_are_read_with_a_warning(tmp_path, capsys):
+    """FinetuneConfig spells mask_time_prob / layer_drop as ModelConfig does; a TOML file with the
+    old mask_prob / layerdrop still sets them, and the warning names the new spelling."""
+    old = tmp_path / "old.toml"
+    old.write_text("mask_prob = 0.3\nlayerdrop = 0.2\n")
+    cfg = resolve(FinetuneConfig, "tiny", [read_toml(old, FinetuneConfig), {"init": "none"}])
+    assert (cfg.mask_time_prob, cfg.layer_drop) == (0.3, 0.2)
+    err = capsys.readouterr().err
+    assert "'mask_prob' is now spelled 'mask_time_prob'" in err and "'layerdrop' is now spelled 'layer_drop'" in err
+    new = tmp_path / "new.toml"
+    new.write_text("mask_time_prob = 0.3\nlayer_drop = 0.2\n")
+    assert read_toml(new, FinetuneConfig) == {"mask_time_prob": 0.3, "layer_drop": 0.2}
+    assert "spelled" not in capsys.readouterr().err
+    with pytest.raises(W2VError, match="unknown option 'mask_prob'"):  # pretraining never had it
+        read_toml(old, PretrainConfig)
+
+
 def test_pretrain_loss_falls_and_checkpoints_load(corpus, tmp_path):
     train, dev = corpus
     out = tmp_path / "pt"

@@ -1,4 +1,4 @@
-"""The `w2v` command: the Typer root app, which registers the subcommands and reports their errors.
+"""The `w2v` command: the Typer root app that registers the subcommands and turns errors into one line.
 
 Each subcommand lives in `w2vcli/commands/<name>.py`, parses its options, builds a config and
 calls one library function. This module adds `--version` and the plain help layout, and maps
@@ -16,16 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from w2vcli import __version__
-from w2vcli.errors import W2VError
-
-
-def report_error(exc: BaseException) -> None:
-    """Print a user-facing error as one red line on stderr."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+from w2vcli.errors import W2VError, report_error
 
 
 # OS errors a user fixes (a full disk, a permission, a path), shown as one line like a W2VError

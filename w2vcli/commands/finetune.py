@@ -24,9 +24,9 @@ def finetune(
     text_rules: Annotated[Optional[str], typer.Option("--text-rules", help="text_rules.json with the transcripts' normalisation (default: the one `w2v prepare` wrote beside --train, else English).")] = None,
     train_spm: Annotated[Optional[int], typer.Option("--train-spm", help="Train a sentencepiece model of N units on the training transcripts and use it.", min=2)] = None,
     freeze_updates: Annotated[Optional[int], typer.Option("--freeze-updates", help="Train only the output layer for the first N updates.", min=0)] = None,
-    mask_prob: Annotated[Optional[float], typer.Option("--mask-prob", help="Time masking, fairseq convention (span starts p × span length; paper's 0.065 × 10 = 0.65).", min=0)] = None,
+    mask_time_prob: Annotated[Optional[float], typer.Option("--mask-time-prob", "--mask-prob", help="Time masking, fairseq convention (span starts p × span length; paper's 0.065 × 10 = 0.65).", min=0)] = None,
     mask_channel_prob: Annotated[Optional[float], typer.Option("--mask-channel-prob", help="Channel masking probability (fairseq convention).", min=0)] = None,
-    layerdrop: Annotated[Optional[float], typer.Option("--layerdrop", help="Probability of skipping a Transformer layer in training.", min=0, max=1)] = None,
+    layer_drop: Annotated[Optional[float], typer.Option("--layer-drop", "--layerdrop", help="Probability of skipping a Transformer layer in training.", min=0, max=1)] = None,
     lr_schedule: Annotated[Optional[str], typer.Option("--lr-schedule", help="tri_stage (10%/40%/50% warmup/hold/decay) or polynomial (with --warmup-updates).")] = None,
     max_updates: MaxUpdates = None,
     max_tokens: MaxTokens = None,
@@ -62,8 +62,8 @@ def finetune(
     if from_scratch:
         init = "none"
     cli = common_layer(train=train, valid=valid, preset=preset, init=init, vocab=vocab, text_rules=text_rules, train_spm=train_spm,
-                       freeze_updates=freeze_updates, mask_prob=mask_prob, mask_channel_prob=mask_channel_prob,
-                       layerdrop=layerdrop, lr_schedule=lr_schedule, max_updates=max_updates,
+                       freeze_updates=freeze_updates, mask_time_prob=mask_time_prob, mask_channel_prob=mask_channel_prob,
+                       layer_drop=layer_drop, lr_schedule=lr_schedule, max_updates=max_updates,
                        max_tokens=max_tokens, max_sample_size=max_sample_size, update_freq=update_freq, lr=lr,
                        warmup_updates=warmup_updates, schedule_updates=schedule_updates, clip_norm=clip_norm,
                        seed=seed, precision=precision, gpus=gpus, nproc=nproc, valid_interval=valid_interval,

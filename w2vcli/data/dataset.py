@@ -97,6 +97,11 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
+def batch_to(batch: dict, device: torch.device, non_blocking: bool = False) -> dict:
+    """A batch from `collate` with its tensors on `device` (ids stay a list)."""
+    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 def make_batches(sizes: np.ndarray, max_tokens: int, seed: int = 0) -> list[list[int]]:
     """Length-sorted batches whose padded size (count × longest) stays within `max_tokens`.
 

@@ -5,6 +5,11 @@ w2v checkpoint (a `torch.save` dict that loads with `torch.load(weights_only=Tru
     {"format": "w2v", "kind": "pretrain" | "ctc", "model_config": ModelConfig.to_dict(),
      "vocab": list[str] | None, "model": state_dict, ...training state added by the trainer}
 
+This module writes and reads every checkpoint w2v handles: the model checkpoint
+(`save_checkpoint`, `load_model`), the training state beside it (`training_checkpoint`,
+`write_checkpoint`, `read_training_checkpoint`), the model config alone (`read_model_config`),
+and reads Hugging Face directories (through w2vcli.model.hf_dir) and fairseq files.
+
 `load_model(path)` (`load_ctc_model(path)` where only a CTC model will do) also reads
 - a Hugging Face `save_pretrained` directory of Wav2Vec2ForPreTraining / Wav2Vec2ForCTC /
   Wav2Vec2Model (w2vcli.model.hf_dir: which files, which layouts, what is refused);
@@ -77,8 +82,8 @@ def build_model(kind: str, config: ModelConfig, vocab: Vocabulary | None = None,
 # --- w2v's own format ----------------------------------------------------------------------------
 
 
-def checkpoint_dict(model: Model) -> dict:
-    """The model part of a w2v checkpoint; the trainer adds optimizer/scheduler/RNG state beside it."""
+def checkpoint_dict(model: Model, **extra: Any) -> dict:
+    """A w2v checkpoint of `model`; `extra` entries (the trainer's state) are stored beside it."""
     vocab = getattr(model, "vocab", None)
     return {
         "format": "w2v",
@@ -90,15 +95,82 @@ def checkpoint_dict(model: Model) -> dict:
         "vocab_units": vocab.units if vocab is not None else None,  # letters | chars | pieces
         "text_rules": model.text_rules.to_dict() if vocab is not None else None,  # w2vcli/text.py
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
     }
 
 
+def training_checkpoint(model: Model, optimizer: torch.optim.Optimizer, **state: Any) -> dict:
+    """A training checkpoint (docs/architecture.md): the model's checkpoint, the optimizer's state
+    moved to the CPU (a CUDA run's last.pt loads on a CPU-only machine; `load_state_dict` moves it
+    back to each parameter's device), and the rest of `state` (scheduler, scaler, rng, data,
+    update, best, skipped, train_config) as given."""
+    return checkpoint_dict(model, optimizer=to_cpu(optimizer.state_dict()), **state)
+
+
+def to_cpu(value: Any) -> Any:
+    """`value` with every tensor inside its dicts, lists and tuples copied to the CPU."""
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(v) for v in value)
+    return value
+
+
 def save_checkpoint(path: str | os.PathLike, model: Model, **extra: Any) -> None:
-    """Write a w2v checkpoint atomically (temp file + rename); `extra` entries are stored beside the model."""
-    ckpt = checkpoint_dict(model)
-    ckpt.update(extra)
-    with atomic_open(path, "wb") as f:
-        torch.save(ckpt, f)
+    """Write a w2v checkpoint of `model` atomically; `extra` entries are stored beside the model."""
+    write_checkpoint(path, checkpoint_dict(model, **extra))
+
+
+def write_checkpoint(path: str | os.PathLike, ckpt: dict) -> None:
+    """Write atomically: temporary file in the same folder, fsync, rename. A failed write (a full
+    disk, a lost mount) is a W2VError; the file already at `path` is left as it was."""
+    try:
+        with atomic_open(path, "wb") as f:
+            torch.save(ckpt, f)
+    except (OSError, RuntimeError) as exc:
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        raise W2VError(f"{path}: cannot write the checkpoint ({reason}); "
+                       f"the previous {Path(path).name}, if any, is unchanged") from exc
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """The OS's reason behind a failed write ("No space left on device"), found in the chain of
+    exceptions (torch.save wraps the OSError in a RuntimeError), or None if it was not one."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen.strerror or str(seen) or type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).strip()
+    if "PytorchStreamWriter" in text or "file write failed" in text:
+        return text.splitlines()[0]
+    return None
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> dict:
+    """A run's last.pt, to resume from: the model's checkpoint and the training state."""
+    path = Path(path)
+    if not path.is_file():
+        raise W2VError(f"{path}: no checkpoint to resume from (run without --resume to start)")
+    ckpt = safe_torch_load(path)  # weights_only; a truncated or foreign file is a W2VError saying so
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "w2v" or "update" not in ckpt:
+        raise W2VError(f"{path}: not a w2v training checkpoint")
+    return ckpt
+
+
+def read_model_config(path: str | os.PathLike) -> ModelConfig:
+    """The ModelConfig of a w2v checkpoint without reading its weights (memory-mapped), so a
+    caller that loads the weights later (the trainer on --resume) reads them once."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        config = ckpt["model_config"]
+    except Exception:  # damaged or foreign: read_training_checkpoint's W2VError says which
+        config = read_training_checkpoint(path)["model_config"]
+    return ModelConfig.from_dict(config)
 
 
 def model_from_checkpoint(ckpt: dict, where: str = "checkpoint", device: str | torch.device = "cpu") -> Model:

@@ -151,7 +151,7 @@ class Wav2Vec2Model(nn.Module):
 
 @dataclass
 class PretrainOutput:
-    """What one pretraining forward returns (all tensors are scalars on the model's device).
+    """What one pretraining forward returns, on the model's device (tensors without a shape comment are scalars).
 
     `loss` = contrastive_loss + num_masked * (diversity_weight * diversity_loss
              + feature_penalty_weight * feature_penalty): a sum over masked frames, like fairseq
@@ -258,15 +258,17 @@ class Wav2Vec2ForCTC(nn.Module):
         self.head = nn.Linear(config.hidden_size, len(vocab))  # fairseq w2v_encoder.proj; HF lm_head
 
     @classmethod
-    def from_pretraining(cls, pt_model: Wav2Vec2ForPreTraining, vocab: Vocabulary,
+    def from_pretraining(cls, pt_model: Wav2Vec2ForPreTraining | Wav2Vec2Model, vocab: Vocabulary,
                          config: ModelConfig | None = None, text_rules: TextRules | None = None) -> "Wav2Vec2ForCTC":  # fmt: skip
-        """A CTC model whose encoder is a copy of `pt_model`'s and whose head is freshly initialised.
+        """A CTC model whose encoder is a copy of `pt_model`'s (or of `pt_model`, an encoder) and whose
+        head is freshly initialised.
 
         `config` (default: the pretraining config) may change fine-tuning fields such as masking,
         dropout or feature_grad_mult; architecture fields must match.
         """
-        model = cls(config or pt_model.config.replace(), vocab, text_rules)
-        model.wav2vec2.load_state_dict(pt_model.wav2vec2.state_dict())
+        encoder = getattr(pt_model, "wav2vec2", pt_model)  # a Wav2Vec2Model as it is
+        model = cls(config or encoder.config.replace(), vocab, text_rules)
+        model.wav2vec2.load_state_dict(encoder.state_dict())
         return model.to(next(pt_model.parameters()).device)
 
     def freeze_feature_encoder(self) -> None:
@@ -290,8 +292,8 @@ class Wav2Vec2ForCTC(nn.Module):
         context, _ = self.wav2vec2.contextualize(features, frame_lengths, time_mask, channel_mask)
         return self.head(self.dropout(context)), frame_lengths
 
-    @staticmethod
-    def ctc_loss(logits: torch.Tensor, frame_lengths: torch.Tensor, targets: torch.Tensor,
+
+def ctc_loss(logits: torch.Tensor, frame_lengths: torch.Tensor, targets: torch.Tensor,
                  target_lengths: torch.Tensor, reduction: str = "sum", zero_infinity: bool = True) -> torch.Tensor:  # fmt: skip
         """CTC loss (blank = 0) of logits [B,T,V] against targets [B,L] (padded) or [sum L] (concatenated).
 
@@ -309,7 +311,11 @@ def ctc_loss(
     reduction: str = "sum",
     zero_infinity: bool = True,
 ) -> torch.Tensor:
-    """See `Wav2Vec2ForCTC.ctc_loss`."""
+    """CTC loss (blank = 0) of logits [B,T,V] against targets [B,L] (padded) or [sum L] (concatenated).
+
+    Computed in float32; `reduction` "sum" (fairseq's default; divide by the number of
+    utterances or target tokens yourself), "mean" (PyTorch's: per target token, then batch) or "none".
+    """
     log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # [T,B,V]
     return F.ctc_loss(
         log_probs, targets, frame_lengths, target_lengths, blank=0, reduction=reduction, zero_infinity=zero_infinity

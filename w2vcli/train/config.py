@@ -120,9 +120,9 @@ class FinetuneConfig(TrainConfig):
     freeze_feature_encoder: bool = True  # never train the conv feature encoder
     lr_schedule: str = "tri_stage"  # tri_stage | polynomial
     tri_stage: tuple = (0.1, 0.4, 0.5)  # warmup / hold / decay fractions of the schedule
-    mask_prob: float | None = None  # time-mask span-start probability (None = model preset's)
+    mask_time_prob: float | None = None  # time masking, fairseq mask_prob (None = model preset's)
     mask_channel_prob: float | None = None  # channel-mask probability (None = model preset's)
-    layerdrop: float | None = None  # Transformer layer drop (None = model preset's)
+    layer_drop: float | None = None  # Transformer layer drop (None = model preset's)
     final_dropout: float | None = None  # dropout before the output layer (None = model preset's)
 
     @property
@@ -226,6 +226,10 @@ def _coerce(cfg_cls, name: str, value, source: str):
     raise W2VError(f"{source}: option {name!r} must be {type(default).__name__}, got {value!r}")
 
 
+# options spelled as ModelConfig spells them; the old spelling is still read, with a warning
+RENAMED = {"mask_prob": "mask_time_prob", "layerdrop": "layer_drop"}
+
+
 def read_toml(path: str | os.PathLike, cfg_cls) -> dict:
     """Options from a TOML file, checked against `cfg_cls`'s fields (a `[model]` table is kept as is)."""
     path = Path(path)
@@ -241,6 +245,11 @@ def read_toml(path: str | os.PathLike, cfg_cls) -> dict:
 
     out = {}
     for name, value in raw.items():
+        if name in RENAMED and RENAMED[name] in {f.name for f in fields(cfg_cls)}:
+            from w2vcli.utils import warn
+
+            warn(f"{path}: option {name!r} is now spelled {RENAMED[name]!r} (as in [model]); please rename it")
+            name = RENAMED[name]
         out[name] = check_fields(value, f"{path}: [model]") if name == "model" else _coerce(cfg_cls, name, value, str(path))
     return out
 

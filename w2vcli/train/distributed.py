@@ -14,13 +14,17 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from typing import TYPE_CHECKING
 
 import torch
-import torch.distributed as dist
+import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
-from w2vcli.errors import W2VError
+from w2vcli.errors import W2VError, report_error
+
+if TYPE_CHECKING:
+    from w2vcli.train.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ def _under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def setup(cfg) -> Dist:
+def setup(cfg: TrainConfig) -> Dist:
     """Join the process group (if several processes) and pick this process's device."""
     if cfg.gpus and not torch.cuda.is_available():
         raise W2VError(f"--gpus {cfg.gpus}: no CUDA device is available (use --nproc for CPU processes)")
@@ -59,52 +63,57 @@ def setup(cfg) -> Dist:
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
+    if world > 1 and not torch_dist.is_initialized():
         # processes started by `launch` meet through a file (no free-port race); torchrun's through env://
-        dist.init_process_group("nccl" if use_cuda else "gloo", init_method=os.environ.get("W2V_DIST_INIT", "env://"),
+        torch_dist.init_process_group("nccl" if use_cuda else "gloo", init_method=os.environ.get("W2V_DIST_INIT", "env://"),
                                 rank=rank, world_size=world, device_id=device if use_cuda else None)
     return Dist(rank, world, local_rank, device)
 
 
 def cleanup() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
 
 
-def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
-    if d.enabled:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+def all_reduce_sum(t: torch.Tensor, dist: Dist) -> torch.Tensor:
+    if dist.enabled:
+        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.SUM)
     return t
 
 
-def all_gather_object(obj, d: Dist) -> list:
-    if not d.enabled:
+def sum_over_processes(sums, dist: Dist):
+    """A dataclass of float sums (a task's StepStats, validation counts) summed over all
+    processes, in float64; the same dataclass back."""
+    t = torch.tensor(astuple(sums), dtype=torch.float64, device=dist.device)
+    return type(sums)(*all_reduce_sum(t, dist).tolist())
+
+
+def all_gather_object(obj, dist: Dist) -> list:
+    if not dist.enabled:
         return [obj]
-    out = [None] * d.world_size
-    dist.all_gather_object(out, obj)
+    out = [None] * dist.world_size
+    torch_dist.all_gather_object(out, obj)
     return out
 
 
-def _worker(local_rank: int, world: int, store: str, fn, cfg) -> None:
+def _worker(local_rank: int, world: int, store: str, fn, cfg: TrainConfig) -> None:
     os.environ.update(RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank),
                       LOCAL_WORLD_SIZE=str(world), W2V_DIST_INIT=f"file://{store}")
     try:
         fn(cfg)
     except W2VError as exc:
         if local_rank == 0:
-            from w2vcli.cli import report_error
-
             report_error(exc)
         raise SystemExit(1) from None
 
 
-def runs_here(cfg) -> bool:
+def runs_here(cfg: TrainConfig) -> bool:
     """Whether `launch` runs training in this process (one device, or under torchrun)."""
     return _under_torchrun() or (cfg.gpus if cfg.gpus else cfg.nproc) <= 1
 GRACE_SECONDS = 5  # after one process fails, the others' time to stop before SIGTERM, then SIGKILL
 
 
-def launch(fn, cfg):
+def launch(fn, cfg: TrainConfig):
     """Run `fn(cfg)` in each training process (see the module docstring)."""
     n = cfg.gpus if cfg.gpus else cfg.nproc
     if runs_here(cfg):

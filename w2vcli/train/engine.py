@@ -17,33 +17,32 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import math
 import os
 import signal
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from w2vcli.cpu import train_precision
-from w2vcli.data.dataset import DataPosition, worker_error
+from w2vcli.data.dataset import DataPosition, batch_to, worker_error
 from w2vcli.errors import W2VError
+from w2vcli.model.checkpoint import read_training_checkpoint, training_checkpoint, write_checkpoint
 from w2vcli.train import distributed
-from w2vcli.train.config import save_config, to_dict
-from w2vcli.train.progress import MetricsLog, TrainProgress
+from w2vcli.train.config import TrainConfig, save_config, to_dict
+from w2vcli.train.distributed import Dist
+from w2vcli.train.progress import MetricsLog, MetricsWindow, TrainProgress, UpdateOutput
 from w2vcli.train.schedule import PolynomialDecay, TriStage
-from w2vcli.model.checkpoint import checkpoint_dict
-from w2vcli.train.state import (load_checkpoint, rng_state, save_checkpoint,
-                                seed_everything, set_rng_state)
+from w2vcli.train.state import rng_state, seed_everything, set_rng_state
+from w2vcli.train.tasks import make_task
 from w2vcli.utils import log, warn
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def train(cfg, init_model=None) -> None:
+def train(cfg: TrainConfig, init_model: torch.nn.Module | None = None) -> None:
     """Run a training job described by a resolved PretrainConfig/FinetuneConfig.
 
     `init_model`: the --init model, already loaded by the caller (`tasks.load_init`); a run in
@@ -58,7 +57,7 @@ def train(cfg, init_model=None) -> None:
 RUN_FILES = ("last.pt", "best.pt")  # an output folder holding one of these holds a run
 
 
-def check_out(cfg):
+def check_out(cfg: TrainConfig) -> TrainConfig:
     """Never replace a run by accident: without --resume, an --out that holds a run is refused;
     with --resume and no checkpoint yet, the run starts fresh (so a job script may always
     pass --resume)."""
@@ -74,12 +73,12 @@ def check_out(cfg):
     return cfg
 
 
-def _run(cfg, init_model=None) -> None:
-    d = distributed.setup(cfg)
+def _run(cfg: TrainConfig, init_model: torch.nn.Module | None = None) -> None:
+    dist = distributed.setup(cfg)
     trainer = None
     try:
-        set_threads(cfg, d)
-        trainer = Trainer(cfg, d, init_model)
+        set_threads(cfg, dist)
+        trainer = Trainer(cfg, dist, init_model)
         trainer.run()
     finally:
         if trainer is not None:
@@ -87,12 +86,12 @@ def _run(cfg, init_model=None) -> None:
         distributed.cleanup()
 
 
-def set_threads(cfg, d: distributed.Dist) -> None:
+def set_threads(cfg: TrainConfig, dist: Dist) -> None:
     """Intra-op threads of this training process: w2vcli/cpu.py; --threads 0 leaves torch's."""
     from w2vcli import cpu
 
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE") or d.world_size)  # on this machine
-    cpu.set_threads(cpu.training_threads(cfg.threads, processes, cfg.num_workers, d.device.type))
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE") or dist.world_size)  # on this machine
+    cpu.set_threads(cpu.training_threads(cfg.threads, processes, cfg.num_workers, dist.device.type))
 
 
 FUSED_DEVICES = ("cpu", "cuda")  # where torch has a fused (one kernel per step) AdamW
@@ -136,14 +135,15 @@ class StopRequested:
 
 
 class Trainer:
-    def __init__(self, cfg, d: distributed.Dist, init_model=None):
-        from w2vcli.train.tasks import make_task
+    """One training process: `run()` takes optimizer updates until --max-updates, validating,
+    logging and writing checkpoints on the way."""
 
-        self.cfg, self.d = cfg, d
+    def __init__(self, cfg: TrainConfig, dist: Dist, init_model: torch.nn.Module | None = None):
+        self.cfg, self.dist = cfg, dist
         self.out = Path(cfg.out)
         seed_everything(cfg.seed)  # the same initial weights on every rank
-        self.task = make_task(cfg, d, init_model)
-        self.model = self.task.model.to(d.device)
+        self.task = make_task(cfg, dist, init_model)
+        self.model = self.task.model.to(dist.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                         eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
@@ -151,30 +151,31 @@ class Trainer:
             self.schedule = TriStage(cfg.lr, cfg.total_updates, tuple(cfg.tri_stage))
         else:
             self.schedule = PolynomialDecay(cfg.lr, cfg.warmup_updates, cfg.total_updates, cfg.end_lr)
-        precision = train_precision(cfg.precision, d.device.type)  # "auto" -> what this device runs fastest
+        precision = train_precision(cfg.precision, dist.device.type)  # "auto" -> what this device runs fastest
         self.dtype = DTYPES[precision]
-        if precision == "bf16" and d.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        if precision == "bf16" and dist.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise W2VError("--precision bf16: this GPU has no bfloat16 support; use fp16")
-        self.scaler = torch.amp.GradScaler(d.device.type, init_scale=2.0**7, enabled=precision == "fp16")
+        self.scaler = torch.amp.GradScaler(dist.device.type, init_scale=2.0**7, enabled=precision == "fp16")
         self.update, self.best, self.position = 0, None, DataPosition()
         self.skipped = 0  # non-finite steps skipped, whole run
+        self.bad_in_row = 0  # non-finite steps in a row (fp16 overflows excepted)
         self.train_loader, self.sampler = self.task.train_loader()
         self.valid_loader = self.task.valid_loader() if cfg.valid else None
         if cfg.resume:
-            self._load(self.out / "last.pt")
+            self.load(self.out / "last.pt")
         else:
-            seed_everything(cfg.seed + 1000 * d.rank)  # dropout and masking differ between ranks
+            seed_everything(cfg.seed + 1000 * dist.rank)  # dropout and masking differ between ranks
         self.ddp = self.model
-        if d.enabled:
-            self.ddp = DDP(self.model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
+        if dist.enabled:
+            self.ddp = DDP(self.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
                            find_unused_parameters=self.task.find_unused_parameters)
-        if d.main:
+        if dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
             for stale in self.out.glob(".*.tmp"):  # a write cut short by SIGKILL
                 stale.unlink()
             save_config(cfg, self.out / "config.toml")
             self.task.save_assets(self.out)
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", d.main, truncate_after=self.update)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", dist.main, truncate_after=self.update)
 
     def close(self) -> None:
         """Stop the DataLoader worker processes (at the end, and after an error or a second Ctrl-C)."""
@@ -182,48 +183,43 @@ class Trainer:
             if loader is not None:
                 loader.close()
 
-    # --- checkpoints ---------------------------------------------------------------------------
-    def _load(self, path: Path) -> None:
-        ckpt = load_checkpoint(path)
+    # --- checkpoints (their format: w2vcli/model/checkpoint.py) -----------------------------------
+    def load(self, path: Path) -> None:
+        ckpt = read_training_checkpoint(path)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt["scaler"] and self.scaler.is_enabled():  # fp16 both then and now
             self.scaler.load_state_dict(ckpt["scaler"])
         self.update, self.best, self.skipped = ckpt["update"], ckpt["best"], ckpt.get("skipped", 0)
         self.position = DataPosition(**ckpt["data"])
-        rngs = ckpt["rng"]
-        if len(rngs) == self.d.world_size:
-            set_rng_state(rngs[self.d.rank])
+        rngs, dist = ckpt["rng"], self.dist
+        if len(rngs) == dist.world_size:
+            set_rng_state(rngs[dist.rank])
         else:
-            warn(f"{path}: saved by {len(rngs)} process(es), resuming with {self.d.world_size}: "
+            warn(f"{path}: saved by {len(rngs)} process(es), resuming with {dist.world_size}: "
                  "random streams are reseeded and the epoch's batches are dealt out anew, "
                  "so the run will not repeat exactly")
-            seed_everything(self.cfg.seed + 1000 * self.d.rank + self.update)
-        if self.d.main:
+            seed_everything(self.cfg.seed + 1000 * dist.rank + self.update)
+        if dist.main:
             log(f"resuming from {path}: update {self.update}, epoch {self.position.epoch}, "
                 f"batch {self.position.batch}")
 
-    def _checkpoint(self) -> dict:
-        rngs = distributed.all_gather_object(rng_state(), self.d)  # collective: every rank calls
-        ckpt = checkpoint_dict(self.model)  # the model part; training state is added beside it
-        ckpt.update(
-            optimizer=self.optimizer.state_dict(),
-            scheduler={**self.schedule.state_dict(), "update": self.update},
+    def save(self, best: bool = False) -> None:
+        """Write last.pt (and best.pt). A collective: every rank calls it, rank 0 writes."""
+        rngs = distributed.all_gather_object(rng_state(), self.dist)
+        if not self.dist.main:
+            return
+        ckpt = training_checkpoint(
+            self.model, self.optimizer, scheduler={**self.schedule.state_dict(), "update": self.update},
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
             rng=rngs, data=self.position.state_dict(), update=self.update, best=self.best,
-            skipped=self.skipped, train_config=to_dict(self.cfg),
-        )
-        return ckpt
-
-    def save(self, best: bool = False) -> None:
-        ckpt = self._checkpoint()
-        if self.d.main:
-            save_checkpoint(self.out / "last.pt", ckpt)
-            if best:
-                save_checkpoint(self.out / "best.pt", ckpt)
+            skipped=self.skipped, train_config=to_dict(self.cfg))
+        write_checkpoint(self.out / "last.pt", ckpt)
+        if best:
+            write_checkpoint(self.out / "best.pt", ckpt)
 
     # --- one update ------------------------------------------------------------------------------
-    def _fetch(self):
+    def _fetch(self) -> dict | None:
         try:
             return next(self._iter, None)
         except Exception as exc:  # from a worker: one line naming what failed
@@ -232,7 +228,7 @@ class Trainer:
                 raise
             raise error from exc
 
-    def _next_batch(self):
+    def _next_batch(self) -> dict:
         batch = self._fetch()
         if batch is None:  # end of epoch
             self.position = DataPosition(self.position.epoch + 1, 0)
@@ -247,76 +243,73 @@ class Trainer:
     def _autocast(self):
         if self.dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.d.device.type, dtype=self.dtype)
+        return torch.autocast(self.dist.device.type, dtype=self.dtype)
 
-    def train_step(self) -> dict:
-        """Accumulate `update_freq` batches, then take (or skip) one optimizer step. Returns stat sums."""
-        cfg, sums = self.cfg, defaultdict(float)
+    def train_step(self) -> UpdateOutput:
+        """Accumulate `update_freq` batches, then take (or skip) one optimizer step."""
+        cfg, dist = self.cfg, self.dist
         t0 = time.perf_counter()
-        data_time = 0.0
+        data_time, stats = 0.0, None
         self.model.train()
         for i in range(cfg.update_freq):
             t = time.perf_counter()
-            batch = self._next_batch()
-            batch = {k: v.to(self.d.device, non_blocking=True) if torch.is_tensor(v) else v
-                     for k, v in batch.items()}
+            batch = batch_to(self._next_batch(), dist.device, non_blocking=True)
             data_time += time.perf_counter() - t
             last = i == cfg.update_freq - 1
-            sync = contextlib.nullcontext() if last or not self.d.enabled else self.ddp.no_sync()
+            sync = contextlib.nullcontext() if last or not dist.enabled else self.ddp.no_sync()
             with sync:
                 with self._autocast():
-                    loss, stats = self.task.forward(self.ddp, batch, self.update)
-                self.scaler.scale(loss).backward()
-            for k, v in stats.items():
-                sums[k] += float(v)
+                    out = self.task.step(self.ddp, batch, self.update)
+                self.scaler.scale(out.loss).backward()
+            stats = out.stats if stats is None else stats + out.stats
         # totals over micro-batches and processes; the step is divided by the total sample size
-        keys = sorted(sums)
-        totals = distributed.all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
-                                                         device=self.d.device), self.d).tolist()
-        sums = dict(zip(keys, totals))
+        stats = distributed.sum_over_processes(stats, dist)
         self.scaler.unscale_(self.optimizer)
-        scale = self.d.world_size / max(sums["sample_size"], 1.0)  # DDP averaged over ranks
+        scale = dist.world_size / max(stats.sample_size, 1.0)  # DDP averaged over ranks
         for p in self.params:
             if p.grad is not None:
                 p.grad.mul_(scale)
         self.task.before_step(self.model, self.update)  # e.g. drop frozen parameters' gradients
         max_norm = cfg.clip_norm if cfg.clip_norm > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        loss_ok = math.isfinite(sums["loss"])
-        if loss_ok and math.isfinite(grad_norm):
+        stepped = math.isfinite(stats.loss) and math.isfinite(grad_norm)
+        if stepped:
             lr = self.schedule(self.update + 1)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.scaler.step(self.optimizer)
             self.update += 1
             self.bad_in_row = 0
-            sums["updates"] = 1.0
         else:
-            self.skipped += 1
-            overflow = self.scaler.is_enabled() and loss_ok  # fp16 overflow: the scaler backs off
-            self.bad_in_row += 0 if overflow else 1
-            sums["skipped"] = 1.0
-            if self.d.main and not overflow:
-                warn(f"update {self.update + 1}: non-finite {'loss' if not loss_ok else 'gradient'} "
-                     f"(batch {', '.join(batch['ids'][:3])}...), step skipped ({self.skipped} so far)")
-            if self.bad_in_row >= cfg.max_bad_updates:
-                raise W2VError(f"{self.bad_in_row} non-finite steps in a row at update {self.update}: "
-                               "lower --lr, use --precision fp32, or check the data for silent/corrupt audio")
+            self._skip(stats, grad_norm, batch)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        sums.update(grad_norm=grad_norm if math.isfinite(grad_norm) else 0.0,
-                    data_time=data_time, step_time=time.perf_counter() - t0 - data_time)
-        return sums
+        return UpdateOutput(stats, stepped, grad_norm if math.isfinite(grad_norm) else 0.0,
+                            data_time, time.perf_counter() - t0 - data_time)
+
+    def _skip(self, stats, grad_norm: float, batch: dict) -> None:
+        """Count a non-finite step; too many in a row stop the run."""
+        self.skipped += 1
+        loss_ok = math.isfinite(stats.loss)
+        overflow = self.scaler.is_enabled() and loss_ok  # fp16 overflow: the scaler backs off
+        self.bad_in_row += 0 if overflow else 1
+        if self.dist.main and not overflow:
+            warn(f"update {self.update + 1}: non-finite {'loss' if not loss_ok else 'gradient'} "
+                 f"(batch {', '.join(batch['ids'][:3])}...), step skipped ({self.skipped} so far)")
+        if self.bad_in_row >= self.cfg.max_bad_updates:
+            raise W2VError(f"{self.bad_in_row} non-finite steps in a row at update {self.update}: "
+                           "lower --lr, use --precision fp32, or check the data for silent/corrupt audio")
 
     # --- validation ------------------------------------------------------------------------------
-    def validate(self) -> dict:
-        # own random stream (fixed masks and distractors), leaving the training stream untouched
-        devices = [self.d.device] if self.d.device.type == "cuda" else []
+    def validate(self):
+        """The task's validation, on its own random stream (fixed masks and distractors),
+        leaving the training stream untouched."""
+        devices = [self.dist.device] if self.dist.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast():
             torch.manual_seed(self.cfg.seed)
             self.model.eval()
             try:
-                result = self.task.validate(self.model, self.valid_loader, self.d)
+                result = self.task.validate(self.model, self.valid_loader)
             except Exception as exc:  # from a worker: one line naming what failed
                 error = worker_error(exc)
                 if error is None:
@@ -327,81 +320,54 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------------
     def run(self) -> None:
-        cfg, d = self.cfg, self.d
+        cfg, dist = self.cfg, self.dist
         self.sampler.set_position(self.position.epoch, self.position.batch)
         self._iter = iter(self.train_loader)
-        self.bad_in_row = 0
         save_every = cfg.save_interval or cfg.valid_interval
-        window: dict = defaultdict(float)
-        t_window = time.perf_counter()
+        window = MetricsWindow()
         start_update = self.update
-        with StopRequested() as stop, TrainProgress(cfg.max_updates, self.update, d.main) as bar:
+        with StopRequested() as stop, TrainProgress(cfg.max_updates, self.update, dist.main) as bar:
             while self.update < cfg.max_updates:
-                sums = self.train_step()
-                for k, v in sums.items():
-                    window[k] += v
-                stats = self.task.summarize(sums) if sums.get("updates") else {}
-                stats["samples_per_s"] = sums["nsentences"] / max(sums["data_time"] + sums["step_time"], 1e-9)
-                bar.advance(self.update, stats, self.schedule(self.update))
-                if not sums.get("updates"):
+                out = self.train_step()
+                window.add(out)
+                bar.advance(self.update, out.summary(), self.schedule(self.update))
+                if not out.stepped:
                     continue
                 stopping = self._agree(stop.signal is not None)
                 done = self.update >= cfg.max_updates
                 if self.update % cfg.log_interval == 0 or done or stopping:
-                    self._log_window(window, time.perf_counter() - t_window, bar)
-                    window, t_window = defaultdict(float), time.perf_counter()
+                    self._write_row(window.row(self.update, self.schedule(self.update), self.skipped,
+                                               self.position.epoch, self.task.log_fields(self.update)), bar)
+                    window = MetricsWindow()
                 best = False
                 if cfg.valid and (self.update % cfg.valid_interval == 0 or done):
                     best = self._validate_and_log(bar)
                 if best or done or stopping or self.update % save_every == 0:
                     self.save(best=best)
                 if stopping:
-                    if d.main:
+                    if dist.main:
                         log(f"{stop.signal or 'signal'}: stopped at update {self.update}, checkpoint "
                             f"{self.out / 'last.pt'} written; continue with --resume")
                     return
-        if d.main and self.update == start_update:
+        if dist.main and self.update == start_update:
             log(f"nothing to do: already at update {self.update} of --max-updates {cfg.max_updates}")
 
     def _agree(self, flag: bool) -> bool:
         """True on every rank if any rank got a stop signal."""
-        if not self.d.enabled:
+        if not self.dist.enabled:
             return flag
-        t = torch.tensor([float(flag)], device=self.d.device)
-        return bool(distributed.all_reduce_sum(t, self.d).item() > 0)
+        t = torch.tensor([float(flag)], device=self.dist.device)
+        return bool(distributed.all_reduce_sum(t, self.dist).item() > 0)
 
-    def _log_window(self, window: dict, seconds: float, bar) -> None:
-        row = {"update": self.update, **self.task.summarize(window)}
-        n = max(window.get("updates", 0.0) + window.get("skipped", 0.0), 1.0)
-        row.update(
-            lr=self.schedule(self.update),
-            grad_norm=window["grad_norm"] / n,
-            samples_per_s=window["nsentences"] / seconds,
-            audio_per_s=window["nsamples"] / 16000 / seconds,
-            data_time=window["data_time"] / n,
-            step_time=window["step_time"] / n,
-            skipped=int(window.get("skipped", 0)),
-            skipped_total=self.skipped,
-            epoch=self.position.epoch,
-        )
-        if self.task.kind == "pretrain":
-            row["temperature"] = self.task.temperature(self.update)
+    def _write_row(self, row: dict, bar: TrainProgress) -> None:
         self.metrics.write(row)
         bar.print_row(row)
 
-    def _validate_and_log(self, bar) -> bool:
+    def _validate_and_log(self, bar: TrainProgress) -> bool:
         result = self.validate()
-        score = result.pop("score")
-        best = self.best is None or list(score) < list(self.best)
+        best = self.best is None or list(result.score) < list(self.best)
         if best:
-            self.best = score
-        row = {"update": self.update, **{f"valid_{k}": v for k, v in result.items()}, "valid_best": best}
-        self.metrics.write(row)
-        bar.print_row(row)
+            self.best = result.score
+        self._write_row({"update": self.update, **{f"valid_{k}": v for k, v in result.metrics.items()},
+                         "valid_best": best}, bar)
         return best
-
-
-def metrics_rows(path: str | Path) -> list[dict]:
-    """Rows of a metrics.jsonl (for tests and plots)."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

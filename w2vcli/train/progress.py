@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from w2vcli.errors import W2VError
 from w2vcli.utils import console
+
+if TYPE_CHECKING:
+    from w2vcli.train.tasks import StepStats
 
 # order and format of the fields in a printed metric line
 _SHOWN = [("loss", ".3f"), ("contrastive", ".3f"), ("diversity", ".3f"), ("accuracy", ".3f"),
@@ -29,6 +35,50 @@ def format_row(row: dict) -> str:
     if row.get("valid_best"):
         parts.append("[green]best[/green]")
     return " | ".join(parts)
+
+
+@dataclass
+class UpdateOutput:
+    """What one optimizer update (taken or skipped) reports."""
+
+    stats: StepStats  # the task's sums over the update's micro-batches and all processes
+    stepped: bool  # False: a non-finite loss or gradient, the step was skipped
+    grad_norm: float  # before clipping (0 when not finite)
+    data_time: float  # seconds waiting for batches
+    step_time: float  # seconds computing
+
+    def summary(self) -> dict[str, float]:
+        """What the progress bar shows for this update."""
+        shown = self.stats.summary() if self.stepped else {}
+        return {**shown, "samples_per_s": self.stats.nsentences / max(self.data_time + self.step_time, 1e-9)}
+
+
+class MetricsWindow:
+    """Sums over the updates since the last metrics row, and the row they make."""
+
+    def __init__(self):
+        self.stats: StepStats | None = None
+        self.updates = self.skipped = 0
+        self.grad_norm = self.data_time = self.step_time = 0.0
+        self.start = time.perf_counter()
+
+    def add(self, out: UpdateOutput) -> None:
+        self.stats = out.stats if self.stats is None else self.stats + out.stats
+        self.updates += out.stepped
+        self.skipped += not out.stepped
+        self.grad_norm += out.grad_norm
+        self.data_time += out.data_time
+        self.step_time += out.step_time
+
+    def row(self, update: int, lr: float, skipped_total: int, epoch: int, task_fields: dict) -> dict:
+        """A metrics.jsonl row: the task's metrics, then means per update and rates per second."""
+        seconds = time.perf_counter() - self.start
+        n = max(self.updates + self.skipped, 1)
+        return {"update": update, **self.stats.summary(), "lr": lr, "grad_norm": self.grad_norm / n,
+                "samples_per_s": self.stats.nsentences / seconds,
+                "audio_per_s": self.stats.nsamples / 16000 / seconds,  # seconds of 16 kHz audio
+                "data_time": self.data_time / n, "step_time": self.step_time / n,
+                "skipped": self.skipped, "skipped_total": skipped_total, "epoch": epoch, **task_fields}
 
 
 class MetricsLog:

@@ -1,8 +1,8 @@
-"""Training checkpoints: everything needed to continue a run exactly, loadable with weights_only.
+"""The random states a training checkpoint holds, so a resumed run continues exactly.
 
-A checkpoint is the w2v model checkpoint of docs/architecture.md
-(`{"format": "w2v", "kind", "model_config", "vocab", "model"}`, which `w2vcli.load_model`
-reads) plus the training state:
+w2vcli/model/checkpoint.py writes and reads the checkpoint: the w2v model checkpoint of
+docs/architecture.md (`{"format": "w2v", "kind", "model_config", "vocab", "model"}`, which
+`w2vcli.load_model` reads) plus the training state:
 
     optimizer, scheduler, scaler   state dicts
     rng                            one entry per rank: python, numpy, torch CPU and CUDA states
@@ -17,15 +17,10 @@ reads it; files are written to a temporary name and renamed, so `last.pt` is alw
 
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
-
-from w2vcli.errors import W2VError
-from w2vcli.utils import atomic_open
 
 
 def rng_state() -> dict:
@@ -57,43 +52,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def save_checkpoint(path: str | os.PathLike, ckpt: dict) -> None:
-    """Write atomically: temporary file in the same folder, fsync, rename. A failed write (a full
-    disk, a lost mount) is a W2VError; the file already at `path` is left as it was."""
-    try:
-        with atomic_open(path, "wb") as f:
-            torch.save(ckpt, f)
-    except (OSError, RuntimeError) as exc:
-        reason = write_failure(exc)
-        if reason is None:
-            raise
-        raise W2VError(f"{path}: cannot write the checkpoint ({reason}); "
-                       f"the previous {Path(path).name}, if any, is unchanged") from exc
-
-
-def write_failure(exc: BaseException) -> str | None:
-    """The OS's reason behind a failed write ("No space left on device"), found in the chain of
-    exceptions (torch.save wraps the OSError in a RuntimeError), or None if it was not one."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, OSError):
-            return seen.strerror or str(seen) or type(seen).__name__
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc).strip()
-    if "PytorchStreamWriter" in text or "file write failed" in text:
-        return text.splitlines()[0]
-    return None
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise W2VError(f"{path}: no checkpoint to resume from (run without --resume to start)")
-    from w2vcli.model.checkpoint import safe_torch_load
-
-    ckpt = safe_torch_load(path)  # weights_only; a truncated or foreign file is a W2VError saying so
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "w2v" or "update" not in ckpt:
-        raise W2VError(f"{path}: not a w2v training checkpoint")
-    return ckpt

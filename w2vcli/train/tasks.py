@@ -1,34 +1,46 @@
 """What differs between pretraining and fine-tuning: the model, the data, the loss, validation.
 
-A task gives the engine:
-    kind                      "pretrain" | "ctc" (the checkpoint kind)
-    model                     the bare model (the engine wraps it in DDP)
-    train_loader()            (DataLoader, BucketBatchSampler) for this rank
-    valid_loader()            a DataLoader over this rank's share of the validation set
-    forward(model, batch, u)  (loss summed over the batch, {stat: sum}) incl. "loss",
-                              "sample_size", "nsentences", "nsamples"
-    summarize(sums)           sums over batches/updates/ranks -> metric values
-    before_step(model, u)     last look at the gradients before the optimizer step
-    validate(model, loader)   metric dict with "score", a list compared in order (lower is better: best.pt)
+The engine (w2vcli/train/engine.py) drives any `Task`:
+
+    model                      the bare model (the engine wraps it in DDP)
+    train_loader()             (Loader, BucketBatchSampler) for this rank
+    valid_loader()             a Loader over this rank's share of the validation set
+    step(model, batch, u)      StepOutput: the loss summed over the batch, what the gradient is
+                               divided by, and the task's StepStats (sums: they add up over
+                               micro-batches, updates and processes; `summary()` makes metrics)
+    before_step(model, u)      last look at the gradients before the optimizer step
+    log_fields(u)              the task's own fields in a metrics row (pretraining: temperature)
+    validate(model, loader)    Validation: metrics and a score compared in order (lower is better)
+    save_assets(out)           files beside the checkpoints (fine-tuning: vocab.json, text rules)
+
+A batch is `w2vcli.data.dataset.collate`'s dict: "ids", "wav" [B,S], "lengths" [B] and, for
+CTC, "targets" [B,L], "target_lengths" [B].
 """
 
 from __future__ import annotations
 
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
-from w2vcli.data.dataset import AudioDataset, BucketBatchSampler, filter_rows, make_loader
+from w2vcli.data.dataset import (AudioDataset, BucketBatchSampler, Loader, batch_to, filter_rows,
+                                 make_loader)
 from w2vcli.data.manifest import check_audio, read_manifest
 from w2vcli.errors import W2VError
-from w2vcli.train import distributed
+from w2vcli.model.checkpoint import read_model_config
 from w2vcli.text import RULES_FILE
+from w2vcli.train.config import FinetuneConfig, PretrainConfig, TrainConfig
+from w2vcli.train.distributed import Dist, sum_over_processes
 from w2vcli.train.vocab import build_vocab, encode_targets, normalize_rows, resolve_text_rules
 
 
-def make_task(cfg, d: distributed.Dist, init_model=None):
+def make_task(cfg: TrainConfig, dist: Dist, init_model: torch.nn.Module | None = None) -> Task:
     """The task of `cfg`; `init_model` is the --init model if this process loaded it already."""
-    return PretrainTask(cfg, d, init_model) if cfg.task == "pretrain" else FinetuneTask(cfg, d, init_model)
+    if cfg.task == "pretrain":
+        return PretrainTask(cfg, dist, init_model)
+    return FinetuneTask(cfg, dist, init_model)
 
 
 def load_init(task: str, init: str):
@@ -59,26 +71,97 @@ def load_init(task: str, init: str):
     return model
 
 
-def saved_model_config(last: Path):
-    """The ModelConfig stored in a run's last.pt (read lazily; the engine loads the weights)."""
-    from w2vcli.model.config import ModelConfig
+@dataclass
+class StepStats:
+    """Base of a task's statistics: sums that add up over micro-batches, updates and processes."""
 
-    try:
-        config = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["model_config"]
-    except Exception:  # damaged or foreign: load_checkpoint's W2VError says which
-        from w2vcli.train.state import load_checkpoint
+    loss: float  # the loss summed over the batch
+    sample_size: float  # what the gradient is divided by (masked frames, or utterances)
+    nsentences: float  # utterances
+    nsamples: float  # audio samples, padding excluded
 
-        config = load_checkpoint(last)["model_config"]
-    return ModelConfig.from_dict(config)
+    def __add__(self, other):
+        return type(self)(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
+    def summary(self) -> dict[str, float]:
+        """The metric values of these sums (a metrics.jsonl row's task fields)."""
+        return {"loss": self.loss / max(self.sample_size, 1.0)}
 
 
-class Task:
-    kind = ""
-    find_unused_parameters = False  # for DDP: parameters some steps leave unused (layer drop, mask embedding)
+@dataclass
+class PretrainStats(StepStats):
+    contrastive: float  # contrastive loss, summed over masked frames
+    diversity: float  # diversity loss × masked frames
+    correct: float  # masked frames whose true target scored highest
+    code_perplexity: float  # summed over batches (averaged by `batches`)
+    prob_perplexity: float
+    batches: float
+
+    def summary(self) -> dict[str, float]:
+        n, b = max(self.sample_size, 1.0), max(self.batches, 1.0)
+        return {"loss": self.loss / n, "contrastive": self.contrastive / n, "diversity": self.diversity / n,
+                "accuracy": self.correct / n, "code_perplexity": self.code_perplexity / b,
+                "prob_perplexity": self.prob_perplexity / b, "num_masked": self.sample_size}
+
+
+@dataclass
+class CTCStats(StepStats):
+    ntokens: float  # target units
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor  # summed over the batch; the engine divides the gradient by the total sample size
+    stats: StepStats
+
+
+@dataclass
+class Validation:
+    metrics: dict[str, float]  # written as valid_<name>
+    score: list[float]  # compared in order, lower is better: best.pt
+
+
+@dataclass
+class CTCValidationSums:
+    """CTC validation sums: loss, and word and character errors of greedy decoding."""
+
+    loss: float = 0.0
+    sample_size: float = 0.0
+    word_errors: float = 0.0
+    words: float = 0.0
+    char_errors: float = 0.0
+    chars: float = 0.0
+
+
+class Task(Protocol):
+    """What the engine needs from a task (see the module docstring)."""
+
+    model: torch.nn.Module
+    find_unused_parameters: bool  # for DDP: parameters some steps leave unused (layer drop, mask embedding)
+
+    def train_loader(self) -> tuple[Loader, BucketBatchSampler]: ...
+    def valid_loader(self) -> Loader: ...
+    def step(self, model: torch.nn.Module, batch: dict, update: int) -> StepOutput: ...
+    def before_step(self, model: torch.nn.Module, update: int) -> None: ...
+    def log_fields(self, update: int) -> dict[str, float]: ...
+    def validate(self, model: torch.nn.Module, loader: Loader) -> Validation: ...
+    def save_assets(self, out: Path) -> None: ...
+
+
+def saved_model_config(cfg: TrainConfig):
+    """The ModelConfig of the run's last.pt when resuming from one, else None."""
+    last = Path(cfg.out) / "last.pt"
+    return read_model_config(last) if cfg.resume and last.is_file() else None
+
+
+class ManifestTask:
+    """What both tasks share: the manifests' rows (checked up front), the loaders, no-op hooks."""
+
+    find_unused_parameters = False
     crop = False  # crop long audio (pretraining) instead of skipping it (fine-tuning)
 
-    def __init__(self, cfg, d: distributed.Dist):
-        self.cfg, self.d = cfg, d
+    def __init__(self, cfg: TrainConfig, dist: Dist):
+        self.cfg, self.dist = cfg, dist
         max_size = cfg.max_sample_size if not self.crop else None
         self.train_rows = filter_rows(self._read(cfg.train), cfg.min_sample_size,
                                       min(max_size, cfg.max_tokens) if max_size else None, cfg.train)
@@ -88,58 +171,55 @@ class Task:
     def _read(self, manifest: str) -> list[dict]:
         """Manifest rows whose audio was checked up front (not hours into training)."""
         rows = read_manifest(manifest)
-        return check_audio(rows, manifest, skip=self.cfg.skip_bad_audio, quiet=not self.d.main) if rows else rows
+        return check_audio(rows, manifest, skip=self.cfg.skip_bad_audio, quiet=not self.dist.main) if rows else rows
 
-    def targets(self, rows: list[dict]):
+    def targets(self, rows: list[dict]) -> list[list[int]] | None:
         return None
 
-    def _dataset(self, rows):
+    def _dataset(self, rows: list[dict]) -> AudioDataset:
         return AudioDataset(rows, self.targets(rows), self.cfg.max_sample_size if self.crop else None,
                             seed=self.cfg.seed)
 
-    def train_loader(self):
+    def train_loader(self) -> tuple[Loader, BucketBatchSampler]:
         ds = self._dataset(self.train_rows)
         sampler = BucketBatchSampler(ds.sizes, self.cfg.max_tokens, self.cfg.seed, shuffle=True,
-                                     rank=self.d.rank, world_size=self.d.world_size)
-        return make_loader(ds, sampler, self.cfg.num_workers, self.d.device.type == "cuda"), sampler
+                                     rank=self.dist.rank, world_size=self.dist.world_size)
+        return make_loader(ds, sampler, self.cfg.num_workers, self.dist.device.type == "cuda"), sampler
 
-    def valid_loader(self):
+    def valid_loader(self) -> Loader:
         ds = self._dataset(self.valid_rows)
         sampler = BucketBatchSampler(ds.sizes, self.cfg.max_tokens, self.cfg.seed, shuffle=False,
-                                     rank=self.d.rank, world_size=self.d.world_size, drop_last=False)
+                                     rank=self.dist.rank, world_size=self.dist.world_size, drop_last=False)
         return make_loader(ds, sampler, min(self.cfg.num_workers, 1))
 
-    def before_step(self, model, update: int) -> None:
+    def before_step(self, model: torch.nn.Module, update: int) -> None:
         pass
+
+    def log_fields(self, update: int) -> dict[str, float]:
+        return {}
 
     def save_assets(self, out: Path) -> None:
         pass
 
-    def _reduce(self, sums: dict) -> dict:
-        keys = sorted(sums)
-        t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=self.d.device)
-        return dict(zip(keys, distributed.all_reduce_sum(t, self.d).tolist()))
 
-
-class PretrainTask(Task):
+class PretrainTask(ManifestTask):
     """Contrastive + diversity loss + feature penalty; Gumbel temperature annealed per update.
 
     The model: on --resume, last.pt's architecture (the engine loads its weights); with --init,
     the checkpoint's model with `[model]` training fields changed; otherwise the preset's.
     """
 
-    kind = "pretrain"
     crop = True
 
-    def __init__(self, cfg, d, init_model=None):
-        super().__init__(cfg, d)
+    def __init__(self, cfg: PretrainConfig, dist: Dist, init_model: torch.nn.Module | None = None):
+        super().__init__(cfg, dist)
         from w2vcli.model.config import get_preset
         from w2vcli.model.wav2vec2 import Wav2Vec2ForPreTraining
         from w2vcli.train.config import continued_config
 
-        last = Path(cfg.out) / "last.pt"
-        if cfg.resume and last.is_file():
-            self.model = Wav2Vec2ForPreTraining(continued_config(saved_model_config(last), cfg.model, str(last)))
+        saved = saved_model_config(cfg)
+        if saved is not None:
+            self.model = Wav2Vec2ForPreTraining(continued_config(saved, cfg.model, str(Path(cfg.out) / "last.pt")))
         elif cfg.init:
             pretrained = init_model if init_model is not None else load_init("pretrain", cfg.init)
             config = continued_config(pretrained.config, cfg.model, f"--init {cfg.init}")
@@ -153,55 +233,48 @@ class PretrainTask(Task):
     def temperature(self, update: int) -> float:
         return self.model.config.gumbel_temperature(update)
 
-    def forward(self, model, batch, update):
+    def log_fields(self, update: int) -> dict[str, float]:
+        return {"temperature": self.temperature(update)}
+
+    def step(self, model: torch.nn.Module, batch: dict, update: int) -> StepOutput:
         out = model(batch["wav"], batch["lengths"], temperature=self.temperature(update))
         n = float(out.num_masked)
         f = lambda t: float(t.detach())  # noqa: E731
-        return out.loss, {
-            "loss": f(out.loss), "sample_size": n, "nsentences": len(batch["ids"]),
-            "nsamples": float(batch["lengths"].sum()),
-            "contrastive": f(out.contrastive_loss), "diversity": f(out.diversity_loss) * n,
-            "correct": float(out.num_correct), "code_perplexity": f(out.code_perplexity),
-            "prob_perplexity": f(out.prob_perplexity), "batches": 1.0,
-        }
+        stats = PretrainStats(
+            loss=f(out.loss), sample_size=n, nsentences=float(len(batch["ids"])), nsamples=float(batch["lengths"].sum()),
+            contrastive=f(out.contrastive_loss), diversity=f(out.diversity_loss) * n, correct=float(out.num_correct),
+            code_perplexity=f(out.code_perplexity), prob_perplexity=f(out.prob_perplexity), batches=1.0)
+        return StepOutput(out.loss, stats)
 
-    def summarize(self, s: dict) -> dict:
-        n, b = max(s["sample_size"], 1.0), max(s["batches"], 1.0)
-        return {"loss": s["loss"] / n, "contrastive": s["contrastive"] / n, "diversity": s["diversity"] / n,
-                "accuracy": s["correct"] / n, "code_perplexity": s["code_perplexity"] / b,
-                "prob_perplexity": s["prob_perplexity"] / b, "num_masked": s["sample_size"]}
-
-    def validate(self, model, loader, d) -> dict:
-        sums = {"loss": 0.0, "sample_size": 0.0, "contrastive": 0.0, "diversity": 0.0, "correct": 0.0,
-                "code_perplexity": 0.0, "prob_perplexity": 0.0, "batches": 0.0}
+    def validate(self, model: torch.nn.Module, loader: Loader) -> Validation:
+        sums = PretrainStats(*[0.0] * len(fields(PretrainStats)))
         for batch in loader:
-            batch = {k: v.to(d.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            _, stats = self.forward(model, batch, 0)
-            for k in sums:
-                sums[k] += stats[k]
-        result = self.summarize(self._reduce(sums))
-        result.pop("num_masked")
-        return {**result, "score": [result["loss"]]}
+            sums += self.step(model, batch_to(batch, self.dist.device), 0).stats
+        metrics = sum_over_processes(sums, self.dist).summary()
+        metrics.pop("num_masked")
+        return Validation(metrics, [metrics["loss"]])
 
 
-class FinetuneTask(Task):
+class FinetuneTask(ManifestTask):
     """CTC on letters or sentencepiece units, from a pretrained model (or random init)."""
 
-    kind = "ctc"
     find_unused_parameters = True
 
-    def __init__(self, cfg, d, init_model=None):
-        super().__init__(cfg, d)
+    def __init__(self, cfg: FinetuneConfig, dist: Dist, init_model: torch.nn.Module | None = None):
+        super().__init__(cfg, dist)
+        from w2vcli.decode.ctc import GreedyDecoder
+
         # every transcript, training and validation, goes through the run's text rules
         self.text_rules = resolve_text_rules(cfg, getattr(init_model, "text_rules", None))
         self.train_rows = normalize_rows(self.train_rows, self.text_rules)
         self.valid_rows = normalize_rows(self.valid_rows, self.text_rules)
         self.vocab, self.spm = build_vocab(cfg, self.train_rows, self.text_rules)
-        last = Path(cfg.out) / "last.pt"
-        if cfg.resume and last.is_file():  # the engine loads the weights; skip --init
+        self.decoder = GreedyDecoder(self.vocab)  # validation's WER and CER
+        saved = saved_model_config(cfg)
+        if saved is not None:  # the engine loads the weights; skip --init
             from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
 
-            self.model = Wav2Vec2ForCTC(saved_model_config(last), self.vocab, self.text_rules)
+            self.model = Wav2Vec2ForCTC(saved, self.vocab, self.text_rules)
         else:
             self.model = build_ctc_model(cfg, self.vocab, self.text_rules, init_model)
         if cfg.freeze_feature_encoder:
@@ -209,76 +282,65 @@ class FinetuneTask(Task):
         self.model.wav2vec2.checkpoint_activations(cfg.checkpoint_activations)
         self._head = {id(p) for p in self.model.head.parameters()}
 
-    def targets(self, rows):
+    def targets(self, rows: list[dict]) -> list[list[int]]:
         return encode_targets(rows, self.vocab, self.spm)
 
     def save_assets(self, out: Path) -> None:
         self.vocab.save(out / "vocab.json")
         self.text_rules.save(out / RULES_FILE)
 
-    def before_step(self, model, update: int) -> None:
+    def before_step(self, model: torch.nn.Module, update: int) -> None:
         if update < self.cfg.freeze_updates:  # only the output layer learns at first
             for p in model.parameters():
                 if id(p) not in self._head:
                     p.grad = None
 
-    def forward(self, model, batch, update, return_logits: bool = False):
+    def _forward(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(summed CTC loss, logits [B,T,V], frame lengths [B])."""
         from w2vcli.model.wav2vec2 import ctc_loss
 
         logits, frame_lengths = model(batch["wav"], batch["lengths"])  # [B,T,V], [B]
-        loss = ctc_loss(logits, frame_lengths, batch["targets"], batch["target_lengths"])  # summed
-        stats = {"loss": float(loss.detach()), "sample_size": float(len(batch["ids"])),
-                 "nsentences": float(len(batch["ids"])), "nsamples": float(batch["lengths"].sum()),
-                 "ntokens": float(batch["target_lengths"].sum())}
-        if return_logits:
-            stats["logits"], stats["frame_lengths"] = logits, frame_lengths
-        return loss, stats
+        return ctc_loss(logits, frame_lengths, batch["targets"], batch["target_lengths"]), logits, frame_lengths
 
-    def summarize(self, s: dict) -> dict:
-        return {"loss": s["loss"] / max(s["sample_size"], 1.0)}
+    def step(self, model: torch.nn.Module, batch: dict, update: int) -> StepOutput:
+        loss, _, _ = self._forward(model, batch)
+        n = float(len(batch["ids"]))
+        stats = CTCStats(loss=float(loss.detach()), sample_size=n, nsentences=n,
+                         nsamples=float(batch["lengths"].sum()), ntokens=float(batch["target_lengths"].sum()))
+        return StepOutput(loss, stats)
 
-    def validate(self, model, loader, d) -> dict:
+    def validate(self, model: torch.nn.Module, loader: Loader) -> Validation:
         from w2vcli.score import score_utterance
 
         texts = {r["id"]: r.get("text", "") for r in self.valid_rows}
-        sums = {"loss": 0.0, "sample_size": 0.0, "word_errors": 0.0, "words": 0.0,
-                "char_errors": 0.0, "chars": 0.0}
+        sums = CTCValidationSums()
         for batch in loader:
-            batch = {k: v.to(d.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            _, stats = self.forward(model, batch, 0, return_logits=True)
-            sums["loss"] += stats["loss"]
-            sums["sample_size"] += stats["sample_size"]
-            hyps = greedy_decode(stats["logits"], stats["frame_lengths"], self.vocab)
-            for uid, hyp in zip(batch["ids"], hyps):
+            batch = batch_to(batch, self.dist.device)
+            loss, logits, frame_lengths = self._forward(model, batch)
+            sums.loss += float(loss)
+            sums.sample_size += float(len(batch["ids"]))
+            best = logits.float().cpu().numpy()
+            for uid, row, n in zip(batch["ids"], best, frame_lengths.tolist()):
+                hyp = self.decoder.decode(row[:n]).text
                 utt = score_utterance(uid, texts[uid].split(), hyp.split())
-                sums["word_errors"] += utt.words.errors
-                sums["words"] += utt.words.ref_len
-                sums["char_errors"] += utt.chars.errors
-                sums["chars"] += utt.chars.ref_len
-        s = self._reduce(sums)
-        loss = s["loss"] / max(s["sample_size"], 1.0)
-        wer, cer = s["word_errors"] / max(s["words"], 1.0), s["char_errors"] / max(s["chars"], 1.0)
-        return {"loss": loss, "wer": wer, "cer": cer, "score": [wer, cer, loss]}  # best: WER, ties by CER
+                sums.word_errors += utt.words.errors
+                sums.words += utt.words.ref_len
+                sums.char_errors += utt.chars.errors
+                sums.chars += utt.chars.ref_len
+        s = sum_over_processes(sums, self.dist)
+        loss = s.loss / max(s.sample_size, 1.0)
+        wer, cer = s.word_errors / max(s.words, 1.0), s.char_errors / max(s.chars, 1.0)
+        return Validation({"loss": loss, "wer": wer, "cer": cer}, [wer, cer, loss])  # best: WER, ties by CER
 
 
-def greedy_decode(logits: torch.Tensor, frame_lengths: torch.Tensor, vocab) -> list[str]:
-    """Best path: argmax per frame, collapse repeats, drop blanks. logits [B,T,V] -> B texts."""
-    best = logits.argmax(dim=-1).cpu()  # [B,T]
-    texts = []
-    for b, n in enumerate(frame_lengths.tolist()):
-        ids = torch.unique_consecutive(best[b, :n]).tolist()
-        texts.append(vocab.decode([i for i in ids if i != vocab.blank]))
-    return texts
-
-
-def build_ctc_model(cfg, vocab, text_rules=None, pretrained=None):
+def build_ctc_model(cfg: FinetuneConfig, vocab, text_rules=None, pretrained=None):
     """A CTC model for `vocab`: from --init (w2v / Hugging Face / fairseq; `pretrained` if already
     loaded) or, with `none`, a preset."""
     from w2vcli.model.config import get_preset
     from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
 
-    overrides = {k: v for k, v in {"mask_time_prob": cfg.mask_prob, "mask_channel_prob": cfg.mask_channel_prob,
-                                   "layer_drop": cfg.layerdrop, "final_dropout": cfg.final_dropout}.items()
+    overrides = {k: v for k, v in {"mask_time_prob": cfg.mask_time_prob, "mask_channel_prob": cfg.mask_channel_prob,
+                                   "layer_drop": cfg.layer_drop, "final_dropout": cfg.final_dropout}.items()
                  if v is not None}
     overrides.update(cfg.model)
     if cfg.freeze_feature_encoder:
@@ -288,8 +350,7 @@ def build_ctc_model(cfg, vocab, text_rules=None, pretrained=None):
     if pretrained is None:
         pretrained = load_init("finetune", cfg.init)  # a pretraining model, an encoder, or a CTC model
     encoder = getattr(pretrained, "wav2vec2", pretrained)  # Wav2Vec2Model
-    model = Wav2Vec2ForCTC(encoder.config.replace(**overrides), vocab, text_rules)
-    model.wav2vec2.load_state_dict(encoder.state_dict())
+    model = Wav2Vec2ForCTC.from_pretraining(pretrained, vocab, encoder.config.replace(**overrides), text_rules)
     old_vocab = getattr(pretrained, "vocab", None)
     if old_vocab is not None and old_vocab.tokens == vocab.tokens:  # same units: keep the trained head
         model.head.load_state_dict(pretrained.head.state_dict())
