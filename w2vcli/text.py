@@ -165,9 +165,7 @@ class TextRules:
             raise W2VError(f"{where}: {exc}") from None
 
     def save(self, path: str | os.PathLike) -> None:
-        with atomic_open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, ensure_ascii=False, indent=1)
-            f.write("\n")
+        _save_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TextRules":
@@ -309,9 +307,7 @@ class Vocabulary:
         return {t: i for i, t in enumerate(self.tokens)}
 
     def save(self, path: str | os.PathLike) -> None:
-        with atomic_open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f, ensure_ascii=False, indent=1)
-            f.write("\n")
+        _save_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocabulary":
@@ -355,6 +351,13 @@ class Vocabulary:
             for t in self.tokens:
                 if t not in SPECIALS:
                     f.write(f"{t} {counts.get(t, 0)}\n")
+
+
+def _save_json(path: str | os.PathLike, obj: dict) -> None:
+    """UTF-8 JSON (letters of every script as they are, not \\u-escaped), written atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=1)
+        f.write("\n")
 
 
 def _standard_specials(tokens: list[str], where: object) -> list[str]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from w2vcli.data.clips import Clip, read_clips
-from w2vcli.data.librispeech import MAX_WARNINGS, SubsetResult
+from w2vcli.data.librispeech import MAX_WARNINGS, SubsetResult, write_split
 from w2vcli.data.manifest import write_manifest
 from w2vcli.data.transcripts import TextReport, check_same_rules, write_text_files
 from w2vcli.errors import W2VError
@@ -234,18 +234,3 @@ def _log_split(out: Path, res: SubsetResult, listed: Listed) -> None:
         warn(f"{res.name}: no usable clips ({', '.join(left_out)}); no {res.name}.jsonl written")
         return
     log(f"{res.name}: {len(res.rows)} clips, {res.hours:.2f} h, {', '.join(left_out)} -> {out / (res.name + '.jsonl')}")
-
-
-def write_split(out: Path, res: SubsetResult) -> None:
-    """`<split>.jsonl` and `<split>.txt` (when it has rows) and the problem list (removed when
-    there are none), each written atomically."""
-    if res.rows:
-        write_manifest(out / f"{res.name}.jsonl", res.rows)
-        with atomic_open(out / f"{res.name}.txt", "w", encoding="utf-8") as f:
-            f.writelines(r["text"] + "\n" for r in res.rows)
-    problems = out / f"{res.name}.problems.txt"
-    if res.problems:
-        with atomic_open(problems, "w", encoding="utf-8") as f:
-            f.writelines(p + "\n" for p in res.problems)
-    elif problems.exists():
-        problems.unlink()

@@ -187,17 +187,24 @@ def scan_subsets(subsets: dict[str, Path], jobs: int, rules: TextRules = ENGLISH
     return results
 
 
-def write_subset(out: Path, res: SubsetResult) -> None:
-    """`<subset>.jsonl`, `<subset>.txt`, the problem list, then the `.done` marker."""
-    write_manifest(out / f"{res.name}.jsonl", res.rows)
-    with atomic_open(out / f"{res.name}.txt", "w", encoding="utf-8") as f:
-        f.writelines(r["text"] + "\n" for r in res.rows)
+def write_split(out: Path, res: SubsetResult) -> None:
+    """`<name>.jsonl` and `<name>.txt` (when it has rows) and the problem list (removed when
+    there are none), each written atomically. Shared by the corpus readers."""
+    if res.rows:
+        write_manifest(out / f"{res.name}.jsonl", res.rows)
+        with atomic_open(out / f"{res.name}.txt", "w", encoding="utf-8") as f:
+            f.writelines(r["text"] + "\n" for r in res.rows)
     problems = out / f"{res.name}.problems.txt"
     if res.problems:
         with atomic_open(problems, "w", encoding="utf-8") as f:
             f.writelines(p + "\n" for p in res.problems)
     elif problems.exists():
         problems.unlink()
+
+
+def write_subset(out: Path, res: SubsetResult) -> None:
+    """`write_split`'s files, then the `.done` marker."""
+    write_split(out, res)
     with atomic_open(out / f"{res.name}.done", "w", encoding="utf-8") as f:
         f.write(f"{len(res.rows)} utterances {res.hours:.3f} hours {len(res.problems)} problems\n")
 
