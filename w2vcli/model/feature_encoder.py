@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from w2vcli.model.masking import padding_mask
+
 
 class ConvAsMatmul(torch.autograd.Function):
     """A strided Conv1d over a channels-last input as one matrix product: [B,L,C_in] -> [B,T,C_out].
@@ -104,7 +106,7 @@ def _masked_var_mean(x: torch.Tensor, valid: torch.Tensor, time_dim: int) -> tup
     """Mean and variance over each row's first `valid` frames, vectorised (equal to the per-row
     statistics up to float rounding). x [B,C,T] or [B,T,C] -> two [B,C,1] or [B,1,C] tensors."""
     T = x.shape[time_dim]
-    keep = (torch.arange(T, device=x.device)[None, :] < valid.clamp(min=1)[:, None]).to(x.dtype)  # [B,T]
+    keep = padding_mask(valid.clamp(min=1), T).to(x.dtype)  # [B,T]
     keep = keep[:, None, :] if time_dim == 2 else keep[:, :, None]
     n = keep.sum(dim=time_dim, keepdim=True)
     mean = (x * keep).sum(dim=time_dim, keepdim=True) / n

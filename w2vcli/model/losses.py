@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from w2vcli.model.masking import padding_mask
+
 
 def contrastive_logits(
     context: torch.Tensor,
@@ -63,5 +65,5 @@ def feature_penalty(features: torch.Tensor, lengths: torch.Tensor | None = None)
     x = features.float().pow(2)
     if lengths is None:
         return x.mean()
-    valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)  # [B,T]
+    valid = padding_mask(lengths, x.shape[1]).to(x.dtype)  # [B,T]
     return (x.sum(dim=-1) * valid).sum() / (valid.sum().clamp(min=1.0) * x.shape[-1])

@@ -21,6 +21,11 @@ from __future__ import annotations
 import torch
 
 
+def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """[B] lengths -> [B,T] bool, True at valid (non-padded) frames."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
 def span_mask(
     lengths: torch.Tensor,
     max_len: int,

@@ -16,10 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-
-def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """[B] lengths -> [B,T] bool, True at valid (non-padded) frames."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+from w2vcli.model.masking import padding_mask
 
 
 class FeatureProjection(nn.Module):

@@ -23,9 +23,9 @@ from torch import nn
 from w2vcli.model.config import ModelConfig
 from w2vcli.model.feature_encoder import FeatureEncoder
 from w2vcli.model.losses import contrastive_logits, contrastive_loss, diversity_loss, feature_penalty
-from w2vcli.model.masking import sample_negatives, span_mask
+from w2vcli.model.masking import padding_mask, sample_negatives, span_mask
 from w2vcli.model.quantizer import GumbelQuantizer
-from w2vcli.model.transformer import FeatureProjection, TransformerEncoder, padding_mask
+from w2vcli.model.transformer import FeatureProjection, TransformerEncoder
 from w2vcli.text import TextRules, Vocabulary
 
 
