@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from w2vcli.cli import app
 from w2vcli.errors import W2VError
 from w2vcli.train.config import FinetuneConfig, PretrainConfig, read_toml, resolve
-from w2vcli.train.schedule import PolynomialDecay, TriStage
+from w2vcli.train.config import PolynomialDecay, TriStage
 
 TINY = ["--preset", "tiny", "--max-tokens", "64000", "--num-workers", "0", "--seed", "3"]
 

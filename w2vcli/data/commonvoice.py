@@ -32,11 +32,10 @@ from pathlib import Path
 
 from w2vcli.data.clips import Clip, read_clips
 from w2vcli.data.librispeech import MAX_WARNINGS, SubsetResult, write_split
-from w2vcli.data.manifest import write_manifest
 from w2vcli.data.transcripts import TextReport, check_same_rules, write_text_files
 from w2vcli.errors import W2VError
 from w2vcli.text import RULES_FILE, TextRules
-from w2vcli.utils import atomic_open, log, warn
+from w2vcli.utils import log, warn
 
 SPLITS = ("train", "dev", "test")  # prepared by default
 HELD_OUT = ("dev", "test")  # never the training split for the vocabulary and word counts

@@ -22,7 +22,6 @@ scanned in worker processes. Outputs in DIR:
 from __future__ import annotations
 
 import os
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -28,21 +28,20 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from w2vcli.errors import W2VError
 from w2vcli.model.config import ModelConfig
-from w2vcli.model.convert import (
-    FAIRSEQ_ENCODER_NAMES, FAIRSEQ_HEAD_NAMES, FAIRSEQ_UNUSED, codevectors_from_flat, config_from_fairseq, rename,
-)  # fmt: skip
 from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, Wav2Vec2Model
 from w2vcli.text import SPECIALS, WORD_BOUNDARY, TextRules, Vocabulary
-from w2vcli.utils import atomic_open, warn
+from w2vcli.utils import atomic_open
 
 # fairseq's dict.ltr.txt for LibriSpeech (letters by falling frequency), after the 4 specials
 LIBRISPEECH_LETTERS = list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ")
@@ -105,6 +104,37 @@ def training_checkpoint(model: Model, optimizer: torch.optim.Optimizer, **state:
     back to each parameter's device), and the rest of `state` (scheduler, scaler, rng, data,
     update, best, skipped, train_config) as given."""
     return checkpoint_dict(model, optimizer=to_cpu(optimizer.state_dict()), **state)
+
+
+def rng_state() -> dict:
+    """This process's random states (python, numpy, torch CPU, CUDA) as weights_only-safe values."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def to_cpu(value: Any) -> Any:
@@ -249,6 +279,8 @@ def load_model(
                 check_vocab(vocab, model.head.out_features, str(path))
                 model.vocab = vocab
         elif "model" in ckpt and ("cfg" in ckpt or "args" in ckpt):
+            from w2vcli.model.fairseq import model_from_fairseq
+
             model = model_from_fairseq(ckpt, path, vocab)
         else:
             raise W2VError(f"{path}: neither a w2v nor a fairseq checkpoint (keys: {sorted(ckpt)[:8]})")
@@ -390,100 +422,3 @@ def _refuse(path: Path, name: str) -> W2VError:
         f"refusing to load {path}: its pickle refers to {name}, which could run code when loaded; "
         "w2v only loads weights, configs and vocabularies (never arbitrary objects)"
     )
-
-
-def plain(obj: Any) -> Any:
-    """Turn stand-ins (argparse.Namespace, omegaconf DictConfig/ListConfig/nodes) into dicts, lists, values."""
-    if isinstance(obj, _Stub):
-        state = obj.state
-        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], (dict, type(None))):
-            state = {**(state[0] or {}), **(state[1] or {})}
-        if isinstance(state, dict):
-            if "_content" in state:  # omegaconf container
-                return plain(state["_content"])
-            if "_val" in state:  # omegaconf value node
-                return plain(state["_val"])
-            return {k: plain(v) for k, v in state.items()}  # argparse.Namespace and other plain objects
-        if obj.args and len(obj.args) == 1 and isinstance(obj.args[0], (str, int, float)):
-            return obj.args[0]  # e.g. an enum member or pathlib path
-        return None
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v) for v in obj)
-    return obj
-
-
-# --- fairseq -------------------------------------------------------------------------------------
-
-
-def model_from_fairseq(ckpt: dict, path: Path, vocab: Vocabulary | None = None) -> Model:
-    """Build a model from a loaded fairseq checkpoint dict (`wav2vec_small.pt`, `wav2vec_small_960h.pt`)."""
-    where = str(path)
-    cfg = plain(ckpt.get("cfg")) or {}
-    args = plain(ckpt.get("args")) or {}
-    if cfg:
-        model_cfg, task_cfg, crit_cfg = cfg.get("model") or {}, cfg.get("task") or {}, cfg.get("criterion") or {}
-    else:  # older checkpoints: one flat argparse.Namespace
-        model_cfg = task_cfg = crit_cfg = args
-    state = ckpt["model"]
-    if not isinstance(state, dict):
-        raise W2VError(f"{where}: the 'model' entry is not a state dict")
-    is_ctc = any(k.startswith("w2v_encoder.") for k in state)
-    if is_ctc:
-        w2v_args = plain(model_cfg.get("w2v_args")) or {}
-        pt_model = w2v_args.get("model") or w2v_args  # omegaconf-era nests model/task; Namespace-era is flat
-        pt_task = w2v_args.get("task") or w2v_args
-        if not pt_model:
-            raise W2VError(f"{where}: fine-tuned checkpoint without w2v_args (the pretraining config)")
-        normalize = task_cfg.get("normalize", pt_task.get("normalize", False))
-        config = config_from_fairseq(pt_model, None, normalize, where, finetune_cfg=model_cfg)
-    else:
-        loss_weights = crit_cfg.get("loss_weights")
-        config = config_from_fairseq(model_cfg, loss_weights, task_cfg.get("normalize", False), where)
-    mapped = {}
-    for key, value in state.items():
-        inner = key
-        if is_ctc:
-            if key.startswith("w2v_encoder.proj."):
-                mapped["head." + key[len("w2v_encoder.proj."):]] = value
-                continue
-            if not key.startswith("w2v_encoder.w2v_model."):
-                raise W2VError(f"{where}: unknown parameter {key}")
-            inner = key[len("w2v_encoder.w2v_model."):]
-            if inner.startswith(FAIRSEQ_UNUSED):
-                continue
-        name = rename(inner, FAIRSEQ_ENCODER_NAMES)
-        if name is not None:
-            mapped["wav2vec2." + name] = value
-            continue
-        name = rename(inner, FAIRSEQ_HEAD_NAMES)
-        if name is None:
-            if inner.startswith(FAIRSEQ_UNUSED):
-                raise W2VError(f"{where}: {inner}: only quantized-target wav2vec 2.0 models are supported")
-            raise W2VError(f"{where}: unknown parameter {key}")
-        mapped[name] = codevectors_from_flat(value, config) if name == "quantizer.codevectors" else value
-    if is_ctc:
-        n_out = mapped["head.weight"].shape[0]
-        if vocab is None:
-            vocab = _fairseq_vocab(path, n_out)
-        check_vocab(vocab, n_out, where)
-        model = Wav2Vec2ForCTC(config, vocab)
-    else:
-        model = Wav2Vec2ForPreTraining(config)
-    load_state(model, mapped, where)
-    return model
-
-
-def _fairseq_vocab(path: Path, n_out: int) -> Vocabulary:
-    """dict.ltr.txt beside a fairseq CTC checkpoint; without it, LibriSpeech's letters for 32 outputs, loudly."""
-    dict_path = path.parent / "dict.ltr.txt"
-    if dict_path.is_file():
-        return Vocabulary.load(dict_path)
-    vocab = librispeech_vocab()
-    if n_out != len(vocab):
-        raise W2VError(f"{path}: no dict.ltr.txt beside it for its CTC head of {n_out} outputs; "
-                       "give the vocabulary with --vocab FILE (dict.ltr.txt or vocab.json)")  # fmt: skip
-    warn(f"{path}: no dict.ltr.txt beside it; assuming the letter order of fairseq's LibriSpeech dictionary "
-         f"({' '.join(LIBRISPEECH_LETTERS[:6])} ...), that of the released letter models; give --vocab FILE for any other")  # fmt: skip
-    return vocab

@@ -293,16 +293,6 @@ class Wav2Vec2ForCTC(nn.Module):
         return self.head(self.dropout(context)), frame_lengths
 
 
-def ctc_loss(logits: torch.Tensor, frame_lengths: torch.Tensor, targets: torch.Tensor,
-                 target_lengths: torch.Tensor, reduction: str = "sum", zero_infinity: bool = True) -> torch.Tensor:  # fmt: skip
-        """CTC loss (blank = 0) of logits [B,T,V] against targets [B,L] (padded) or [sum L] (concatenated).
-
-        Computed in float32; `reduction` "sum" (fairseq's default; divide by the number of
-        utterances or target tokens yourself), "mean" (PyTorch's: per target token, then batch) or "none".
-        """
-        return ctc_loss(logits, frame_lengths, targets, target_lengths, reduction, zero_infinity)
-
-
 def ctc_loss(
     logits: torch.Tensor,
     frame_lengths: torch.Tensor,

@@ -29,13 +29,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from w2vcli.cpu import train_precision
 from w2vcli.data.dataset import DataPosition, batch_to, worker_error
 from w2vcli.errors import W2VError
-from w2vcli.model.checkpoint import read_training_checkpoint, training_checkpoint, write_checkpoint
+from w2vcli.model.checkpoint import (
+    read_training_checkpoint, rng_state, seed_everything, set_rng_state, training_checkpoint, write_checkpoint,
+)  # fmt: skip
 from w2vcli.train import distributed
-from w2vcli.train.config import TrainConfig, save_config, to_dict
+from w2vcli.train.config import PolynomialDecay, TrainConfig, TriStage, save_config, to_dict
 from w2vcli.train.distributed import Dist
 from w2vcli.train.progress import MetricsLog, MetricsWindow, TrainProgress, UpdateOutput
-from w2vcli.train.schedule import PolynomialDecay, TriStage
-from w2vcli.train.state import rng_state, seed_everything, set_rng_state
 from w2vcli.train.tasks import make_task
 from w2vcli.utils import log, warn
 
