@@ -101,3 +101,19 @@ def test_transcribe_takes_threads(tmp_path, restore_threads, real_mini):
     res = CliRunner().invoke(app, ["transcribe", str(ckpt), str(flac), "--threads", "2"])
     assert res.exit_code == 0, res.output
     assert torch.get_num_threads() == 2
+
+
+def test_openmp_threads_sleep_instead_of_spinning():
+    """`w2v` makes waiting OpenMP threads sleep, so two runs sharing cores do not spin against each
+    other (bench/concurrent_training.py); a user's own OMP_WAIT_POLICY is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, w2vcli.cli; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == "ACTIVE"

@@ -12,11 +12,17 @@ import errno
 import os
 import sys
 
-import typer
-from typer.core import TyperGroup
+# OpenMP threads waiting for work sleep instead of spinning (set before torch loads its OpenMP).
+# Two w2v processes sharing the cores then barely slow each other: 1.0x instead of 5-8x measured
+# with two tiny trainings on two cores (bench/concurrent_training.py, docs/train.md). A user's
+# own OMP_WAIT_POLICY is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from w2vcli import __version__
-from w2vcli.errors import W2VError, report_error
+import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from w2vcli import __version__  # noqa: E402
+from w2vcli.errors import W2VError, report_error  # noqa: E402
 
 
 # OS errors a user fixes (a full disk, a permission, a path), shown as one line like a W2VError
