@@ -219,7 +219,7 @@ def run(preset: str = "base", norm: str = "group", reps: int = 5, files: int = 1
     from w2vcli.audio import load_audio
     from w2vcli.cpu import cpu_features
     from w2vcli.decode.ctc import GreedyDecoder
-    from w2vcli.model.checkpoint import export_hf
+    from w2vcli.model.hf_dir import export_hf
 
     set_threads(threads)
     rows = real_mini_rows()[: 2 if dry_run else files]

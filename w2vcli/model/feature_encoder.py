@@ -221,8 +221,9 @@ class FeatureEncoder(nn.Module):
         if wav.dim() != 2:
             raise ValueError(f"expected a waveform batch [B,S], got shape {tuple(wav.shape)}")
         valid = lengths
-        # training: the matmul form's backward is ~1.1-1.6x faster (measured on CPUs only, not on CUDA)
-        grad = torch.is_grad_enabled()
+        # training on a CPU: the matmul form's backward is ~1.1-1.6x faster there (docs/benchmarks.md);
+        # it was never measured on CUDA, so a GPU runs PyTorch's convolution (cuDNN)
+        grad = torch.is_grad_enabled() and wav.device.type == "cpu"
         x = wav[:, :, None] if grad else wav[:, None, :]  # [B,S,1] or [B,1,S]
         for block, k, s in zip(self.blocks, self.conv_kernel, self.conv_stride):
             if valid is not None:
