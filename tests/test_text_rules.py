@@ -157,6 +157,14 @@ def test_prepare_digits_skip_counts_and_rules_must_match_on_rerun(tmp_path, caps
     assert "audio without a transcript" not in err
     with pytest.raises(W2VError, match="other text rules"):
         prepare_librispeech(root, tmp_path / "out", jobs=1, rules=ENGLISH)
+    # --force with other rules redoes the subsets it names; one left with the old rules is refused
+    (tmp_path / "out" / "dev-x.done").write_text("1 utterances\n")
+    with pytest.raises(W2VError, match="dev-x would keep the old rules"):
+        prepare_librispeech(root, tmp_path / "out", jobs=1, rules=ENGLISH, force=True)
+    (tmp_path / "out" / "dev-x.done").unlink()
+    prepare_librispeech(root, tmp_path / "out", jobs=1, rules=ENGLISH, force=True)
+    assert TextRules.load(tmp_path / "out") == ENGLISH
+    assert [json.loads(line)["id"] for line in open(tmp_path / "out" / "train-x.jsonl")] == ["1-2-0001", "1-2-0002"]
 
 
 def test_prepare_cli_text_options(tmp_path):

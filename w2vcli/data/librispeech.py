@@ -226,7 +226,7 @@ def prepare_librispeech(
             raise W2VError(f"{root}: no subset {', '.join(unknown)} (found: {', '.join(sorted(found))})")
         found = {s: found[s] for s in subsets}
     out.mkdir(parents=True, exist_ok=True)
-    check_same_rules(out, rules, force)
+    check_same_rules(out, rules, force, redone=set(found) if force else set())
     todo = {n: d for n, d in found.items() if force or not (out / f"{n}.done").exists()}
     for name in sorted(set(found) - set(todo)):
         log(f"{name}: already prepared in {out} (use --force to redo)")

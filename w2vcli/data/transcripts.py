@@ -106,15 +106,23 @@ def _report_rare(train_counts: Counter, all_counts: Counter, rules: TextRules, t
         log(f"vocabulary: {len(train_counts)} characters, each seen at least {RARE_CHARACTER} times in training")
 
 
-def check_same_rules(out: Path, rules: TextRules, force: bool) -> None:
-    """Refuse to add subsets normalised by other rules than those already prepared in `out`."""
+def check_same_rules(out: Path, rules: TextRules, force: bool, redone: set[str] | None = None) -> None:
+    """Refuse to add subsets normalised by other rules than those already prepared in `out`.
+
+    With `force`, other rules are allowed when every finished subset (a `<name>.done` marker) is
+    among `redone` (None: whatever is there is redone), so no manifest keeps the old rules."""
     path = out / RULES_FILE
-    if not path.is_file() or force:
+    if not path.is_file():
         return
     before = TextRules.load(path)
-    if before != rules:
-        raise W2VError(f"{out} was prepared with other text rules ({path}: {before.to_dict()}); "
-                       "use the same options, another --out, or --force to redo every subset")
+    if before == rules:
+        return
+    kept = sorted(p.name[: -len(".done")] for p in out.glob("*.done") if p.name[: -len(".done")] not in (redone or ()))
+    if force and (redone is None or not kept):
+        return
+    also = f" ({', '.join(kept)} would keep the old rules: redo them too)" if force else ""
+    raise W2VError(f"{out} was prepared with other text rules ({path}: {before.to_dict()}); "
+                   f"use the same options, another --out, or --force to redo every subset{also}")
 
 
 def choose_rules(case: str, keep: str | None = None, digits: str = "keep", word_boundary: bool | None = None,
