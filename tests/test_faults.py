@@ -226,6 +226,9 @@ def test_out_holding_a_run_is_refused_without_resume(corpus, tmp_path):
     assert one_error_line(err) == (f"error: {out} already holds a run (last.pt): continue it with --resume, "
                                    f"or start over with another --out (or after deleting {out})")
     assert ((out / "last.pt").read_bytes(), (out / "metrics.jsonl").read_text()) == before
+    # refused before an --init checkpoint is even looked at (a large one would take long to load)
+    code, err = cli("pretrain", "--init", tmp_path / "not-there", "--train", corpus, "--out", out, *ARGS)
+    assert code == 1 and "already holds a run" in one_error_line(err)
 
 
 def test_resume_with_nothing_to_resume_starts_fresh(corpus, tmp_path):

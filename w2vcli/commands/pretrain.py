@@ -49,9 +49,10 @@ def run(cfg_cls, preset: str | None, config: Path | None, out: Path, resume: boo
     against the options, and the same model starts the run. A resumed run reads OUT/last.pt instead.
     """
     from w2vcli.train.config import read_toml, resolve
-    from w2vcli.train.engine import train
+    from w2vcli.train.engine import refuse_to_replace, train
     from w2vcli.train.tasks import load_init
 
+    refuse_to_replace(out, resume)  # before a large --init checkpoint is loaded
     layers = []
     saved = out / "config.toml"
     if resume and saved.is_file():

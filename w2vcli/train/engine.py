@@ -66,11 +66,17 @@ def check_out(cfg: TrainConfig) -> TrainConfig:
         if os.environ.get("RANK", "0") == "0":
             log(f"--resume: no checkpoint in {out} yet, starting a fresh run")
         return dataclasses.replace(cfg, resume=False)
+    refuse_to_replace(out, cfg.resume)
+    return cfg
+
+
+def refuse_to_replace(out: Path, resume: bool) -> None:
+    """A W2VError when `out` holds a run and `resume` is not asked for (checked before an --init
+    checkpoint is loaded, and again by `train`)."""
     found = [name for name in RUN_FILES if (out / name).exists()]
-    if found and not cfg.resume:
+    if found and not resume:
         raise W2VError(f"{out} already holds a run ({', '.join(found)}): continue it with --resume, "
                        f"or start over with another --out (or after deleting {out})")
-    return cfg
 
 
 def _run(cfg: TrainConfig, init_model: torch.nn.Module | None = None) -> None:
