@@ -189,6 +189,9 @@ def filter_rows(rows: list[dict], min_size: int, max_size: int | None, name: str
     return keep
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _worker_init(_worker_id: int) -> None:
     # Ctrl-C, `timeout` and batch schedulers signal the whole process group: let the main
     # process finish its update and write a checkpoint instead of seeing its workers die
@@ -196,6 +199,7 @@ def _worker_init(_worker_id: int) -> None:
     # SIGTERM, the main process must stop them itself on every way out: `Loader.close`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked since the fork (`Loader.__iter__`)
 
 
 class Loader(DataLoader):
@@ -207,10 +211,19 @@ class Loader(DataLoader):
     """
 
     def __iter__(self):
-        iterator = super().__iter__()
-        if self.num_workers:
-            live = [ref for ref in getattr(self, "_live", []) if ref() is not None]
-            self._live = live + [weakref.ref(iterator)]
+        if not self.num_workers:
+            return super().__iter__()
+        # The workers are forked here. torch gives each a SIGTERM handler of its own before
+        # `_worker_init` runs; a signal to the process group in between killed the worker ("exited
+        # unexpectedly", seen under load). So they start with the stop signals blocked, and
+        # `_worker_init` unblocks them once they are ignored; the main process gets its own at once.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            iterator = super().__iter__()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        live = [ref for ref in getattr(self, "_live", []) if ref() is not None]
+        self._live = live + [weakref.ref(iterator)]
         return iterator
 
     def close(self) -> None:
