@@ -145,7 +145,7 @@ class TextRules:
 
     def units(self, text: str) -> list[str]:
         """The character tokens of a normalised transcript: words joined by `|` (none at the ends)."""
-        return list(WORD_BOUNDARY.join(text.split()) if self.word_boundary else "".join(text.split()))
+        return letters(text, self.word_boundary)
 
     # --- files ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -217,9 +217,10 @@ def is_unspaced(texts: Iterable[str]) -> bool:
     return total > 0 and unspaced > total / 2
 
 
-def letters(text: str) -> list[str]:
-    """The letter tokens of a normalised transcript: words joined by `|` (no boundary at the ends)."""
-    return list(WORD_BOUNDARY.join(text.split()))
+def letters(text: str, word_boundary: bool = True) -> list[str]:
+    """The letter tokens of a normalised transcript: words joined by `|` (no boundary at the ends),
+    or, without a word boundary, the characters with the spaces left out."""
+    return list((WORD_BOUNDARY if word_boundary else "").join(text.split()))
 
 
 @dataclass
@@ -282,8 +283,7 @@ class Vocabulary:
         """Token ids of a normalised transcript (characters; unknown ones map to `<unk>`)."""
         if self.pieces:
             raise W2VError("this vocabulary holds sentencepiece units: encode with its sentencepiece model")
-        units = letters(text) if self.word_boundary else list("".join(text.split()))
-        return [self.index.get(t, self.unk) for t in units]
+        return [self.index.get(t, self.unk) for t in letters(text, self.word_boundary is not None)]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text from token ids that are already CTC-collapsed and blank-free."""
