@@ -9,6 +9,7 @@ step), not for speed claims: run the RATIO benchmarks for those.
 
 from __future__ import annotations
 
+import os
 import argparse
 
 import torch
@@ -59,7 +60,7 @@ def main() -> None:
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--rows", type=int, default=15)
     a = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("PROFILE_THREADS", "1")))
     step = step_fn(a.what, a.preset, a.batch, a.seconds)
     for precision in a.precisions:
         profile(step, precision, a.rows)

@@ -85,6 +85,8 @@ def _group_norm(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | None,
     only, so a row's valid frames come out exactly as they would from that row alone, unpadded
     (its padded frames get values that are never used).
     """
+    if time_dim == 2 and not torch.compiler.is_exporting():
+        return _group_norm_rows(x, norm, valid)
     if valid is None:
         var, mean = torch.var_mean(x, dim=time_dim, correction=0, keepdim=True)
     elif torch.compiler.is_exporting():  # traced (ONNX export): masked sums, no loop over rows
@@ -100,6 +102,22 @@ def _group_norm(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | None,
     shape = (1, -1, 1) if time_dim == 2 else (1, 1, -1)
     scale = norm.weight.view(shape) * torch.rsqrt(var + norm.eps)
     return torch.addcmul(norm.bias.view(shape) - mean * scale, x, scale)  # (x - mean) / std * w + b
+
+
+def _group_norm_rows(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | None) -> torch.Tensor:
+    """Channels first [B,C,T]: PyTorch's group norm over all T, or row by row over each row's valid frames.
+
+    F.group_norm is one fused, parallel kernel: on BASE's first block (512 x 32k frames for 10 s,
+    two threads) it takes 26 ms where var_mean + addcmul take 76 ms. Padded frames come out as 0.
+    """
+    T = x.shape[2]
+    rows = [T] * x.shape[0] if valid is None else [max(1, min(T, int(n))) for n in valid.tolist()]
+    if all(n == T for n in rows):
+        return F.group_norm(x, x.shape[1], norm.weight, norm.bias, norm.eps)
+    out = torch.zeros_like(x)
+    for b, n in enumerate(rows):
+        out[b : b + 1, :, :n] = F.group_norm(x[b : b + 1, :, :n], x.shape[1], norm.weight, norm.bias, norm.eps)
+    return out
 
 
 def _masked_var_mean(x: torch.Tensor, valid: torch.Tensor, time_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
