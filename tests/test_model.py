@@ -155,6 +155,39 @@ def test_group_norm_over_valid_frames_equals_unpadded():
         assert not torch.allclose(enc(wav)[0, :, : frames[0]], enc(wav, lengths)[0, :, : frames[0]], atol=1e-3)
 
 
+def test_group_norm_fused_paths_equal_nn_group_norm():
+    """The helper behind both feature-encoder paths (channels first F.group_norm, channels last
+    F.batch_norm per row, one-frame rows) gives nn.GroupNorm's outputs and gradients per row."""
+    from w2vcli.model.feature_encoder import _group_norm
+
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(6, 6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    valid = torch.tensor([30, 1, 11])
+    for time_dim in (1, 2):
+        x = torch.randn((3, 30, 6) if time_dim == 1 else (3, 6, 30), requires_grad=True)
+        out = _group_norm(x, norm, valid, time_dim)
+        weight = torch.randn_like(out)
+        got = torch.autograd.grad((out * weight).sum(), (x, norm.weight, norm.bias))
+        want_grads = [torch.zeros_like(x), torch.zeros_like(norm.weight), torch.zeros_like(norm.bias)]
+        for b, n in enumerate(valid.tolist()):
+            rows = (slice(b, b + 1), slice(0, n)) if time_dim == 1 else (slice(b, b + 1), slice(None), slice(0, n))
+            row = x[rows].transpose(1, 2) if time_dim == 1 else x[rows]  # [1,C,n]
+            if n == 1:  # nn.GroupNorm refuses one value per channel in training; x - mean = 0: the bias
+                want = norm.bias.view(1, -1, 1) + 0 * row * norm.weight.view(1, -1, 1)
+            else:
+                want = norm(row)
+            want = want.transpose(1, 2) if time_dim == 1 else want
+            mine, w = out[rows], weight[rows]
+            torch.testing.assert_close(mine, want, atol=1e-5, rtol=1e-5)
+            for acc, g in zip(want_grads, torch.autograd.grad((want * w).sum(), (x, norm.weight, norm.bias))):
+                acc += g
+        for g, w in zip(got, want_grads):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+
+
 def test_feature_encoder_gradient_scale():
     torch.manual_seed(0)
     cfg = get_preset("tiny").replace(feature_grad_mult=1.0)
