@@ -117,3 +117,35 @@ def test_openmp_threads_sleep_instead_of_spinning():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True)  # fmt: skip
     assert out.stdout.strip() == "ACTIVE"
+
+
+def test_large_tensors_reuse_freed_memory():
+    """`w2v` has glibc keep freed memory for the next tensors instead of unmapping it (w2vcli/cpu.py
+    keep_freed_memory): freeing a 64 MiB tensor leaves the resident size as it was. Any MALLOC_*
+    variable of the user's keeps glibc's own behaviour, which returns those pages at once."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    code = (
+        "import os, torch\n"
+        "from typer.testing import CliRunner\n"
+        "from w2vcli.cli import app\n"
+        "assert CliRunner().invoke(app, ['score', '--help']).exit_code == 0\n"
+        "def rss(): return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"
+        "x = torch.ones(16 * 2**20)  # 64 MiB, over any mmap threshold\n"
+        "before = rss(); del x\n"
+        "print((before - rss()) / 2**20)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+
+    def freed_mib(extra: dict) -> float:
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
+                             check=True)  # fmt: skip
+        return float(out.stdout.strip().splitlines()[-1])
+
+    assert freed_mib({}) < 1
+    assert freed_mib({"MALLOC_MMAP_MAX_": "65536"}) > 60  # 65536: glibc's own default

@@ -22,6 +22,7 @@ import typer  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
 from w2vcli import __version__  # noqa: E402
+from w2vcli.cpu import keep_freed_memory  # noqa: E402
 from w2vcli.errors import W2VError, report_error  # noqa: E402
 
 
@@ -76,6 +77,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """wav2vec 2.0 speech recognition from the command line."""
+    keep_freed_memory()  # large tensors reuse freed memory (w2vcli/cpu.py)
 
 
 def _register() -> None:

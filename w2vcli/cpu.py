@@ -255,3 +255,41 @@ def set_threads(n: int) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Let large tensors reuse freed heap memory instead of fresh pages from the kernel (glibc).
+
+    PyTorch's CPU tensors come from malloc, and glibc serves every block over its mmap threshold
+    (at most 32 MiB; BASE's feature encoder makes 26-65 MiB activations) with a new mapping
+    that is unmapped on free, so each such tensor is faulted in and zeroed by the kernel again,
+    every step. With this, malloc serves everything from its heap (no mmap) and keeps up to 2 GiB
+    of freed memory for the next tensors instead of returning it, as a caching allocator (and
+    ONNX Runtime's arena) does. Measured on the development machine (2 cores, 2 threads): 16
+    BASE pretraining updates of 1-2 utterances of 2-6 s took 53.9 s instead of 73.9 (system
+    time 8.1 s instead of 34.8), with a peak resident size of 3.31 GB instead of 2.58 (freed
+    blocks of other sizes are kept); one 10 s BASE transcription spent 0.04-0.08 s in the kernel
+    instead of 0.27-0.30. The memory is the process's until it exits.
+
+    Not done when the user set any MALLOC_* variable (MALLOC_MMAP_MAX_=65536 restores glibc's
+    default) or preloads another allocator (jemalloc, tcmalloc), or off glibc. Returns whether
+    it was set.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux") or "LD_PRELOAD" in os.environ:
+        return False
+    if any(name.startswith("MALLOC_") for name in os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl has no mallopt parameters)
+    except (OSError, AttributeError):
+        return False
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))

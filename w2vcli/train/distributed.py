@@ -21,6 +21,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
+from w2vcli.cpu import keep_freed_memory
 from w2vcli.errors import W2VError, report_error
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ def all_gather_object(obj, dist: Dist) -> list:
 def _worker(local_rank: int, world: int, store: str, fn, cfg: TrainConfig) -> None:
     os.environ.update(RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank),
                       LOCAL_WORLD_SIZE=str(world), W2V_DIST_INIT=f"file://{store}")
+    keep_freed_memory()  # a spawned process: set again, as the `w2v` command did in its parent
     try:
         fn(cfg)
     except W2VError as exc:
