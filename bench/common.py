@@ -22,9 +22,14 @@ TEXT = SHARED / "text"
 
 
 def set_threads(n: int) -> None:
-    """The same intra-op thread count for both implementations (and no inter-op pool surprises)."""
+    """The same intra-op thread count for both implementations, and the malloc setting the `w2v`
+    command makes (w2vcli/cpu.py keep_freed_memory; W2V_KEEP_MEMORY=0 to measure without): both
+    implementations in a process share it, so the ratios compare code, not allocators."""
     import torch
 
+    from w2vcli.cpu import keep_freed_memory
+
+    keep_freed_memory()
     torch.set_num_threads(n)
 
 

@@ -39,6 +39,8 @@ PLAN = {
     "cpu_anchors_small": (dict(preset="small", norm="group", reps=5, files=10), dict(preset="small", norm="group", reps=2, files=3)),
     "cpu_anchors_base": (dict(preset="base", norm="group", reps=5, files=10), dict(preset="base", norm="group", reps=2, files=3)),
     "cpu_anchors_base_layer": (dict(preset="base", norm="layer", reps=5, files=10), dict(preset="base", norm="layer", reps=2, files=3)),
+    # the `w2v` command's malloc setting against glibc's default, in child processes (bench/allocator.py)
+    "cpu_memory": (dict(preset="base", rounds=2, steps=4), dict(preset="small", rounds=1, steps=3)),
 }
 
 
@@ -53,6 +55,8 @@ def run_one(name: str, kw: dict, threads: int) -> None:
         from bench.dataloader import run
     elif name.startswith("cpu_anchors"):
         from bench.cpu_anchors import run
+    elif name == "cpu_memory":
+        from bench.allocator import run
     else:
         from bench.prepare import run
         return run(**kw)

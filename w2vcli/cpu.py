@@ -260,32 +260,33 @@ def set_threads(n: int) -> None:
 # --- memory ---------------------------------------------------------------------------------------
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+KEEP_MEMORY_ENV = "W2V_KEEP_MEMORY"  # "0": leave glibc's malloc as it is
 
 
 def keep_freed_memory() -> bool:
     """Let large tensors reuse freed heap memory instead of fresh pages from the kernel (glibc).
 
-    PyTorch's CPU tensors come from malloc, and glibc serves every block over its mmap threshold
-    (at most 32 MiB; BASE's feature encoder makes 26-65 MiB activations) with a new mapping
-    that is unmapped on free, so each such tensor is faulted in and zeroed by the kernel again,
-    every step. With this, malloc serves everything from its heap (no mmap) and keeps up to 2 GiB
-    of freed memory for the next tensors instead of returning it, as a caching allocator (and
-    ONNX Runtime's arena) does. Measured on the development machine (2 cores, 2 threads): 16
-    BASE pretraining updates of 1-2 utterances of 2-6 s took 53.9 s instead of 73.9 (system
-    time 8.1 s instead of 34.8), with a peak resident size of 3.31 GB instead of 2.58 (freed
-    blocks of other sizes are kept); one 10 s BASE transcription spent 0.04-0.08 s in the kernel
-    instead of 0.27-0.30. The memory is the process's until it exits.
+    PyTorch's CPU tensors come from malloc, and glibc serves blocks over its mmap threshold (it
+    rises to at most 32 MiB; BASE's feature encoder makes 26-65 MiB activations) with a new
+    mapping that is unmapped on free, so such tensors are faulted in and zeroed by the kernel
+    again at every step. With this, malloc serves everything from its heap (no mmap) and keeps up
+    to 2 GiB of freed memory for the next tensors instead of returning it, as a caching allocator
+    (and ONNX Runtime's arena) does. `python -m bench.allocator --preset base --rounds 2 --steps 4`
+    (2-core development machine, 2 threads; child processes alternately with and without):
+    pretraining updates of varying shapes 1.20x faster, transcription of the real-mini files
+    1.13x, kernel time per child 6.2 s instead of 10.0, peak resident size 3331 MB instead of 3234.
+    The memory is the process's until it exits.
 
-    Not done when the user set any MALLOC_* variable (MALLOC_MMAP_MAX_=65536 restores glibc's
-    default) or preloads another allocator (jemalloc, tcmalloc), or off glibc. Returns whether
-    it was set.
+    `W2V_KEEP_MEMORY=0` leaves glibc as it is; so does any MALLOC_* variable (the user tunes
+    glibc), a preloaded allocator (jemalloc, tcmalloc), or another C library. Returns whether it
+    was set.
     """
     import ctypes
     import sys
 
     if not sys.platform.startswith("linux") or "LD_PRELOAD" in os.environ:
         return False
-    if any(name.startswith("MALLOC_") for name in os.environ):
+    if os.environ.get(KEEP_MEMORY_ENV) == "0" or any(name.startswith("MALLOC_") for name in os.environ):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
