@@ -186,6 +186,14 @@ def test_group_norm_fused_paths_equal_nn_group_norm():
                 acc += g
         for g, w in zip(got, want_grads):
             torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+    # a channel whose mean dwarfs its spread (a DC offset) is normalised as exactly as in float64
+    x = torch.randn(1, 4000, 6) * 0.01 + torch.tensor([0.0, 1.0, -10.0, 100.0, 5.0, 30.0])
+    var, mean = torch.var_mean(x.double(), dim=1, correction=0, keepdim=True)
+    want = (x.double() - mean) / torch.sqrt(var + norm.eps) * norm.weight.double() + norm.bias.double()
+    for time_dim in (1, 2):
+        got = _group_norm(x if time_dim == 1 else x.transpose(1, 2), norm, None, time_dim)
+        got = got if time_dim == 1 else got.transpose(1, 2)
+        assert (got.double() - want).abs().max() < 2e-3
 
 
 def test_feature_encoder_gradient_scale():

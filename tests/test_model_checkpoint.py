@@ -83,7 +83,8 @@ def test_export_hf_loads_in_transformers(tmp_path, variant):
     # and back: the exported directory loads into w2v with the same weights
     again = w2vcli.load_model(tmp_path / "ctc")
     assert again.vocab.tokens == VOCAB.tokens
-    torch.testing.assert_close(again(wav, lengths)[0], ours)
+    with torch.no_grad():  # the inference path, as `ours` (training's group norm rounds differently)
+        torch.testing.assert_close(again(wav, lengths)[0], ours)
 
     pt = _tiny("pretrain", variant)
     export_hf(pt, tmp_path / "pt")

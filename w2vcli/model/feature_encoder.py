@@ -116,8 +116,11 @@ def _group_norm_rows(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | 
             y = (row - row) * torch.rsqrt(row.new_full((), norm.eps)) * norm.weight.view(shape) + norm.bias.view(shape)
         elif time_dim == 2:
             y = F.group_norm(row[None], C, norm.weight, norm.bias, norm.eps)[0]
-        else:  # per-channel statistics over the n frames, biased variance: the same normalisation
-            y = F.batch_norm(row, None, None, norm.weight, norm.bias, True, 0.0, norm.eps)
+        else:  # per-channel statistics over the n frames, biased variance: the same normalisation.
+            # batch_norm's CPU kernel sums squares, which cancels when a channel's mean dwarfs its
+            # spread (a DC offset): centring on a sampled mean first keeps it as exact as the rest
+            shift = row[:: max(1, n // 64)].mean(dim=0, keepdim=True).detach()
+            y = F.batch_norm(row - shift, None, None, norm.weight, norm.bias, True, 0.0, norm.eps)
         out.append(F.pad(y, tuple(p * (T - n) for p in pad)) if n < T else y)
     return out[0][None] if len(out) == 1 else torch.stack(out)
 
