@@ -2,7 +2,7 @@
 
     bench/run.sh [--quick] [--threads N] [--only NAME ...] [--no-docs]
 
-Full: about 10-15 minutes on two idle cores (plus the cpu_anchors runtimes); --quick: every
+Full: about 20 minutes on two cores once the cpu_anchors exports are cached; --quick: every
 RATIO line with smaller batches and fewer repetitions. Each benchmark prints ABS lines (medians
 of interleaved repetitions, with min/max) and one `RATIO <name> <w2v / reference>` line; the
 cpu_anchors comparisons print one RATIO line per runtime against the fastest deployment runtime.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # w2v vs transformers benchmarks on this machine; appends a dated table to docs/benchmarks.md.
 #
-#   bench/run.sh            full run (about 10-15 min on two idle cores)
+#   bench/run.sh            full run (about 20 min on two idle cores, exports cached)
 #   bench/run.sh --quick    every RATIO line in under 5 minutes
 #   bench/run.sh --only ctc_inference_base --no-docs
 #   bench/run.sh --only cpu_anchors_small cpu_anchors_base cpu_anchors_base_layer   # CPU modes vs runtimes
