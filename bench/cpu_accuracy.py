@@ -12,7 +12,7 @@ For each model and data set, every mode transcribes the same audio greedily thro
 Modes: fp32, bf16 (autocast; needs a CPU with native bf16, or --force-bf16 to emulate it, slow
 but numerically the same), int8 (`--quantize int8`), onnx and onnx-int8 (the model exported with
 `w2v export --to onnx [--quantize int8]`, run by onnxruntime). `real-mini` is the 10 LibriSpeech
-utterances in ../shared/data/real-mini; any JSONL/tsv manifest with text works. Accuracy, not
+utterances shipped in tests/data/real-mini; any JSONL/tsv manifest with text works. Accuracy, not
 speed: this can run on a busy machine.
 """
 
