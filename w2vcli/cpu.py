@@ -272,9 +272,9 @@ def keep_freed_memory() -> bool:
     again at every step. With this, malloc serves everything from its heap (no mmap) and keeps up
     to 2 GiB of freed memory for the next tensors instead of returning it, as a caching allocator
     (and ONNX Runtime's arena) does. `python -m bench.allocator --preset base --rounds 2 --steps 4`
-    (2-core development machine, 2 threads; child processes alternately with and without):
-    pretraining updates of varying shapes 1.20x faster, transcription of the real-mini files
-    1.13x, kernel time per child 6.2 s instead of 10.0, peak resident size 3331 MB instead of 3234.
+    (2-core development machine, 2 threads; child processes alternately with and without; three
+    runs): pretraining updates of varying shapes 1.11-1.20x faster, transcription of the
+    real-mini files 1.04-1.14x, about half the kernel time, peak resident size 1-3 % higher.
     The memory is the process's until it exits.
 
     `W2V_KEEP_MEMORY=0` leaves glibc as it is; so does any MALLOC_* variable (the user tunes

@@ -86,10 +86,11 @@ def _group_norm(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | None,
     (its padded frames come out as 0 and are never used).
 
     Eager, through PyTorch's fused kernels, row by row unless every row is whole: channels first
-    F.group_norm, channels last F.batch_norm in training mode over the row's [T,C] frames. Measured on BASE's first block, two threads: the
-    channels-first forward 26 ms where var_mean + addcmul take 76 (10 s); the channels-last
-    forward + backward with GELU 42 ms where the autograd of var_mean + addcmul takes 91 (4 s).
-    Exported (ONNX): the same arithmetic in plain ops, masked sums for valid.
+    F.group_norm, channels last F.batch_norm in training mode over the row's [T,C] frames,
+    centred first. Measured on BASE's first block, two threads: the channels-first forward 26 ms
+    where var_mean + addcmul take 76 (10 s); the channels-last forward + backward with GELU
+    40-46 ms where the autograd of var_mean + addcmul takes 91 (4 s). Exported (ONNX): the same
+    arithmetic in plain ops, masked sums for valid.
     """
     if not torch.compiler.is_exporting():
         return _group_norm_rows(x, norm, valid, time_dim)
