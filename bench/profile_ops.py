@@ -71,7 +71,8 @@ def profile(step, label: str, rows: int) -> None:
     print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
     shares: dict[str, float] = {}
     for e in events:
-        shares[category(e.key)] = shares.get(category(e.key), 0.0) + e.self_cpu_time_total
+        c = category(e.key)
+        shares[c] = shares.get(c, 0.0) + e.self_cpu_time_total
     total = sum(shares.values())
     print(f"SHARES {label} total {total / 1e6:.3f} s self CPU: "
           + ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])))
