@@ -91,7 +91,8 @@ def scan_noise_folder(folder: str) -> tuple[NoiseFile, ...]:
             continue
         files.append(NoiseFile(p, info.num_samples, info.sample_rate, info.format == "MP3"))
     if not files:
-        found = f"{len(paths)} audio files, none readable ({bad[0]})" if bad else f"no {'/'.join(sorted(exts))} files"
+        found = (f"{len(paths)} audio files, none readable ({bad[0]})" if bad
+                 else "no audio files by their extension: .wav, .flac, .ogg, .mp3 and the others soundfile reads")
         raise W2VError(f"--noise {folder}: no readable noise audio in this folder ({found})")
     if bad:
         warn(f"--noise {folder}: leaving out {len(bad)} of {len(paths)} files that cannot be read, e.g. {bad[0]}")
