@@ -70,10 +70,11 @@ class NoiseFile:
     mp3: bool  # decoded whole (an MP3's seeking is not exact)
 
 
-def scan_noise_folder(folder: str) -> tuple[NoiseFile, ...]:
+def scan_noise_folder(folder: str, quiet: bool = False) -> tuple[NoiseFile, ...]:
     """The readable audio files under `folder` (any format `w2v` reads), sorted by path.
 
-    Unreadable ones are left out with one warning; a folder with none is a W2VError naming it.
+    Unreadable ones are left out with one warning (unless `quiet`: ranks other than the first);
+    a folder with none is a W2VError naming it.
     """
     from w2vcli.data.folder import audio_extensions
 
@@ -94,7 +95,7 @@ def scan_noise_folder(folder: str) -> tuple[NoiseFile, ...]:
         found = (f"{len(paths)} audio files, none readable ({bad[0]})" if bad
                  else "no audio files by their extension: .wav, .flac, .ogg, .mp3 and the others soundfile reads")
         raise W2VError(f"--noise {folder}: no readable noise audio in this folder ({found})")
-    if bad:
+    if bad and not quiet:
         warn(f"--noise {folder}: leaving out {len(bad)} of {len(paths)} files that cannot be read, e.g. {bad[0]}")
     return tuple(files)
 
@@ -125,12 +126,13 @@ class Augment:
     noise_files: tuple[NoiseFile, ...] = ()  # the folder's files (`scan_noise_folder`)
 
     @classmethod
-    def from_options(cls, seed: int, speeds=(), noise: str = "", snr=(10.0, 30.0), noise_prob: float = 0.5) -> Augment | None:
+    def from_options(cls, seed: int, speeds=(), noise: str = "", snr=(10.0, 30.0), noise_prob: float = 0.5,
+                     quiet: bool = False) -> Augment | None:
         """None when there is nothing to do; a noise folder is scanned here, once, not in every worker."""
         speeds = tuple(float(s) for s in speeds)
         if set(speeds) <= {1.0} and not (noise and noise_prob > 0):
             return None
-        files = scan_noise_folder(noise) if noise and noise not in NOISE_COLOURS else ()
+        files = scan_noise_folder(noise, quiet) if noise and noise not in NOISE_COLOURS else ()
         return cls(seed, speeds if set(speeds) - {1.0} else (), noise, (float(snr[0]), float(snr[1])),
                    float(noise_prob), files)
 

@@ -265,7 +265,8 @@ class FinetuneTask(ManifestTask):
     find_unused_parameters = True
 
     def __init__(self, cfg: FinetuneConfig, dist: Dist, init_model: torch.nn.Module | None = None):
-        self.augment = Augment.from_options(cfg.seed, cfg.speed_perturb, cfg.noise, cfg.noise_snr, cfg.noise_prob)
+        self.augment = Augment.from_options(cfg.seed, cfg.speed_perturb, cfg.noise, cfg.noise_snr, cfg.noise_prob,
+                                            quiet=not dist.main)
         if self.augment is not None and dist.main:
             from w2vcli.utils import log
 
