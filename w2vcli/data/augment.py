@@ -13,6 +13,10 @@ come from (seed, epoch), an utterance's noise from (seed, epoch, index). So the 
 depend on worker processes or on any random state a checkpoint would have to carry, and a
 resumed run sees exactly the audio an uninterrupted one would. The batch sampler reads the same
 factors to make each epoch's batches from the perturbed lengths (`AudioDataset.epoch_sizes`).
+
+Written on soxr and numpy rather than a library such as audiomentations: its transforms draw their
+parameters from the process-wide `random`/`np.random` state (not from a key per utterance), and it
+has no `sox speed` (its TimeStretch keeps the pitch), so the two operations are kept small here.
 """
 
 from __future__ import annotations
