@@ -45,7 +45,7 @@ class AudioDataset(Dataset):
     targets:         token ids per row for CTC, or None (pretraining)
     max_sample_size: crop longer audio to this many samples at a random offset (None: no crop)
     seed:            base seed of the crop offsets
-    augment:         speed perturbation and noise (training audio only), in that order, the crop between
+    augment:         training audio only: speed perturbation, then the crop, then noise (w2vcli/data/augment.py)
     """
 
     def __init__(self, rows: list[dict], targets: list[list[int]] | None = None,
