@@ -120,6 +120,22 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
+def load_audio_segment(path: str | os.PathLike, start: int, frames: int) -> np.ndarray:
+    """Frames [start, start + frames) of a file at its own sample rate, mixed down to mono:
+    float32 [frames]. For reading part of a long file (a noise recording) without decoding all of it;
+    `start + frames` must lie within `audio_info(path).num_samples`."""
+    path = str(path)
+    try:
+        with sf.SoundFile(path) as f:
+            f.seek(start)
+            wav = f.read(frames, dtype="float32", always_2d=True)  # [S, C]
+    except _READ_ERRORS as exc:
+        raise W2VError(f"{path}: not readable audio ({_reason(exc)})") from None
+    if len(wav) < frames:
+        raise W2VError(f"{path}: truncated (only {start + len(wav)} samples readable, {start + frames} needed)")
+    return np.ascontiguousarray(wav.mean(axis=1), dtype=np.float32)
+
+
 def _read_mp3_to_end(path: str) -> np.ndarray | None:
     """The whole of an MP3 file without a length header, decoded from a pipe: [S, C] float32.
     None when libsndfile knows the file's exact length (it has a Xing/Info header): read it as usual.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -28,6 +29,10 @@ def finetune(
     mask_channel_prob: Annotated[Optional[float], typer.Option("--mask-channel-prob", help="Channel masking probability (fairseq convention).", min=0)] = None,
     layer_drop: Annotated[Optional[float], typer.Option("--layer-drop", "--layerdrop", help="Probability of skipping a Transformer layer in training.", min=0, max=1)] = None,
     lr_schedule: Annotated[Optional[str], typer.Option("--lr-schedule", help="tri_stage (10%/40%/50% warmup/hold/decay) or polynomial (with --warmup-updates).")] = None,
+    speed_perturb: Annotated[Optional[str], typer.Option("--speed-perturb", help="Speed factors, e.g. 0.9,1.0,1.1: each training utterance plays at one of them, drawn per epoch (tempo and pitch, like `sox speed`); `none` = off.")] = None,
+    noise: Annotated[Optional[str], typer.Option("--noise", help="Add noise to training utterances: white, pink, brown, or a folder of noise recordings (cropped or looped at random); `none` = off.")] = None,
+    noise_snr: Annotated[Optional[str], typer.Option("--noise-snr", help="SNR range in dB, MIN,MAX (default 10,30), drawn uniformly per noised utterance.")] = None,
+    noise_prob: Annotated[Optional[float], typer.Option("--noise-prob", help="Share of training utterances that get noise (default 0.5).", min=0, max=1)] = None,
     max_updates: MaxUpdates = None,
     max_tokens: MaxTokens = None,
     max_sample_size: MaxSampleSize = None,
@@ -57,16 +62,39 @@ def finetune(
     Example:
       w2v finetune --init exp/pt/best.pt --train data/train-10m.jsonl --valid data/dev.jsonl --out exp/ft
     """
+    from w2vcli.data.augment import NOISE_COLOURS
     from w2vcli.train.config import FinetuneConfig
 
     if from_scratch:
         init = "none"
+    if noise is not None:  # a folder is kept as an absolute path, so that --resume finds it from anywhere
+        noise = "" if noise.lower() in ("", "none") else noise if noise in NOISE_COLOURS else str(Path(noise).resolve())
     cli = common_layer(train=train, valid=valid, preset=preset, init=init, vocab=vocab, text_rules=text_rules, train_spm=train_spm,
                        freeze_updates=freeze_updates, mask_time_prob=mask_time_prob, mask_channel_prob=mask_channel_prob,
                        layer_drop=layer_drop, lr_schedule=lr_schedule, max_updates=max_updates,
+                       speed_perturb=numbers(speed_perturb, "--speed-perturb"), noise=noise,
+                       noise_snr=numbers(noise_snr, "--noise-snr", 2), noise_prob=noise_prob,
                        max_tokens=max_tokens, max_sample_size=max_sample_size, update_freq=update_freq, lr=lr,
                        warmup_updates=warmup_updates, schedule_updates=schedule_updates, clip_norm=clip_norm,
                        seed=seed, precision=precision, gpus=gpus, nproc=nproc, valid_interval=valid_interval,
                        log_interval=log_interval, num_workers=num_workers, skip_bad_audio=skip_bad_audio,
                        threads=threads, checkpoint_activations=checkpoint_activations)
     run(FinetuneConfig, preset, config, out, resume, cli)
+
+
+def numbers(text: str | None, option: str, count: int | None = None) -> list[float] | None:
+    """`0.9,1.0,1.1` -> [0.9, 1.0, 1.1]; None when not given, [] for `none`."""
+    from w2vcli.errors import W2VError
+
+    if text is None:
+        return None
+    if text.strip().lower() in ("", "none") and count is None:
+        return []
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or (count is not None and len(values) != count):
+        want = f"{count} numbers" if count else "numbers"
+        raise W2VError(f"{option}: expected {want} separated by commas (e.g. {'10,30' if count == 2 else '0.9,1.0,1.1'}), got {text!r}")
+    return values

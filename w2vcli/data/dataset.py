@@ -2,10 +2,12 @@
 
 The pieces, in the order the training loop uses them:
 
-    AudioDataset        one utterance per key; crops long audio at a random (but seeded) offset
+    AudioDataset        one utterance per key; crops long audio at a random (but seeded) offset;
+                        fine-tuning's augmentation (speed, noise: w2vcli/data/augment.py)
     BucketBatchSampler  length-sorted batches that fill `max_tokens` padded samples, shuffled
                         between batches per epoch from (seed, epoch), sharded across ranks, and
-                        resumable at (epoch, batch index)
+                        resumable at (epoch, batch index); with speed perturbation, made afresh
+                        each epoch from that epoch's lengths
     collate             pads to the longest utterance: wav[B,S], lengths[B], targets[B,L]
     make_loader         a DataLoader over the three with worker processes (`Loader.close` stops them)
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import signal
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from w2vcli.audio import SAMPLE_RATE, load_audio, resampled_length
+from w2vcli.data.augment import Augment, speed_length, speed_perturb
 from w2vcli.errors import W2VError
 from w2vcli.utils import warn
 
@@ -41,18 +45,42 @@ class AudioDataset(Dataset):
     targets:         token ids per row for CTC, or None (pretraining)
     max_sample_size: crop longer audio to this many samples at a random offset (None: no crop)
     seed:            base seed of the crop offsets
+    augment:         training audio only: speed perturbation, then the crop, then noise (w2vcli/data/augment.py)
     """
 
     def __init__(self, rows: list[dict], targets: list[list[int]] | None = None,
-                 max_sample_size: int | None = None, seed: int = 0):
+                 max_sample_size: int | None = None, seed: int = 0, augment: Augment | None = None):
         if targets is not None and len(targets) != len(rows):
             raise ValueError(f"{len(targets)} targets for {len(rows)} rows")
         self.rows = rows
         self.targets = targets
         self.max_sample_size = max_sample_size
         self.seed = seed
-        full = np.array([row_length(r) for r in rows], dtype=np.int64)
-        self.sizes = np.minimum(full, max_sample_size) if max_sample_size else full  # [N] samples after cropping
+        self.augment = augment
+        self.full_sizes = np.array([row_length(r) for r in rows], dtype=np.int64)  # [N] samples as recorded
+        self.sizes = self._crop(self.full_sizes)  # [N] samples after cropping, without speed perturbation
+        self._factors: tuple[int, np.ndarray | None] = (0, None)  # (epoch, [N] speed factors) last asked for
+
+    @property
+    def speed_perturbed(self) -> bool:
+        """Whether lengths change from epoch to epoch (`epoch_sizes`)."""
+        return self.augment is not None and bool(self.augment.speeds)
+
+    def _crop(self, sizes: np.ndarray) -> np.ndarray:
+        return np.minimum(sizes, self.max_sample_size) if self.max_sample_size else sizes
+
+    def speed_factors(self, epoch: int) -> np.ndarray:
+        """[N] every utterance's speed factor in `epoch` (all 1 without speed perturbation)."""
+        if self._factors[0] != epoch or self._factors[1] is None:
+            factors = self.augment.speed_factors(epoch, len(self.rows)) if self.speed_perturbed else np.ones(len(self.rows))
+            self._factors = (epoch, factors)
+        return self._factors[1]
+
+    def epoch_sizes(self, epoch: int) -> np.ndarray:
+        """[N] samples of each utterance as `epoch` delivers it: speed-perturbed, then cropped."""
+        if not self.speed_perturbed:
+            return self.sizes
+        return self._crop(speed_length(self.full_sizes, self.speed_factors(epoch)))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -62,10 +90,16 @@ class AudioDataset(Dataset):
         row = self.rows[index]
         wav = load_audio(row["audio"])  # [S] float32
         size = int(self.sizes[index])
+        if self.speed_perturbed:
+            factor = float(self.speed_factors(epoch)[index])
+            wav = speed_perturb(wav, factor)
+            size = int(self._crop(speed_length(self.full_sizes[index], factor)))
         if len(wav) > size:  # crop; offset from (seed, epoch, index) only
             rng = np.random.default_rng([self.seed, epoch, index])
             start = int(rng.integers(0, len(wav) - size + 1))
             wav = wav[start:start + size]
+        if self.augment is not None:
+            wav = self.augment.add_noise(wav, epoch, index)
         item = {"index": index, "id": row["id"], "wav": torch.from_numpy(wav)}
         if self.targets is not None:
             item["target"] = torch.tensor(self.targets[index], dtype=torch.long)
@@ -142,18 +176,35 @@ class BucketBatchSampler(Sampler):
     The batches are fixed (`make_batches`); each epoch visits them in an order drawn from
     (seed, epoch), and rank r of `world_size` takes every world_size-th batch of that order
     (with `drop_last`, the remainder is dropped so that all ranks take the same number of steps;
-    validation keeps it).
+    validation keeps it). With `epoch_sizes` (lengths that change with the epoch: speed
+    perturbation) the batches are made afresh for each epoch from its lengths, so they stay
+    within `max_tokens`; they are still a pure function of (seed, epoch).
     """
 
     def __init__(self, sizes: np.ndarray, max_tokens: int, seed: int = 0, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1, drop_last: bool = True):
-        self.batches = make_batches(sizes, max_tokens, seed)
+                 rank: int = 0, world_size: int = 1, drop_last: bool = True,
+                 epoch_sizes: Callable[[int], np.ndarray] | None = None):
+        self.max_tokens, self.epoch_sizes = max_tokens, epoch_sizes
         self.seed, self.shuffle, self.rank, self.world_size = seed, shuffle, rank, world_size
         self.drop_last = drop_last
-        if drop_last and len(self.batches) < world_size:
-            raise W2VError(f"only {len(self.batches)} batches for {world_size} processes: "
-                           "lower --max-tokens or use more data")
+        self._fixed = make_batches(sizes, max_tokens, seed) if epoch_sizes is None else []
+        self._cache: tuple[int, list[list[int]]] = (0, [])  # (epoch, its batches) with epoch_sizes
         self.epoch, self.start = 1, 0
+        self.batches(1)  # too few batches is an error now, not at the first update
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """All ranks' batches of `epoch`, before shuffling."""
+        if self.epoch_sizes is None:
+            batches = self._fixed
+        elif self._cache[0] == epoch:
+            return self._cache[1]
+        else:
+            batches = make_batches(self.epoch_sizes(epoch), self.max_tokens, self.seed)
+            self._cache = (epoch, batches)
+        if self.drop_last and len(batches) < self.world_size:
+            raise W2VError(f"only {len(batches)} batches for {self.world_size} processes: "
+                           "lower --max-tokens or use more data")
+        return batches
 
     def set_position(self, epoch: int, start: int = 0) -> None:
         """The next `__iter__` yields epoch `epoch` from its batch `start` on."""
@@ -161,11 +212,12 @@ class BucketBatchSampler(Sampler):
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of `epoch`, in order."""
-        order = np.arange(len(self.batches))
+        batches = self.batches(epoch)
+        order = np.arange(len(batches))
         if self.shuffle:
-            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.batches))
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(batches))
         usable = len(order) // self.world_size * self.world_size if self.drop_last else len(order)
-        return [self.batches[i] for i in order[self.rank:usable:self.world_size].tolist()]
+        return [batches[i] for i in order[self.rank:usable:self.world_size].tolist()]
 
     def __len__(self) -> int:
         return len(self.epoch_batches(self.epoch)) - self.start

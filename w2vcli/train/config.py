@@ -125,6 +125,11 @@ class FinetuneConfig(TrainConfig):
     mask_channel_prob: float | None = None  # channel-mask probability (None = model preset's)
     layer_drop: float | None = None  # Transformer layer drop (None = model preset's)
     final_dropout: float | None = None  # dropout before the output layer (None = model preset's)
+    # augmentation of the training audio (w2vcli/data/augment.py); validation is never augmented
+    speed_perturb: tuple = ()  # speed factors, one drawn per utterance and epoch, e.g. [0.9, 1.0, 1.1]; [] = off
+    noise: str = ""  # additive noise: white | pink | brown | a folder of noise recordings; "" = off
+    noise_snr: tuple = (10.0, 30.0)  # SNR range in dB against the utterance's power, drawn uniformly
+    noise_prob: float = 0.5  # share of training utterances that get noise
 
     @property
     def task(self) -> str:
@@ -138,6 +143,16 @@ class FinetuneConfig(TrainConfig):
             raise W2VError(f"lr_schedule must be tri_stage or polynomial, got {self.lr_schedule!r}")
         if len(self.tri_stage) != 3 or abs(sum(self.tri_stage) - 1) > 1e-6:
             raise W2VError(f"tri_stage must be three fractions adding up to 1, got {self.tri_stage}")
+        if any(not 0.5 <= s <= 2 for s in self.speed_perturb):  # beyond that, speech is hardly speech
+            raise W2VError(f"--speed-perturb: speed factors must lie in [0.5, 2] (0.9 = 10% slower), got {list(self.speed_perturb)}")
+        if len(self.noise_snr) != 2 or self.noise_snr[0] > self.noise_snr[1]:
+            raise W2VError(f"--noise-snr must be MIN,MAX in dB with MIN <= MAX, got {list(self.noise_snr)}")
+        if not 0 <= self.noise_prob <= 1:
+            raise W2VError(f"--noise-prob must be between 0 and 1, got {self.noise_prob}")
+        from w2vcli.data.augment import NOISE_COLOURS
+
+        if self.noise and self.noise not in NOISE_COLOURS and not Path(self.noise).is_dir():
+            raise W2VError(f"--noise {self.noise}: neither {', '.join(NOISE_COLOURS)} nor a folder")
 
 
 # --- learning-rate schedules: pure functions of the update number, so they need no state of their
@@ -276,9 +291,9 @@ def _coerce(cfg_cls, name: str, value, source: str):
     if name not in known:
         raise W2VError(f"{source}: unknown option {name!r} (known: {', '.join(sorted(known))})")
     default = known[name].default if known[name].default is not dataclasses.MISSING else known[name].default_factory()
-    if isinstance(default, tuple) and isinstance(value, list):
-        if len(value) != len(default) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise W2VError(f"{source}: option {name!r} must be a list of {len(default)} numbers, got {value!r}")
+    if isinstance(default, tuple) and isinstance(value, (list, tuple)):  # () as default: any number of them
+        if (default and len(value) != len(default)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise W2VError(f"{source}: option {name!r} must be a list of {len(default) or 'any'} numbers, got {list(value)!r}")
         return tuple(value)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

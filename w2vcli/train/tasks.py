@@ -25,6 +25,7 @@ from typing import Protocol
 
 import torch
 
+from w2vcli.data.augment import Augment
 from w2vcli.data.dataset import (AudioDataset, BucketBatchSampler, Loader, batch_to, filter_rows,
                                  make_loader)
 from w2vcli.data.manifest import check_audio, read_manifest
@@ -159,12 +160,14 @@ class ManifestTask:
 
     find_unused_parameters = False
     crop = False  # crop long audio (pretraining) instead of skipping it (fine-tuning)
+    augment: Augment | None = None  # of the training audio (fine-tuning's --speed-perturb, --noise)
 
     def __init__(self, cfg: TrainConfig, dist: Dist):
         self.cfg, self.dist = cfg, dist
         max_size = cfg.max_sample_size if not self.crop else None
+        fits = self.augment.longest_input(cfg.max_tokens) if self.augment else cfg.max_tokens  # slowed down too
         self.train_rows = filter_rows(self._read(cfg.train), cfg.min_sample_size,
-                                      min(max_size, cfg.max_tokens) if max_size else None, cfg.train)
+                                      min(max_size, fits) if max_size else None, cfg.train)
         self.valid_rows = (filter_rows(self._read(cfg.valid), cfg.min_sample_size,
                                        max_size, cfg.valid) if cfg.valid else [])
 
@@ -176,14 +179,15 @@ class ManifestTask:
     def targets(self, rows: list[dict]) -> list[list[int]] | None:
         return None
 
-    def _dataset(self, rows: list[dict]) -> AudioDataset:
+    def _dataset(self, rows: list[dict], augment: Augment | None = None) -> AudioDataset:
         return AudioDataset(rows, self.targets(rows), self.cfg.max_sample_size if self.crop else None,
-                            seed=self.cfg.seed)
+                            seed=self.cfg.seed, augment=augment)
 
     def train_loader(self) -> tuple[Loader, BucketBatchSampler]:
-        ds = self._dataset(self.train_rows)
+        ds = self._dataset(self.train_rows, self.augment)
         sampler = BucketBatchSampler(ds.sizes, self.cfg.max_tokens, self.cfg.seed, shuffle=True,
-                                     rank=self.dist.rank, world_size=self.dist.world_size)
+                                     rank=self.dist.rank, world_size=self.dist.world_size,
+                                     epoch_sizes=ds.epoch_sizes if ds.speed_perturbed else None)
         return make_loader(ds, sampler, self.cfg.num_workers, self.dist.device.type == "cuda"), sampler
 
     def valid_loader(self) -> Loader:
@@ -261,6 +265,12 @@ class FinetuneTask(ManifestTask):
     find_unused_parameters = True
 
     def __init__(self, cfg: FinetuneConfig, dist: Dist, init_model: torch.nn.Module | None = None):
+        self.augment = Augment.from_options(cfg.seed, cfg.speed_perturb, cfg.noise, cfg.noise_snr, cfg.noise_prob,
+                                            quiet=not dist.main)
+        if self.augment is not None and dist.main:
+            from w2vcli.utils import log
+
+            log(self.augment.describe(cfg.max_tokens))
         super().__init__(cfg, dist)
         from w2vcli.decode.ctc import GreedyDecoder
 
