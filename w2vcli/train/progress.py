@@ -88,6 +88,8 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool, truncate_after: int = 0):
         self.path, self.enabled = path, enabled
         self.tb = None
+        self.previous: list[dict] = []  # the rows kept
+        self.recorded: set[str] = set()  # diagnostics among them (w2vcli/train/diagnostics.py)
         if not enabled:
             return
         if path.exists():
@@ -99,6 +101,8 @@ class MetricsLog:
 
                 with atomic_open(path, "w", encoding="utf-8") as f:
                     f.writelines(keep)
+            self.previous = [json.loads(line) for line in keep]
+            self.recorded = {r["diagnostic"] for r in self.previous if "diagnostic" in r}
         try:
             from torch.utils.tensorboard import SummaryWriter
 
