@@ -236,3 +236,16 @@ def test_a_resumed_run_does_not_repeat_a_diagnostic():
     previous = [Finding(5, "code_collapse", "...").row(), {"update": 5, "feature_rms": 0.001}]
     resumed = Diagnostics(cfg, get_preset("tiny"), previous)
     assert [f.name for f in resumed.check_train(row, stats)] == ["feature_growth"]  # 100 x the first rms
+
+
+def test_a_row_with_skipped_steps_is_not_judged():
+    """Its means include the NaN batch the engine warned about: no collapse or blow-up read into it."""
+    cfg = resolve(PretrainConfig, "tiny", [{"train": "t", "out": "o"}])
+    from w2vcli.model.config import get_preset
+
+    stats = type("S", (), {"sample_size": 400.0, "batches": 1.0})
+    diagnostics = Diagnostics(cfg, get_preset("tiny"), [{"update": 5, "feature_rms": 0.1}])
+    nan = {"update": 60, "code_perplexity": float("nan"), "temperature": 2.0, "accuracy": 0.0, "chance": float("nan"),
+           "feature_rms": float("nan"), "skipped": 1}
+    assert diagnostics.check_train(nan, stats) == []
+    assert diagnostics.check_train({**nan, "skipped": 0, "code_perplexity": 8.0, "chance": 0.1}, stats) == []

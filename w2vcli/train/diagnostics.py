@@ -7,7 +7,8 @@ and in one metrics.jsonl record,
 threshold and fix. The engine calls `Diagnostics.check_train` after each training metrics row and
 `check_valid` after each validation, so the checks read only what the run logs already (means over
 --log-interval updates) and cost nothing per update. Each fires at most once per run; its record
-in metrics.jsonl keeps a resumed run from repeating it.
+in metrics.jsonl keeps a resumed run from repeating it. A row whose updates include a skipped
+(non-finite) step is not judged.
 
 Before update 1, fine-tuning drops the utterances CTC cannot align (`drop_unalignable`).
 The non-finite step check lives in the engine (`Trainer._skip`): it has to act on the step.
@@ -61,7 +62,10 @@ class Diagnostics:
         self.after = frozen + judge_after(cfg.max_updates - frozen, JUDGE_FRACTION[self.task])
 
     def check_train(self, row: dict, stats) -> list[Finding]:
-        """After a training metrics row (`stats`: the task's sums over the same updates)."""
+        """After a training metrics row (`stats`: the task's sums over the same updates). A row with
+        skipped steps is not judged: its means hold the non-finite batch the engine warned about."""
+        if row.get("skipped"):
+            return []
         if self.task == "pretrain":
             found = [self._chance(row), self._collapse(row, stats), self._features(row)]
         else:
@@ -113,7 +117,7 @@ class Diagnostics:
                 self.feature_base = (u, rms)
             return None
         u0, base = self.feature_base
-        if rms <= FEATURE_GROWTH * base:
+        if not rms > FEATURE_GROWTH * base:
             return None
         return Finding(u, "feature_growth", (
             f"update {u}: conv feature rms {rms:.3g} is {rms / base:.0f} x its {base:.3g} "
