@@ -18,8 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from w2vcli.errors import W2VError
+
+if TYPE_CHECKING:
+    from w2vcli.model.config import ModelConfig
+    from w2vcli.train.config import TrainConfig
 
 # "after N updates" for the checks of a run that is still stuck: a fraction of the updates it
 # trains (pretraining: all of them; fine-tuning: those after --freeze-updates), within bounds
@@ -53,7 +58,7 @@ class Diagnostics:
     """The live checks of one run. `previous`: the metrics.jsonl rows a resumed run keeps (the
     checks already fired, the first feature rms)."""
 
-    def __init__(self, cfg, model_config, previous: list[dict] = ()):
+    def __init__(self, cfg: TrainConfig, model_config: ModelConfig, previous: list[dict] = ()):
         self.cfg, self.mc, self.task = cfg, model_config, cfg.task
         self.fired = {r["diagnostic"] for r in previous if "diagnostic" in r}
         first = next((r for r in previous if 0 < r.get("feature_rms", 0) < math.inf), None)
