@@ -135,6 +135,8 @@ def test_nan_steps_are_skipped_and_counted(corpus, tmp_path):
     ckpt = load(out / "last.pt")
     assert ckpt["update"] == 12 and ckpt["skipped"] >= 1
     assert read_metrics(out)[-1]["skipped_total"] == ckpt["skipped"]
+    # the windows with a NaN batch are not misread as a collapse or a blow-up (diagnostics)
+    assert not [r["diagnostic"] for r in read_metrics(out) if "diagnostic" in r]
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     # nothing but NaN: stops with a clear message
     only = tmp_path / "only_nan.jsonl"

@@ -56,7 +56,9 @@ def finetune(
     """Fine-tune with CTC: feature encoder frozen, tri-stage learning rate, time and channel masking.
 
     Validation decodes greedily and reports WER and CER; OUT/best.pt keeps the lowest dev WER.
-    Output folder, --resume and signals as for `w2v pretrain`.
+    Output folder, --resume and signals as for `w2v pretrain`. Utterances whose transcript needs
+    more CTC frames than their audio has are left out (one warning per manifest); output still
+    blank, or dev WER still 1.0, after a quarter of the run gets a warning naming the fixes.
 
     \b
     Example:

@@ -97,6 +97,8 @@ def pretrain(
     Writes OUT/last.pt (every --valid-interval updates, at the end, and on SIGTERM/Ctrl-C),
     OUT/best.pt (lowest validation loss), OUT/metrics.jsonl and OUT/config.toml. An OUT that
     holds a run is refused unless --resume; --resume with no checkpoint yet starts afresh.
+    A run that stays at chance, collapses its codebook or blows up its features gets a warning
+    naming the fix (docs/train.md, Diagnostics).
 
     \b
     Example:

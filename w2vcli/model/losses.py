@@ -55,6 +55,18 @@ def contrastive_loss(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Te
     return loss, correct
 
 
+def chance_correct(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked frames random scores would get right, in expectation: the sum of 1/(1 + distractors
+    left) over masked frames. logits [B,T,1+K], mask [B,T] bool -> scalar.
+
+    A distractor equal to the true target was dropped (-inf), so with few codewords in use
+    chance is above 1/(K+1); the training diagnostics compare the accuracy with this.
+    """
+    with torch.no_grad():
+        left = torch.isfinite(logits[..., 1:]).sum(dim=-1)  # [B,T]
+        return ((1.0 + left.float()).reciprocal() * mask).sum()
+
+
 def diversity_loss(prob_perplexity: torch.Tensor, num_codewords: int) -> torch.Tensor:
     """(G*V - perplexity) / (G*V): 0 when every codeword is used equally, near 1 when one is."""
     return (num_codewords - prob_perplexity) / num_codewords

@@ -5,7 +5,8 @@
 A `Task` (w2vcli/train/tasks.py) owns the model, the data and the loss; this file owns
 everything else: the optimizer (fused AdamW, β=(0.9, 0.98), ε=1e-6, weight decay 0.01), the
 learning-rate schedule, gradient accumulation, mixed precision, clipping, skipping
-non-finite steps, validation, metrics, checkpoints, exact resume, signals and DDP.
+non-finite steps, validation, metrics, diagnostics (w2vcli/train/diagnostics.py), checkpoints,
+exact resume, signals and DDP.
 
 Losses are sums over the batch; the gradient is divided by the sample size summed over all
 micro-batches and processes (masked frames for pretraining, utterances for CTC), as fairseq
@@ -34,6 +35,7 @@ from w2vcli.model.checkpoint import (
 )  # fmt: skip
 from w2vcli.train import distributed
 from w2vcli.train.config import PolynomialDecay, TrainConfig, TriStage, save_config, to_dict
+from w2vcli.train.diagnostics import Diagnostics, Finding
 from w2vcli.train.distributed import Dist
 from w2vcli.train.progress import MetricsLog, MetricsWindow, TrainProgress, UpdateOutput
 from w2vcli.train.tasks import make_task
@@ -181,7 +183,11 @@ class Trainer:
                 stale.unlink()
             save_config(cfg, self.out / "config.toml")
             self.task.save_assets(self.out)
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", dist.main, truncate_after=self.update)
+        # a fresh run starts a fresh metrics.jsonl; a resumed one keeps the rows up to its checkpoint
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", dist.main,
+                                  truncate_after=self.update if cfg.resume else -1)
+        self.diagnostics = Diagnostics(cfg, self.model.config, self.metrics.previous)
+        self._report(self.task.findings)  # found before update 1 (said again on resume, recorded once)
 
     def close(self) -> None:
         """Stop the DataLoader worker processes (at the end, and after an error or a second Ctrl-C)."""
@@ -342,8 +348,10 @@ class Trainer:
                 stopping = self._agree(stop.signal is not None)
                 done = self.update >= cfg.max_updates
                 if self.update % cfg.log_interval == 0 or done or stopping:
-                    self._write_row(window.row(self.update, self.schedule(self.update), self.skipped,
-                                               self.position.epoch, self.task.log_fields(self.update)), bar)
+                    row = window.row(self.update, self.schedule(self.update), self.skipped,
+                                     self.position.epoch, self.task.log_fields(self.update))
+                    self._write_row(row, bar)
+                    self._report(self.diagnostics.check_train(row, window.stats))
                     window = MetricsWindow()
                 best = False
                 if cfg.valid and (self.update % cfg.valid_interval == 0 or done):
@@ -376,4 +384,15 @@ class Trainer:
             self.best = result.score
         self._write_row({"update": self.update, **{f"valid_{k}": v for k, v in result.metrics.items()},
                          "valid_best": best}, bar)
+        self._report(self.diagnostics.check_valid(self.update, result.metrics))
         return best
+
+    def _report(self, findings: list[Finding]) -> None:
+        """Each diagnostic as one warning line and one metrics.jsonl record (the first time only)."""
+        if not self.dist.main:
+            return
+        for finding in findings:
+            warn(finding.message)
+            if finding.name not in self.metrics.recorded:
+                self.metrics.write(finding.row())
+                self.metrics.recorded.add(finding.name)

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from w2vcli.train.tasks import StepStats
 
 # order and format of the fields in a printed metric line
-_SHOWN = [("loss", ".3f"), ("contrastive", ".3f"), ("diversity", ".3f"), ("accuracy", ".3f"),
-          ("code_perplexity", ".1f"), ("temperature", ".3f"), ("lr", ".2e"), ("grad_norm", ".2f"),
+_SHOWN = [("loss", ".3f"), ("contrastive", ".3f"), ("diversity", ".3f"), ("accuracy", ".3f"), ("chance", ".3f"),
+          ("code_perplexity", ".1f"), ("blank", ".3f"), ("temperature", ".3f"), ("lr", ".2e"), ("grad_norm", ".2f"),
           ("samples_per_s", ".1f"), ("audio_per_s", ".1f"), ("data_time", ".3f"), ("step_time", ".3f"),
           ("skipped", "d"), ("valid_loss", ".3f"), ("valid_accuracy", ".3f"), ("valid_code_perplexity", ".1f"),
           ("valid_wer", ".4f"), ("valid_cer", ".4f")]
@@ -88,6 +88,8 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool, truncate_after: int = 0):
         self.path, self.enabled = path, enabled
         self.tb = None
+        self.previous: list[dict] = []  # the rows kept
+        self.recorded: set[str] = set()  # diagnostics among them (w2vcli/train/diagnostics.py)
         if not enabled:
             return
         if path.exists():
@@ -99,6 +101,8 @@ class MetricsLog:
 
                 with atomic_open(path, "w", encoding="utf-8") as f:
                     f.writelines(keep)
+            self.previous = [json.loads(line) for line in keep]
+            self.recorded = {r["diagnostic"] for r in self.previous if "diagnostic" in r}
         try:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -10,6 +10,7 @@ The engine (w2vcli/train/engine.py) drives any `Task`:
                                micro-batches, updates and processes; `summary()` makes metrics)
     before_step(model, u)      last look at the gradients before the optimizer step
     log_fields(u)              the task's own fields in a metrics row (pretraining: temperature)
+    findings                   what the data checks found before update 1 (w2vcli/train/diagnostics.py)
     validate(model, loader)    Validation: metrics and a score compared in order (lower is better)
     save_assets(out)           files beside the checkpoints (fine-tuning: vocab.json, text rules)
 
@@ -19,20 +20,22 @@ CTC, "targets" [B,L], "target_lengths" [B].
 
 from __future__ import annotations
 
+import math
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from w2vcli.data.augment import Augment
+from w2vcli.data.augment import Augment, speed_length
 from w2vcli.data.dataset import (AudioDataset, BucketBatchSampler, Loader, batch_to, filter_rows,
-                                 make_loader)
+                                 make_loader, row_length)
 from w2vcli.data.manifest import check_audio, read_manifest
 from w2vcli.errors import W2VError
 from w2vcli.model.checkpoint import read_model_config
 from w2vcli.text import RULES_FILE
 from w2vcli.train.config import FinetuneConfig, PretrainConfig, TrainConfig
+from w2vcli.train.diagnostics import Finding, drop_unalignable
 from w2vcli.train.distributed import Dist, sum_over_processes
 from w2vcli.train.vocab import build_vocab, encode_targets, normalize_rows, resolve_text_rules
 
@@ -97,17 +100,25 @@ class PretrainStats(StepStats):
     code_perplexity: float  # summed over batches (averaged by `batches`)
     prob_perplexity: float
     batches: float
+    chance: float  # masked frames random scores would get right (`losses.chance_correct`)
+    feature_penalty: float  # mean squared conv feature, summed over batches
 
     def summary(self) -> dict[str, float]:
         n, b = max(self.sample_size, 1.0), max(self.batches, 1.0)
         return {"loss": self.loss / n, "contrastive": self.contrastive / n, "diversity": self.diversity / n,
-                "accuracy": self.correct / n, "code_perplexity": self.code_perplexity / b,
-                "prob_perplexity": self.prob_perplexity / b, "num_masked": self.sample_size}
+                "accuracy": self.correct / n, "chance": self.chance / n, "code_perplexity": self.code_perplexity / b,
+                "prob_perplexity": self.prob_perplexity / b, "feature_rms": math.sqrt(self.feature_penalty / b),
+                "num_masked": self.sample_size}
 
 
 @dataclass
 class CTCStats(StepStats):
     ntokens: float  # target units
+    frames: float  # output frames, padding excluded
+    emitted: float  # frames whose greedy choice is not the blank
+
+    def summary(self) -> dict[str, float]:
+        return {**super().summary(), "blank": 1.0 - self.emitted / max(self.frames, 1.0)}
 
 
 @dataclass
@@ -139,6 +150,7 @@ class Task(Protocol):
 
     model: torch.nn.Module
     find_unused_parameters: bool  # for DDP: parameters some steps leave unused (layer drop, mask embedding)
+    findings: list[Finding]  # what the data checks found before update 1
 
     def train_loader(self) -> tuple[Loader, BucketBatchSampler]: ...
     def valid_loader(self) -> Loader: ...
@@ -170,28 +182,28 @@ class ManifestTask:
                                       min(max_size, fits) if max_size else None, cfg.train)
         self.valid_rows = (filter_rows(self._read(cfg.valid), cfg.min_sample_size,
                                        max_size, cfg.valid) if cfg.valid else [])
+        self.train_targets = self.valid_targets = None  # CTC: token ids per row
+        self.findings: list[Finding] = []  # what the data checks found before update 1 (the engine reports them)
 
     def _read(self, manifest: str) -> list[dict]:
         """Manifest rows whose audio was checked up front (not hours into training)."""
         rows = read_manifest(manifest)
         return check_audio(rows, manifest, skip=self.cfg.skip_bad_audio, quiet=not self.dist.main) if rows else rows
 
-    def targets(self, rows: list[dict]) -> list[list[int]] | None:
-        return None
-
-    def _dataset(self, rows: list[dict], augment: Augment | None = None) -> AudioDataset:
-        return AudioDataset(rows, self.targets(rows), self.cfg.max_sample_size if self.crop else None,
+    def _dataset(self, rows: list[dict], targets: list[list[int]] | None,
+                 augment: Augment | None = None) -> AudioDataset:
+        return AudioDataset(rows, targets, self.cfg.max_sample_size if self.crop else None,
                             seed=self.cfg.seed, augment=augment)
 
     def train_loader(self) -> tuple[Loader, BucketBatchSampler]:
-        ds = self._dataset(self.train_rows, self.augment)
+        ds = self._dataset(self.train_rows, self.train_targets, self.augment)
         sampler = BucketBatchSampler(ds.sizes, self.cfg.max_tokens, self.cfg.seed, shuffle=True,
                                      rank=self.dist.rank, world_size=self.dist.world_size,
                                      epoch_sizes=ds.epoch_sizes if ds.speed_perturbed else None)
         return make_loader(ds, sampler, self.cfg.num_workers, self.dist.device.type == "cuda"), sampler
 
     def valid_loader(self) -> Loader:
-        ds = self._dataset(self.valid_rows)
+        ds = self._dataset(self.valid_rows, self.valid_targets)
         sampler = BucketBatchSampler(ds.sizes, self.cfg.max_tokens, self.cfg.seed, shuffle=False,
                                      rank=self.dist.rank, world_size=self.dist.world_size, drop_last=False)
         return make_loader(ds, sampler, min(self.cfg.num_workers, 1))
@@ -241,13 +253,19 @@ class PretrainTask(ManifestTask):
         return {"temperature": self.temperature(update)}
 
     def step(self, model: torch.nn.Module, batch: dict, update: int) -> StepOutput:
+        from w2vcli.model.losses import chance_correct
+
         out = model(batch["wav"], batch["lengths"], temperature=self.temperature(update))
-        n = float(out.num_masked)
-        f = lambda t: float(t.detach())  # noqa: E731
+        chance = chance_correct(out.logits, out.mask_indices)
+        # one copy to the host (one device sync) for every statistic
+        loss, n, closs, dloss, correct, code_ppl, prob_ppl, chance, penalty, nsamples = torch.stack([
+            t.detach().double() for t in (out.loss, out.num_masked, out.contrastive_loss, out.diversity_loss,
+                                          out.num_correct, out.code_perplexity, out.prob_perplexity, chance,
+                                          out.feature_penalty, batch["lengths"].sum())]).tolist()
         stats = PretrainStats(
-            loss=f(out.loss), sample_size=n, nsentences=float(len(batch["ids"])), nsamples=float(batch["lengths"].sum()),
-            contrastive=f(out.contrastive_loss), diversity=f(out.diversity_loss) * n, correct=float(out.num_correct),
-            code_perplexity=f(out.code_perplexity), prob_perplexity=f(out.prob_perplexity), batches=1.0)
+            loss=loss, sample_size=n, nsentences=float(len(batch["ids"])), nsamples=nsamples, contrastive=closs,
+            diversity=dloss * n, correct=correct, code_perplexity=code_ppl, prob_perplexity=prob_ppl, batches=1.0,
+            chance=chance, feature_penalty=penalty)
         return StepOutput(out.loss, stats)
 
     def validate(self, model: torch.nn.Module, loader: Loader) -> Validation:
@@ -291,9 +309,24 @@ class FinetuneTask(ManifestTask):
             self.model.freeze_feature_encoder()
         self.model.wav2vec2.checkpoint_activations(cfg.checkpoint_activations)
         self._head = {id(p) for p in self.model.head.parameters()}
+        fastest = max(self.augment.speeds, default=1.0) if self.augment else 1.0  # speed-up shortens the audio
+        self.train_rows, self.train_targets = self._alignable(self.train_rows, cfg.train, "transcripts_too_long",
+                                                              fastest)
+        if self.valid_rows:
+            self.valid_rows, self.valid_targets = self._alignable(self.valid_rows, cfg.valid,
+                                                                  "valid_transcripts_too_long")
 
-    def targets(self, rows: list[dict]) -> list[list[int]]:
-        return encode_targets(rows, self.vocab, self.spm)
+    def _alignable(self, rows: list[dict], manifest: str, name: str,
+                   speed: float = 1.0) -> tuple[list[dict], list[list[int]]]:
+        """`rows` whose transcripts CTC can align with their audio's frames (at `speed`, the fastest
+        speed perturbation), and their token ids."""
+        targets = encode_targets(rows, self.vocab, self.spm)
+        samples = speed_length([row_length(r) for r in rows], max(speed, 1.0))
+        frames = self.model.wav2vec2.frame_lengths(torch.from_numpy(samples)).tolist()
+        rows, targets, finding = drop_unalignable(rows, targets, frames, manifest, name)
+        if finding is not None:
+            self.findings.append(finding)
+        return rows, targets
 
     def save_assets(self, out: Path) -> None:
         self.vocab.save(out / "vocab.json")
@@ -313,10 +346,18 @@ class FinetuneTask(ManifestTask):
         return ctc_loss(logits, frame_lengths, batch["targets"], batch["target_lengths"]), logits, frame_lengths
 
     def step(self, model: torch.nn.Module, batch: dict, update: int) -> StepOutput:
-        loss, _, _ = self._forward(model, batch)
+        from w2vcli.model.masking import padding_mask
+
+        loss, logits, frame_lengths = self._forward(model, batch)
+        with torch.no_grad():  # greedy output's non-blank frames, for the all-blank diagnostic
+            emitted = ((logits.argmax(dim=-1) != 0) & padding_mask(frame_lengths, logits.shape[1])).sum()
+        # one copy to the host (one device sync) for every statistic
+        value, nsamples, ntokens, frames, emitted = torch.stack([
+            t.detach().double() for t in (loss, batch["lengths"].sum(), batch["target_lengths"].sum(),
+                                          frame_lengths.sum(), emitted)]).tolist()
         n = float(len(batch["ids"]))
-        stats = CTCStats(loss=float(loss.detach()), sample_size=n, nsentences=n,
-                         nsamples=float(batch["lengths"].sum()), ntokens=float(batch["target_lengths"].sum()))
+        stats = CTCStats(loss=value, sample_size=n, nsentences=n, nsamples=nsamples, ntokens=ntokens,
+                         frames=frames, emitted=emitted)
         return StepOutput(loss, stats)
 
     def validate(self, model: torch.nn.Module, loader: Loader) -> Validation:
