@@ -44,10 +44,10 @@ class BF16PosConv(torch.autograd.Function):
     and later) when a group has fewer than 16 input channels and the kernel is long: for
     (channels per group, K) in {2,4,8,12} x {8..128} the output is unrelated to the fp32 one
     (relative error 1.0-1.2 instead of bf16's 0.003), e.g. the tiny (8 per group, K=16) and small
-    (12, K=64) presets' positional conv; BASE (48) and LARGE (64) are right. The [K,1] form is
-    right on every shape tried (600, forward and backward) and as fast in the forward (BASE's
-    pos conv, 1 x 1500 frames: 43 ms against 49); its backward is 3-5x slower than the 1-D
-    one, which is right, so backward is the 1-D convolution's. With oneDNN limited to AVX-512
+    (12, K=64) presets' positional conv; BASE (48) and LARGE (64) are right. The [K,1] forward
+    is right on every shape tried (600) and as fast (BASE's pos conv, 1 x 1500 frames: 43 ms
+    against 49); its backward is 3-5x slower than the 1-D one, which is right on every shape,
+    so backward is the 1-D convolution's. With oneDNN limited to AVX-512
     (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, no AMX) both forms are right.
     """
 
