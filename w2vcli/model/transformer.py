@@ -36,6 +36,38 @@ class FeatureProjection(nn.Module):
         return self.dropout(self.projection(normed)), normed
 
 
+class BF16PosConv(torch.autograd.Function):
+    """`F.conv1d(x, weight, bias, padding, groups=groups)` in bf16 on a CPU, its forward computed as
+    a 2-D convolution over [B,D,T,1] with a [K,1] kernel: the same sums, another oneDNN kernel.
+
+    torch 2.13's oneDNN (3.12) computes the bf16 1-D forward wrongly on AMX CPUs (Sapphire Rapids
+    and later) when a group has fewer than 16 input channels and the kernel is long: for
+    (channels per group, K) in {2,4,8,12} x {8..128} the output is unrelated to the fp32 one
+    (relative error 1.0-1.2 instead of bf16's 0.003), e.g. the tiny (8 per group, K=16) and small
+    (12, K=64) presets' positional conv; BASE (48) and LARGE (64) are right. The [K,1] forward
+    is right on every shape tried (600) and as fast (BASE's pos conv, 1 x 1500 frames: 43 ms
+    against 49); its backward is 3-5x slower than the 1-D one, which is right on every shape,
+    so backward is the 1-D convolution's. With oneDNN limited to AVX-512
+    (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, no AMX) both forms are right.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding: int, groups: int):
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.groups, ctx.has_bias = padding, groups, bias is not None
+        return F.conv2d(x[..., None], weight[..., None], bias, padding=(padding, 0), groups=groups)[..., 0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        bias_sizes = [weight.shape[0]] if ctx.has_bias else None
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad.contiguous(), x, weight, bias_sizes, [1], [ctx.padding], [1], False, [0], ctx.groups, mask
+        )
+        return grad_x, grad_w, grad_b, None, None
+
+
 class PositionalConvEmbedding(nn.Module):
     """Grouped conv over time with weight norm (over the kernel axis) and GELU: [B,T,D] -> [B,T,D].
 
@@ -63,7 +95,13 @@ class PositionalConvEmbedding(nn.Module):
         return torch._weight_norm(self.weight_v, self.weight_g, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv1d(x.transpose(1, 2), self.weight(), self.bias, padding=self.kernel_size // 2, groups=self.groups)
+        x, weight, bias = x.transpose(1, 2), self.weight(), self.bias  # [B,D,T]
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        if x.device.type == "cpu" and dtype == torch.bfloat16 and not torch.compiler.is_exporting():
+            x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)  # autocast's casts (a Function is not autocast)
+            y = BF16PosConv.apply(x, weight, bias, self.kernel_size // 2, self.groups)
+        else:
+            y = F.conv1d(x, weight, bias, padding=self.kernel_size // 2, groups=self.groups)
         if self.kernel_size % 2 == 0:
             y = y[:, :, :-1]  # [B,D,T]
         return F.gelu(y).transpose(1, 2)
