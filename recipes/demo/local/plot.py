@@ -61,33 +61,32 @@ def main() -> int:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("plot.py: matplotlib is not installed; no plot (pip install matplotlib)")
         return 0
 
     amounts = args.curve.replace(",", " ").split()
     fig, axes = plt.subplots(1, 4 if amounts else 3, figsize=(20 if amounts else 15, 4.2))
-    seed_colours = plt.get_cmap("tab10").colors
+    seed_colours = plt.get_cmap("Dark2").colors  # not the rows' blue and orange
 
     ax, acc = axes[0], axes[0].twinx()
     gv = _codebook_entries(args.exp)
     for k in range(args.seeds):
         c = seed_colours[k % len(seed_colours)]
         train, valid = read_metrics(args.exp / f"seed-{k}" / "pt" / "metrics.jsonl")
-        ax.plot(*series(train, "contrastive"), color=c, label=f"seed {k}: contrastive loss (train)")
+        ax.plot(*series(train, "contrastive"), color=c, label=f"seed {k}")
         ax.plot(*series(valid, "valid_contrastive"), "o", color=c, ms=3)
-        acc.plot(*series(train, "accuracy"), "--", color=c, label=f"seed {k}: accuracy (train)")
+        acc.plot(*series(train, "accuracy"), "--", color=c)
         ppl_u, ppl = series(train, "code_perplexity")
         if gv and ppl:
-            acc.plot(ppl_u, [x / gv for x in ppl], ":", color=c, alpha=0.7, label=f"seed {k}: code perplexity ÷ G·V")
+            acc.plot(ppl_u, [x / gv for x in ppl], ":", color=c, alpha=0.7)
     ax.set_xlabel("update")
-    ax.set_ylabel("contrastive loss per masked frame (dots: dev)")
+    ax.set_ylabel("contrastive loss, train (—) and dev (•)")
     ax.set_title("pretraining")
-    acc.set_ylabel("accuracy (--) / code perplexity ÷ G·V (··)")
+    acc.set_ylabel("train accuracy (--), code perplexity ÷ G·V (··)")
     acc.set_ylim(0, 1)
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = acc.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
+    ax.legend(fontsize=8, loc="center right")
 
     for row, c in ROWS.items():
         for k in range(args.seeds):
@@ -117,6 +116,9 @@ def main() -> int:
                 if args.seeds > 1:
                     ax.scatter([m for m, w in pts for _ in w], [x for _, w in pts for x in w], color=c, s=10, alpha=0.4)
         ax.set_xscale("log")
+        ticks = [m for m, _ in curve_points(args.exp, args.seeds, amounts, "pretrained", "greedy")]
+        ax.set_xticks(ticks, [f"{m:.3g}" for m in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("labelled minutes")
         ax.set_ylabel("test WER %")
         ax.set_title("label efficiency")
