@@ -58,8 +58,11 @@
 #                minutes. Off by default: every amount beside --labels costs about stages 3, 4
 #                and 6 again per seed (19 minutes in the run of 2026-11-30): the number of
 #                updates, not the amount of labels, sets the fine-tuning time
-#   --results F  where stage 7 writes the page, F.json beside it (default: docs/demo-results.md
-#                for the full demo, OUT/results.md under --quick, so a smoke test never touches docs/)
+#   --results F  where stage 7 writes the page, and its numbers as JSON beside it (F with .json;
+#                default: docs/demo-results.md for the full demo, OUT/results.md under --quick,
+#                so a smoke test never touches docs/).
+#                Notes by hand below the line "<!-- notes by hand below: kept when the recipe
+#                rewrites this page -->" survive the rewrite
 #   --force      run the stages in range even when done (a training stage whose folder holds a
 #                last.pt resumes from it: delete the folder, e.g. OUT/seed-0/pt, to train again)
 #

@@ -7,7 +7,7 @@ Reads, for each seed K and labelled amount A, OUT/seed-K/decode/{pretrained,scra
 (`w2v score --json`), their details-lm/per_utt.jsonl (the example transcripts) and lm-weights.txt; the
 runs' metrics.jsonl and config.toml; the manifests (corpus sizes); OUT/timings.tsv, OUT/seed-K/timings.tsv
 and OUT/invocations.tsv. Prints the table, writes the Markdown page and OUT.json beside it (WER and CER
-in percent). A page that holds the KEEP line keeps what follows it (notes by hand) when rewritten.
+in percent). A page that holds the KEEP line below keeps what follows it (notes by hand) when rewritten.
 """
 
 from __future__ import annotations
@@ -259,11 +259,13 @@ def render(r: dict) -> tuple[str, str]:
     time_table = "\n".join(time_lines)
 
     d, w = r["data"], r["written"]
-    pt = [(s["seed"], s["pretraining"]) for s in r["seeds"] if s["pretraining"]]
-    pt_md = "".join(f"- Pretraining, seed {k}: {p['updates']} updates; training accuracy {p['accuracy_first']:.3f} -> "
-                    f"{p['accuracy_last']:.3f}, dev accuracy {pct(None) if p['valid_accuracy_last'] is None else format(p['valid_accuracy_last'], '.3f')}"
-                    f", code perplexity {p['code_perplexity_last']:.1f} at the end (`seed-{k}/pt/metrics.jsonl`).\n"
-                    for k, p in pt)
+    pt_md = ""
+    for s in r["seeds"]:
+        if p := s["pretraining"]:
+            dev = "—" if p["valid_accuracy_last"] is None else f"{p['valid_accuracy_last']:.3f}"
+            pt_md += (f"- Pretraining, seed {s['seed']}: {p['updates']} updates; training accuracy "
+                      f"{p['accuracy_first']:.3f} -> {p['accuracy_last']:.3f}, dev accuracy {dev}, code perplexity "
+                      f"{p['code_perplexity_last']:.1f} at the end (`seed-{s['seed']}/pt/metrics.jsonl`).\n")
     weights = "; ".join(f"seed {s['seed']}: pretrained α={s['pretrained']['lm_alpha']} β={s['pretrained']['lm_beta']}, "
                         f"scratch α={s['scratch']['lm_alpha']} β={s['scratch']['lm_beta']}" for s in r["seeds"])
     runs_md = "\n".join(f"- {i['date']}, load average {' '.join(map(str, i['load'])) if i['load'] else '?'} at the start, "
