@@ -1,6 +1,6 @@
 """Accuracy of w2v's CPU modes against fp32 on trained models: greedy transcripts, agreement, CER.
 
-    python -m bench.cpu_accuracy recipes/demo/exp/ft-pretrained/best.pt \\
+    python -m bench.cpu_accuracy recipes/demo/exp/seed-0/ft-pretrained-10m/best.pt \\
         --data real-mini recipes/demo/exp/data/test-clean.jsonl --modes fp32 bf16 int8 onnx onnx-int8
 
 For each model and data set, every mode transcribes the same audio greedily through

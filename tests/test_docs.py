@@ -18,7 +18,7 @@ def test_quickstart_decodes_last_pt_like_the_demo():
     decoded = [m for line in quickstart_commands() for m in re.findall(r"w2v transcribe (exp/\S+)", line)]
     assert decoded and all(path.endswith("/last.pt") for path in decoded), decoded
     demo = (REPO / "recipes" / "demo" / "run.sh").read_text(encoding="utf-8")
-    assert "ckpt=$out/ft-$model/last.pt" in demo
+    assert "ckpt=$out/seed-$1/ft-$row-$2/last.pt" in demo
 
 
 def test_what_the_quickstart_writes_is_git_ignored():

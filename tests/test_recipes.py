@@ -1,6 +1,6 @@
 """Recipes: their TOML configs load through the training config loader, `w2v prepare subset`,
 recipes/librispeech/run.sh's stages on a LibriSpeech-layout tree made from tests/data/real-mini
-(with tiny training overrides), and recipes/demo/run.sh --quick end to end."""
+(with tiny training overrides), recipes/demo/run.sh --quick end to end, and its results page from hand-made score files."""
 
 from __future__ import annotations
 
@@ -247,33 +247,144 @@ def test_librispeech_recipe_trains_decodes_and_scores_with_tiny_overrides(libri_
 # --- recipes/demo ------------------------------------------------------------------------------
 
 
+def test_demo_help_lists_the_options_and_bad_values_fail():
+    result = _run(["bash", str(DEMO / "run.sh"), "--help"])
+    for option in ("--stage N", "--stop-stage N", "--out DIR", "--quick", "--seeds N", "--labels A", "--curve",
+                   "--results F", "--force"):
+        assert option in result.stdout, option
+    for args, message in ((["--seeds", "0"], "--seeds takes a count"), (["--labels", "10x"], "not '10x'"),
+                          (["--curve", "1m,ten"], "not 'ten'"), (["--bogus"], "unknown option --bogus")):
+        bad = subprocess.run(["bash", str(DEMO / "run.sh"), *args, "--out", "/nonexistent/never"], capture_output=True,
+                             text=True, env=_env())
+        assert bad.returncode == 1 and message in bad.stderr, (args, bad.stderr)
+
+
+def _fake_demo_exp(exp: Path, wers: dict) -> None:
+    """The files stage 7's results.py reads, for seeds 0-1 and amounts 1m/10m: wers[(seed, amount, row,
+    decoding)] is the WER as a fraction (CER = WER / 2); 8 test utterances with per-utterance details."""
+    data = exp / "data"
+    data.mkdir(parents=True)
+    def manifest(name, n, secs, spk):  # noqa: E306
+        rows = [{"id": f"{name}-{i}", "audio": "x.flac", "num_samples": int(secs * 16000), "sample_rate": 16000,
+                 "speaker": f"s{i % spk}", "text": "A B"} for i in range(n)]
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest("train-clean", 100, 60.0, 8)
+    manifest("train-10m", 10, 60.0, 5)
+    manifest("train-1m", 2, 30.0, 2)
+    manifest("dev-clean", 5, 6.0, 2)
+    manifest("test-clean", 8, 6.0, 2)
+    for (seed, amount, row, dec), wer in wers.items():
+        d = exp / f"seed-{seed}" / "decode" / f"{row}-{amount}"
+        (d / f"details-{dec}").mkdir(parents=True, exist_ok=True)
+        (d / f"{dec}.score.json").write_text(json.dumps({"wer": wer, "cer": wer / 2, "words": 40, "utterances": 8}))
+        (d / "lm-weights.txt").write_text("1.5 2.0\n")
+        (d / f"details-{dec}" / "per_utt.jsonl").write_text("".join(
+            json.dumps({"id": f"utt-{i}", "wer": wer, "ref": f"REF {i}", "hyp": f"{row.upper()} {i}"}) + "\n"
+            for i in range(8)))
+        ft = exp / f"seed-{seed}" / f"ft-{row}-{amount}"
+        ft.mkdir(parents=True, exist_ok=True)
+        (ft / "metrics.jsonl").write_text(json.dumps({"update": 10, "loss": 5.0}) + "\n"
+                                          + json.dumps({"update": 10, "valid_loss": 4.0, "valid_wer": 0.9}) + "\n")
+    for seed in (0, 1):
+        (exp / f"seed-{seed}" / "pt").mkdir(parents=True)
+        (exp / f"seed-{seed}" / "pt" / "metrics.jsonl").write_text(
+            json.dumps({"update": 10, "loss": 3.0, "contrastive": 3.0, "accuracy": 0.05, "code_perplexity": 20.0}) + "\n"
+            + json.dumps({"update": 20, "loss": 2.0, "contrastive": 2.0, "accuracy": 0.3, "code_perplexity": 30.0}) + "\n"
+            + json.dumps({"update": 20, "valid_loss": 2.1, "valid_accuracy": 0.25}) + "\n")
+        (exp / f"seed-{seed}" / "timings.tsv").write_text(f"2\tpretrain\t{100 + seed}\n3-10m\tfinetune\t50\n")
+    (exp / "timings.tsv").write_text("1\tprepare\t30\n5\tlm\t5\n")
+    (exp / "invocations.tsv").write_text("2026-12-03 01:00:00\t1.50 0.80 0.30\tabc1234\trecipes/demo/run.sh --seeds 2\n")
+
+
+def test_demo_results_json_page_and_plot_from_fake_score_files(tmp_path):
+    """results.py on hand-made score files: the JSON's shape and percent units, the mean/min/max/sd
+    over seeds, the curve's points, five evenly spread example utterances, hand notes kept."""
+    exp = tmp_path / "exp"
+    wers = {}
+    for seed, (pre, scr) in enumerate([(0.20, 0.50), (0.30, 0.40)]):
+        for amount, extra in (("10m", 0.0), ("1m", 0.25)):
+            wers |= {(seed, amount, "pretrained", "lm"): pre + extra, (seed, amount, "pretrained", "greedy"): pre + 0.1 + extra,
+                     (seed, amount, "scratch", "lm"): scr + extra, (seed, amount, "scratch", "greedy"): scr + 0.1 + extra}
+    _fake_demo_exp(exp, wers)
+    page = tmp_path / "docs" / "demo-results.md"
+    page.parent.mkdir()
+    page.write_text("old table\n<!-- notes by hand below: kept when the recipe rewrites this page -->\nMY NOTE\n")
+    cmd = [sys.executable, str(DEMO / "local" / "results.py"), "--exp", str(exp), "--out", str(page), "--seeds", "2",
+           "--labels", "10m", "--curve", "1m 10m"]
+    _run(cmd)
+    r = json.loads(page.with_suffix(".json").read_text())
+    assert [s["seed"] for s in r["seeds"]] == [0, 1]
+    assert r["seeds"][0]["pretrained"] | {"dev_wer_best": 0} == {"lm_wer": 20.0, "greedy_wer": 30.0, "greedy_cer": 15.0,
+                                                                   "lm_cer": 10.0, "dev_wer_best": 0, "lm_alpha": 1.5, "lm_beta": 2.0}
+    assert r["seeds"][1]["scratch"]["lm_wer"] == 40.0 and r["seeds"][0]["lm_wer_ratio"] == 0.4
+    assert r["seeds"][0]["pretraining"]["valid_accuracy_last"] == 0.25
+    assert r["summary"]["pretrained"]["lm_wer"] == {"mean": 25.0, "min": 20.0, "max": 30.0, "std": 7.07}
+    assert r["summary"]["scratch"]["greedy_wer"] == {"mean": 55.0, "min": 50.0, "max": 60.0, "std": 7.07}
+    assert r["summary"]["lm_wer_ratio"]["mean"] == pytest.approx((0.4 + 0.75) / 2, abs=0.01)
+    assert [(p["labels"], p["minutes"]) for p in r["curve"]] == [("1m", 1.0), ("10m", 10.0)]
+    assert r["curve"][0]["summary"]["pretrained"]["lm_wer"]["mean"] == 50.0  # 25 % more WER at 1m
+    assert r["curve"][1]["seeds"][0]["scratch"]["lm_wer"] == 50.0
+    assert [e["id"] for e in r["examples"]] == ["utt-0", "utt-2", "utt-4", "utt-5", "utt-7"]
+    assert r["examples"][0] == {"id": "utt-0", "reference": "REF 0", "pretrained": {"text": "PRETRAINED 0", "wer": 20.0},
+                                "scratch": {"text": "SCRATCH 0", "wer": 50.0}}
+    assert r["total_seconds"] == 30 + 5 + 100 + 101 + 50 + 50
+    assert r["invocations"] == [{"date": "2026-12-03 01:00:00", "load": [1.5, 0.8, 0.3], "commit": "abc1234",
+                                 "command": "recipes/demo/run.sh --seeds 2"}]
+    text = page.read_text()
+    assert "| pretrained + fine-tuned | 1 | 30.0 | 40.0 | 20.0 | 15.0 | 90.0 |" in text
+    assert "**25.0** (20.0–30.0, sd 7.1)" in text and "0.40, 0.75 times" in text
+    assert "- reference: REF 2\n- pretrained (WER 20 %): PRETRAINED 2\n- scratch (WER 50 %): SCRATCH 2" in text
+    assert "| 2 pretrain | 1:40 / 1:41 (seeds 0, 1) |" in text and "load average 1.5 0.8 0.3" in text
+    assert "old table" not in text and text.endswith("kept when the recipe rewrites this page -->\nMY NOTE\n")
+    # the plot reads the same files, every seed and the curve
+    pytest.importorskip("matplotlib")
+    _run([sys.executable, str(DEMO / "local" / "plot.py"), "--exp", str(exp), "--out", str(tmp_path / "c.png"),
+          "--seeds", "2", "--labels", "10m", "--curve", "1m,10m"])
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    # a missing score file is named
+    (exp / "seed-1" / "decode" / "scratch-1m" / "lm.score.json").unlink()
+    bad = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    assert bad.returncode != 0 and "missing lm.score.json in" in bad.stderr and "scratch-1m" in bad.stderr
+
+
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path):
-    """`recipes/demo/run.sh --quick`: every stage on tiny sizes; the table is written from the
-    score files (outside docs/), and a re-run skips every stage."""
+    """`recipes/demo/run.sh --quick --curve 1m,2m`: every stage on tiny sizes; the page and its JSON
+    are written from the score files (outside docs/); a re-run skips every stage; a second seed
+    runs beside the first."""
     _need_kenlm()
     if not shutil.which("espeak-ng") and not shutil.which("flite"):
         pytest.skip("no speech synthesizer installed (make setup)")
     out = tmp_path / "demo"
-    result = _run(["bash", str(DEMO / "run.sh"), "--quick", "--out", str(out)], timeout=600)
-    assert "| pretrained + fine-tuned |" in result.stdout and "| from scratch (random init) |" in result.stdout
+    result = _run(["bash", str(DEMO / "run.sh"), "--quick", "--out", str(out), "--curve", "1m,2m"], timeout=600)
+    assert "| pretrained + fine-tuned | 0 |" in result.stdout and "| from scratch (random init) | 0 |" in result.stdout
     page = (out / "results.md").read_text()
-    assert "Smoke test" in page and "| 7 score |" in page
-    for model in ("pretrained", "scratch"):
-        for dec in ("greedy", "lm"):
-            score = json.loads((out / "decode" / model / f"{dec}.score.json").read_text())
-            assert score["missing"] == 0 and score["utterances"] > 0
-            assert f"{100 * score['wer']:.1f}" in page
-    timings = (out / "timings.tsv").read_text().splitlines()
-    assert [line.split("\t")[0] for line in timings] == [str(n) for n in range(1, 8)]
-    subset = _rows(out / "data" / "train-2m.jsonl")
-    assert sum(r["num_samples"] / r["sample_rate"] for r in subset) <= 120.0
-    train = {r["id"] for r in _rows(out / "data" / "train-clean.jsonl")}
-    assert {r["id"] for r in subset} <= train
+    assert "Smoke test" in page and "| 7 score |" in page and "## Label efficiency" in page
+    r = json.loads((out / "results.json").read_text())
+    assert [p["labels"] for p in r["curve"]] == ["1m", "2m"] and len(r["examples"]) == 5
+    for amount in ("1m", "2m"):
+        for model in ("pretrained", "scratch"):
+            for dec in ("greedy", "lm"):
+                score = json.loads((out / "seed-0" / "decode" / f"{model}-{amount}" / f"{dec}.score.json").read_text())
+                assert score["missing"] == 0 and score["utterances"] > 0
+                if amount == "2m":
+                    assert f"{100 * score['wer']:.1f}" in page
+                    assert r["seeds"][0][model][f"{dec}_wer"] == round(100 * score["wer"], 2)
+    timings = (out / "timings.tsv").read_text().splitlines() + (out / "seed-0" / "timings.tsv").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in timings) == sorted(
+        ["1", "5", "7", "2", "3-1m", "3-2m", "4-1m", "4-2m", "6-1m", "6-2m"])
+    subsets = {a: _rows(out / "data" / f"train-{a}.jsonl") for a in ("1m", "2m", "4m")}
+    assert sum(r["num_samples"] / r["sample_rate"] for r in subsets["2m"]) <= 120.0
+    ids = {a: {r["id"] for r in rows} for a, rows in subsets.items()}
+    assert ids["1m"] < ids["2m"] < ids["4m"] <= {r["id"] for r in _rows(out / "data" / "train-clean.jsonl")}
     test_speakers = {r["speaker"] for r in _rows(out / "data" / "test-clean.jsonl")}
     assert not test_speakers & {r["speaker"] for r in _rows(out / "data" / "train-clean.jsonl")}
     again = _run(["bash", str(DEMO / "run.sh"), "--quick", "--out", str(out), "--stop-stage", "6"])
     assert again.stdout.count("already done") == 6
+    second = _run(["bash", str(DEMO / "run.sh"), "--quick", "--out", str(out), "--seeds", "2", "--stage", "2",
+                   "--stop-stage", "2"])
+    assert second.stdout.count("already done") == 1 and (out / "seed-1" / "pt" / "last.pt").is_file()
+    assert (out / "seed-1" / ".done" / "2").is_file()
     mixed = subprocess.run(["bash", str(DEMO / "run.sh"), "--out", str(out), "--stage", "5", "--stop-stage", "5"],
                            capture_output=True, text=True, env=_env())
     assert mixed.returncode == 1 and "quick" in mixed.stderr

@@ -5,42 +5,66 @@
 #
 #   recipes/demo/run.sh                 # the demo (target: under 45 minutes on 2 CPU cores)
 #   recipes/demo/run.sh --quick         # every stage on tiny sizes, a smoke test (< 5 minutes)
+#   recipes/demo/run.sh --seeds 3       # stages 2-4 and 6 for seeds 0, 1, 2: mean and spread
+#   recipes/demo/run.sh --curve         # also the label-efficiency curve (1m, 10m, 1h of labels)
 #   recipes/demo/run.sh --stage 6 --stop-stage 7 --force   # redo decoding and scoring only
 #
-# Stages (each one or a few `w2v` calls; a finished stage leaves OUT/.done/N and is skipped on a
-# re-run; remove that file, or use --force, to redo it):
+# Stages (each one or a few `w2v` calls; a finished stage leaves a .done marker and is skipped
+# on a re-run; remove that file, or use --force, to redo it). Stages 2-4 and 6 run once per
+# seed (markers in OUT/seed-K/.done/), 3, 4 and 6 once per labelled amount too (marker N-AMOUNT):
 #   1  prepare    w2v prepare synth: train-clean (hours of speech, 32 speakers), dev-clean and
 #                 test-clean (10 min each, 4 unseen speakers each, unseen sentences);
-#                 w2v prepare librispeech on it; w2v prepare subset: 10-minute and 1-hour
-#                 labeled subsets of train-clean (whole utterances, spread over speakers).
+#                 w2v prepare librispeech on it; w2v prepare subset: the labelled subsets of
+#                 train-clean (whole utterances, spread over speakers), nested: each drawn from
+#                 the next larger one. Drawn with seed 0 whatever --seeds says, as are the corpus
+#                 and the LM: the seeds vary the training runs only.
 #   2  pretrain   w2v pretrain on all of train-clean, ignoring its transcripts (conf/pretrain.toml)
-#   3  finetune   w2v finetune from the pretrained model on the 10-minute subset (conf/finetune.toml)
+#   3  finetune   w2v finetune from the pretrained model on the labelled subset (conf/finetune.toml)
 #   4  scratch    the same fine-tuning from a random init: same labels, same updates, same code
 #                 (conf/finetune-scratch.toml)
 #   5  lm         w2v lm build: a 4-gram on w2v's shipped public-domain sentence list, with the
 #                 dev and test sentences removed (--exclude)
 #   6  decode     w2v transcribe the test set with both models: greedy, and with the 4-gram
 #                 (LM weight and word bonus tuned on dev with `--tune`; fixed under --quick)
-#   7  score      w2v score; prints the results table and writes it (default run:
-#                 docs/demo-results.md, with the learning curves in docs/demo-results.png)
+#   7  score      w2v score (each hypothesis file newer than its score); prints the results table
+#                 and writes it (default run: docs/demo-results.md and .json, with the curves in
+#                 docs/demo-results.png). Never skipped: it is cheap and follows the options
 #
 # Layout of OUT (default recipes/demo/exp, --quick: recipes/demo/exp-quick; both git-ignored):
 #   corpus/{train-clean,dev-clean,test-clean}/SPK/CHAP/SPK-CHAP-UTT.flac   synthesized speech
-#   data/{train-clean,dev-clean,test-clean}.jsonl, data/train-{10m,1h}.jsonl, data/vocab.json
-#   pt/                 pretraining: last.pt, best.pt, metrics.jsonl, config.toml
-#   ft-pretrained/      fine-tuned from pt/last.pt: last.pt (decoded), best.pt (by dev WER), metrics.jsonl
-#   ft-scratch/         fine-tuned from random init
+#   data/{train-clean,dev-clean,test-clean}.jsonl, data/train-AMOUNT.jsonl, data/vocab.json
 #   lm/4gram.bin        KenLM binary (+ 4gram.bin.unigrams.txt)
-#   decode/{pretrained,scratch}/{greedy,lm}.hyp.jsonl, *.score.json, tune.jsonl, details-*/
-#   timings.tsv         wall seconds per stage;  results.md, curves.png
-#   log/stage-N.log     full output of each stage
+#   seed-K/pt/          pretraining with seed K: last.pt, best.pt, metrics.jsonl, config.toml
+#   seed-K/ft-pretrained-AMOUNT/  fine-tuned from seed-K/pt/last.pt on data/train-AMOUNT.jsonl:
+#                       last.pt (decoded), best.pt (by dev WER), metrics.jsonl
+#   seed-K/ft-scratch-AMOUNT/     fine-tuned from random init
+#   seed-K/decode/{pretrained,scratch}-AMOUNT/{greedy,lm}.hyp.jsonl, *.score.json, tune.jsonl,
+#                       lm-weights.txt, details-*/
+#   timings.tsv, seed-K/timings.tsv   wall seconds per stage (shared / per-seed stages)
+#   invocations.tsv     date, load average (1, 5, 15 min), commit and command of each run.sh call
+#   results.md, results.json, results.png (--quick)
+#   log/stage-N.log, seed-K/log/stage-N[-AMOUNT].log   full output of each stage
 #
-# Options: --stage N --stop-stage N --out DIR --quick --labels 10m|1h --results FILE --force
+# Options:
+#   --stage N, --stop-stage N   the range of stages to run (default 1-7)
+#   --out DIR    the experiment folder
+#   --quick      tiny sizes and configs (conf/quick), labelled amounts 1m/2m/4m
+#   --seeds N    run stages 2-4 and 6 for seeds 0..N-1 (default 1). Each seed costs what these
+#                stages cost once (35 of the 37 minutes of the default run of 2026-11-30)
+#   --labels A   the labelled amount of the main table (default 10m; --quick 2m). An amount is
+#                minutes or hours: 10m, 1h, 0.5h; any amount not yet drawn is drawn in stage 3
+#   --curve [A,A,...]  the label-efficiency curve: stages 3, 4 and 6 also for these amounts
+#                (default 1m,10m,1h; --quick 1m,2m,4m), plotted as test WER against labelled
+#                minutes. Off by default: every amount beside --labels costs about stages 3, 4
+#                and 6 again per seed (19 minutes in the run of 2026-11-30): the number of
+#                updates, not the amount of labels, sets the fine-tuning time
+#   --results F  where stage 7 writes the page, and its numbers as JSON beside it (F with .json;
+#                default: docs/demo-results.md for the full demo, OUT/results.md under --quick,
+#                so a smoke test never touches docs/).
+#                Notes by hand below the line "<!-- notes by hand below: kept when the recipe
+#                rewrites this page -->" survive the rewrite
 #   --force      run the stages in range even when done (a training stage whose folder holds a
-#                last.pt resumes from it: delete the folder, e.g. OUT/pt, to train again)
-#   --labels     which labeled subset stages 3-4 fine-tune on (default 10m)
-#   --results    where stage 7 writes the table (default: docs/demo-results.md for the full
-#                demo, OUT/results.md under --quick, so a smoke test never touches docs/)
+#                last.pt resumes from it: delete the folder, e.g. OUT/seed-0/pt, to train again)
 #
 # Needs: `make setup` (or scripts/setup.sh): the .venv with w2v, the Debian voices, and
 # KenLM's lmplz/build_binary in tools/kenlm/bin. Uses matplotlib for the plot if installed.
@@ -48,16 +72,20 @@ set -euo pipefail
 
 recipe=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$recipe/../.." && pwd)
+cmd="recipes/demo/run.sh${*:+ $*}"
 
 stage=1
 stop_stage=7
 quick=false
 out=""
+seeds=1
 labels=""
+curve=""        # the curve's amounts, comma-separated; empty: no curve; "default": the mode's
 results=""
 force=false
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+die() { echo "run.sh: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -65,13 +93,16 @@ while [ $# -gt 0 ]; do
     --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --quick) quick=true; shift ;;
+    --seeds) seeds=$2; shift 2 ;;
     --labels) labels=$2; shift 2 ;;
+    --curve) if [ $# -gt 1 ] && [ "${2#-}" = "$2" ]; then curve=$2; shift 2; else curve=default; shift; fi ;;
     --results) results=$2; shift 2 ;;
     --force) force=true; shift ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 1 ;;
+    *) die "unknown option $1 (see --help)" ;;
   esac
 done
+[[ $seeds =~ ^[1-9][0-9]*$ ]] || die "--seeds takes a count of at least 1, not '$seeds'"
 
 source "$recipe/../stages.sh"  # log, run_stage, finish_stage, resume_flag
 
@@ -86,7 +117,8 @@ if $quick; then
   test_minutes=1
   train_speakers=8
   heldout_speakers=2
-  label_sets="2m:2 4m:4"     # name:minutes; the first is fine-tuned on
+  ladder="1m 2m 4m"          # the labelled subsets stage 1 draws; the curve's default
+  labels=${labels:-2m}
   beam=4
   tune=false                 # fixed LM weights below
 else
@@ -99,7 +131,8 @@ else
   test_minutes=10
   train_speakers=32
   heldout_speakers=4
-  label_sets="10m:10 1h:60"
+  ladder="1m 10m 1h"
+  labels=${labels:-10m}
   beam=50
   tune=true
 fi
@@ -108,61 +141,133 @@ beta=1.0
 tune_alpha="0.5,1,1.5,2"     # the grid searched on dev (default run)
 tune_beta="0,1,2"
 tune_beam=16                 # a narrower beam for the search keeps stage 6 short
-labels=${labels:-${label_sets%%:*}}
-seed=0
+data_seed=0                  # corpus, subsets and LM: the same for every seed
+
+[ "$curve" = default ] && curve=${ladder// /,}
+# minutes AMOUNT: 10m -> 10, 1h -> 60, 0.5h -> 30
+minutes() {
+  [[ $1 =~ ^([0-9]+(\.[0-9]+)?)([mh])$ ]] || die "a labelled amount is minutes or hours (10m, 1h), not '$1'"
+  awk -v x="${BASH_REMATCH[1]}" -v u="${BASH_REMATCH[3]}" 'BEGIN { print (u == "h" ? 60 * x : x) }'
+}
+# by_minutes AMOUNT...: the amounts, smallest first, one per duration
+by_minutes() { for a in "$@"; do echo "$(minutes "$a") $a"; done | sort -s -g -u -k1,1 | cut -d' ' -f2; }
+for a in $labels ${curve//,/ }; do minutes "$a" > /dev/null; done
+amounts=$(by_minutes $labels ${curve//,/ })   # what stages 3, 4 and 6 run on
+seed_list=$(seq 0 $((seeds - 1)))
 
 # --- environment -----------------------------------------------------------------------------
 [ -x "$repo/.venv/bin/w2v" ] && export PATH="$repo/.venv/bin:$PATH"
 [ -d "$repo/tools/kenlm/bin" ] && export PATH="$PATH:$repo/tools/kenlm/bin"
-command -v w2v >/dev/null || { echo "run.sh: w2v not found; run 'make setup' first" >&2; exit 1; }
+command -v w2v >/dev/null || die "w2v not found; run 'make setup' first"
 python=$(command -v python)
 
 mkdir -p "$out/.done" "$out/log"
 out=$(cd "$out" && pwd)
 if [ -f "$out/.mode" ] && [ "$(cat "$out/.mode")" != "$mode" ]; then
-  echo "run.sh: $out holds a '$(cat "$out/.mode")' run; this is a '$mode' run: use another --out" >&2
-  exit 1
+  die "$out holds a '$(cat "$out/.mode")' run; this is a '$mode' run: use another --out"
 fi
+[ -d "$out/pt" ] && die "$out holds a run of the layout before seeds (pt/ at the top): use another --out"
 echo "$mode" > "$out/.mode"
+printf '%s\t%s\t%s\t%s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')" \
+  "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')" "$cmd" >> "$out/invocations.tsv"
 data=$out/data
 
-log "w2v demo ($mode) -> $out"
+# draw_subsets AMOUNT...: data/train-AMOUNT.jsonl for each amount not drawn yet, largest first,
+# each from the smallest larger subset already drawn (else train-clean), so the subsets nest
+draw_subsets() {
+  local a m f n src best
+  for a in $(by_minutes "$@" | tac); do
+    [ -f "$data/train-$a.jsonl" ] && continue
+    m=$(minutes "$a") src=train-clean best=1e18
+    for f in "$data"/train-*.jsonl; do
+      n=${f##*/train-}; n=${n%.jsonl}
+      [[ $n =~ ^[0-9.]+[mh]$ ]] || continue
+      if awk -v s="$(minutes "$n")" -v m="$m" -v b="$best" 'BEGIN { exit !(s > m && s < b) }'; then
+        best=$(minutes "$n") src=train-$n
+      fi
+    done
+    w2v prepare subset "$data/$src.jsonl" --minutes "$m" --seed "$data_seed" --out "$data/train-$a.jsonl"
+  done
+}
+
+# finetune ROW SEED AMOUNT: fine-tune ROW (pretrained: from seed-SEED/pt; scratch: random init)
+finetune() {
+  local sd=$out/seed-$2 init=none cfg=$conf/finetune-scratch.toml
+  [ "$1" = pretrained ] && init=$sd/pt/last.pt cfg=$conf/finetune.toml
+  draw_subsets "$3"
+  w2v finetune --config "$cfg" --init "$init" --train "$data/train-$3.jsonl" --valid "$data/dev-clean.jsonl" \
+    --vocab "$data/vocab.json" --seed "$2" --out "$sd/ft-$1-$3" $(resume_flag "$sd/ft-$1-$3")
+}
+
+# decode SEED AMOUNT: both rows on the test set, greedy and with the 4-gram
+decode() {
+  local row dir ckpt a b
+  for row in pretrained scratch; do
+    dir=$out/seed-$1/decode/$row-$2
+    mkdir -p "$dir"
+    # the model at the end of the fine-tuning schedule: while dev WER is near 1, "best by dev
+    # WER" picks the emptiest early checkpoint rather than the better one
+    ckpt=$out/seed-$1/ft-$row-$2/last.pt
+    w2v transcribe "$ckpt" --manifest "$data/test-clean.jsonl" --out "$dir/greedy.hyp.jsonl"
+    a=$alpha b=$beta
+    if $tune; then  # LM weight and word bonus from the dev set, never from test
+      w2v transcribe "$ckpt" --manifest "$data/dev-clean.jsonl" --lm "$out/lm/4gram.bin" \
+        --beam "$tune_beam" --tune --tune-alpha "$tune_alpha" --tune-beta "$tune_beta" --out "$dir/tune.jsonl"
+      read -r a b < <("$python" -c 'import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+best = min((r for r in rows if isinstance(r.get("alpha"), (int, float))), key=lambda r: (r["wer"], r["cer"]))
+print(best["alpha"], best["beta"])' "$dir/tune.jsonl")
+    fi
+    echo "$a $b" > "$dir/lm-weights.txt"
+    log "seed $1, $2, $row: --alpha $a --beta $b"
+    w2v transcribe "$ckpt" --manifest "$data/test-clean.jsonl" --lm "$out/lm/4gram.bin" \
+      --beam "$beam" --alpha "$a" --beta "$b" --out "$dir/lm.hyp.jsonl"
+  done
+}
+
+log "w2v demo ($mode, seeds: $(echo $seed_list), labelled amounts: $(echo $amounts)) -> $out"
 
 if run_stage 1 prepare; then
-  w2v prepare synth --out "$out/corpus" --hours "$train_hours" --dev-minutes "$dev_minutes" \
-    --test-minutes "$test_minutes" --speakers "$train_speakers" \
-    --heldout-speakers "$heldout_speakers" --seed "$seed" 2>&1 | tee "$out/log/stage-1.log"
-  w2v prepare librispeech "$out/corpus" --out "$data" 2>&1 | tee -a "$out/log/stage-1.log"
-  for set in $label_sets; do
-    w2v prepare subset "$data/train-clean.jsonl" --minutes "${set#*:}" --seed "$seed" \
-      --out "$data/train-${set%%:*}.jsonl" 2>&1 | tee -a "$out/log/stage-1.log"
-  done
+  {
+    w2v prepare synth --out "$out/corpus" --hours "$train_hours" --dev-minutes "$dev_minutes" \
+      --test-minutes "$test_minutes" --speakers "$train_speakers" \
+      --heldout-speakers "$heldout_speakers" --seed "$data_seed"
+    w2v prepare librispeech "$out/corpus" --out "$data"
+    draw_subsets $ladder $amounts
+  } 2>&1 | tee "$out/log/stage-1.log"
   finish_stage 1 prepare
 fi
 
-if run_stage 2 pretrain; then
-  # the transcripts in train-clean.jsonl are not read by pretraining
-  w2v pretrain --config "$conf/pretrain.toml" --train "$data/train-clean.jsonl" \
-    --valid "$data/dev-clean.jsonl" --seed "$seed" --out "$out/pt" $(resume_flag "$out/pt") \
-    2>&1 | tee "$out/log/stage-2.log"
-  finish_stage 2 pretrain
-fi
+for s in $seed_list; do
+  if run_stage 2 pretrain "seed-$s"; then
+    mkdir -p "$out/seed-$s/log"
+    # the transcripts in train-clean.jsonl are not read by pretraining
+    w2v pretrain --config "$conf/pretrain.toml" --train "$data/train-clean.jsonl" \
+      --valid "$data/dev-clean.jsonl" --seed "$s" --out "$out/seed-$s/pt" $(resume_flag "$out/seed-$s/pt") \
+      2>&1 | tee "$out/seed-$s/log/stage-2.log"
+    finish_stage 2 pretrain "seed-$s"
+  fi
+done
 
-if run_stage 3 finetune; then
-  w2v finetune --config "$conf/finetune.toml" --init "$out/pt/last.pt" \
-    --train "$data/train-$labels.jsonl" --valid "$data/dev-clean.jsonl" --vocab "$data/vocab.json" \
-    --seed "$seed" --out "$out/ft-pretrained" $(resume_flag "$out/ft-pretrained") \
-    2>&1 | tee "$out/log/stage-3.log"
-  finish_stage 3 finetune
-fi
+for s in $seed_list; do
+  for a in $amounts; do
+    if run_stage 3 finetune "seed-$s" "3-$a"; then
+      mkdir -p "$out/seed-$s/log"
+      finetune pretrained "$s" "$a" 2>&1 | tee "$out/seed-$s/log/stage-3-$a.log"
+      finish_stage 3 finetune "seed-$s" "3-$a"
+    fi
+  done
+done
 
-if run_stage 4 scratch; then
-  w2v finetune --config "$conf/finetune-scratch.toml" --init none \
-    --train "$data/train-$labels.jsonl" --valid "$data/dev-clean.jsonl" --vocab "$data/vocab.json" \
-    --seed "$seed" --out "$out/ft-scratch" $(resume_flag "$out/ft-scratch") \
-    2>&1 | tee "$out/log/stage-4.log"
-  finish_stage 4 scratch
-fi
+for s in $seed_list; do
+  for a in $amounts; do
+    if run_stage 4 scratch "seed-$s" "4-$a"; then
+      mkdir -p "$out/seed-$s/log"
+      finetune scratch "$s" "$a" 2>&1 | tee "$out/seed-$s/log/stage-4-$a.log"
+      finish_stage 4 scratch "seed-$s" "4-$a"
+    fi
+  done
+done
 
 if run_stage 5 lm; then
   # w2v's shipped sentence list (public-domain text from ../shared/data/text, made by
@@ -174,48 +279,37 @@ if run_stage 5 lm; then
   finish_stage 5 lm
 fi
 
-if run_stage 6 decode; then
-  : > "$out/log/stage-6.log"
-  for model in pretrained scratch; do
-    dir=$out/decode/$model
-    mkdir -p "$dir"
-    # the model at the end of the fine-tuning schedule: while dev WER is near 1, "best by dev
-    # WER" picks the emptiest early checkpoint rather than the better one
-    ckpt=$out/ft-$model/last.pt
-    w2v transcribe "$ckpt" --manifest "$data/test-clean.jsonl" --out "$dir/greedy.hyp.jsonl" \
-      2>&1 | tee -a "$out/log/stage-6.log"
-    a=$alpha b=$beta
-    if $tune; then  # LM weight and word bonus from the dev set, never from test
-      w2v transcribe "$ckpt" --manifest "$data/dev-clean.jsonl" --lm "$out/lm/4gram.bin" \
-        --beam "$tune_beam" --tune --tune-alpha "$tune_alpha" --tune-beta "$tune_beta" \
-        --out "$dir/tune.jsonl" 2>&1 | tee -a "$out/log/stage-6.log"
-      read -r a b < <("$python" -c 'import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-best = min((r for r in rows if isinstance(r.get("alpha"), (int, float))), key=lambda r: (r["wer"], r["cer"]))
-print(best["alpha"], best["beta"])' "$dir/tune.jsonl")
+for s in $seed_list; do
+  for a in $amounts; do
+    if run_stage 6 decode "seed-$s" "6-$a"; then
+      mkdir -p "$out/seed-$s/log"
+      decode "$s" "$a" 2>&1 | tee "$out/seed-$s/log/stage-6-$a.log"
+      finish_stage 6 decode "seed-$s" "6-$a"
     fi
-    echo "$a $b" > "$dir/lm-weights.txt"
-    log "$model: --alpha $a --beta $b"
-    w2v transcribe "$ckpt" --manifest "$data/test-clean.jsonl" --lm "$out/lm/4gram.bin" \
-      --beam "$beam" --alpha "$a" --beta "$b" --out "$dir/lm.hyp.jsonl" 2>&1 | tee -a "$out/log/stage-6.log"
   done
-  finish_stage 6 decode
-fi
+done
 
+rm -f "$out/.done/7"  # the page depends on --seeds, --labels and --curve: always rewritten
 if run_stage 7 score; then
   : > "$out/log/stage-7.log"
-  for model in pretrained scratch; do
-    for dec in greedy lm; do
-      dir=$out/decode/$model
-      w2v score --ref "$data/test-clean.jsonl" --hyp "$dir/$dec.hyp.jsonl" --json \
-        --details "$dir/details-$dec" > "$dir/$dec.score.json" 2>> "$out/log/stage-7.log"
+  for s in $seed_list; do
+    for a in $amounts; do
+      for row in pretrained scratch; do
+        for dec in greedy lm; do
+          dir=$out/seed-$s/decode/$row-$a
+          [ "$dir/$dec.score.json" -nt "$dir/$dec.hyp.jsonl" ] && ! $force && continue
+          w2v score --ref "$data/test-clean.jsonl" --hyp "$dir/$dec.hyp.jsonl" --json \
+            --details "$dir/details-$dec" > "$dir/$dec.score.json" 2>> "$out/log/stage-7.log"
+        done
+      done
     done
   done
   png=${results%.md}.png
-  "$python" "$recipe/local/plot.py" --exp "$out" --out "$png" 2>&1 | tee -a "$out/log/stage-7.log"
+  "$python" "$recipe/local/plot.py" --exp "$out" --out "$png" --seeds "$seeds" --labels "$labels" \
+    --curve "${curve:+$(echo $amounts)}" 2>&1 | tee -a "$out/log/stage-7.log"
   finish_stage 7 score   # before the table, so its own wall time is in it
   "$python" "$recipe/local/results.py" --exp "$out" --out "$results" --plot "$png" --mode "$mode" \
-    --labels "$labels" 2>&1 | tee -a "$out/log/stage-7.log"
+    --seeds "$seeds" --labels "$labels" --curve "${curve:+$(echo $amounts)}" 2>&1 | tee -a "$out/log/stage-7.log"
 fi
 
 log "done; results: $results"

@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
-"""Learning curves of the demo from the runs' metrics.jsonl files, as one PNG.
+"""The demo's curves, from the runs' metrics.jsonl and score files, as one PNG.
 
-    python recipes/demo/local/plot.py --exp recipes/demo/exp --out docs/demo-results.png
+    python recipes/demo/local/plot.py --exp recipes/demo/exp --out docs/demo-results.png --seeds 3
 
-Panels: pretraining (contrastive loss, accuracy of picking the true quantized target, code
-perplexity) and fine-tuning (training CTC loss and dev WER per update, pretrained vs from
-scratch). Without matplotlib it says so and exits 0: the plot is optional.
+Panels, every seed drawn: pretraining (contrastive loss, accuracy of picking the true quantized
+target, code perplexity ÷ G·V; one colour per seed), fine-tuning on the main labelled amount
+(training CTC loss and dev WER per update, pretrained vs from scratch) and, with --curve, the
+label-efficiency curve: test WER (LM and greedy) against labelled minutes on a log axis, each
+seed's point and the mean over seeds. Without matplotlib it says so and exits 0: the plot is optional.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
-RUNS = {"pretrained": "ft-pretrained", "from scratch": "ft-scratch"}
+ROWS = {"pretrained": "tab:blue", "scratch": "tab:orange"}  # row -> colour
 
 
 def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
@@ -23,9 +26,7 @@ def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
     if not path.is_file():
         return [], []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    train = [r for r in rows if "loss" in r]
-    valid = [r for r in rows if "valid_loss" in r]
-    return train, valid
+    return [r for r in rows if "loss" in r], [r for r in rows if "valid_loss" in r]
 
 
 def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -33,69 +34,113 @@ def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [u for u, _ in pts], [v for _, v in pts]
 
 
+def curve_points(exp: Path, seeds: int, amounts: list[str], row: str, dec: str) -> list[tuple[float, list[float]]]:
+    """(labelled minutes, test WER % of each seed) per amount whose score files exist."""
+    out = []
+    for a in amounts:
+        manifest = exp / "data" / f"train-{a}.jsonl"
+        files = [exp / f"seed-{k}" / "decode" / f"{row}-{a}" / f"{dec}.score.json" for k in range(seeds)]
+        if not manifest.is_file() or not all(f.is_file() for f in files):
+            continue
+        rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        mins = sum(r["num_samples"] / r["sample_rate"] for r in rows) / 60
+        out.append((mins, [100 * json.loads(f.read_text())["wer"] for f in files]))
+    return sorted(out)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp", type=Path, required=True, help="the recipe's output folder")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 were run")
+    p.add_argument("--labels", default="10m", help="the labelled amount whose fine-tuning curves are drawn")
+    p.add_argument("--curve", default="", help="the label-efficiency curve's amounts, space- or comma-separated")
     args = p.parse_args()
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
-        print("plot.py: matplotlib is not installed; no learning-curve plot (pip install matplotlib)")
+        print("plot.py: matplotlib is not installed; no plot (pip install matplotlib)")
         return 0
 
-    pt_train, pt_valid = read_metrics(args.exp / "pt" / "metrics.jsonl")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    amounts = args.curve.replace(",", " ").split()
+    fig, axes = plt.subplots(1, 4 if amounts else 3, figsize=(20 if amounts else 15, 4.2))
+    seed_colours = plt.get_cmap("Dark2").colors  # not the rows' blue and orange
 
-    ax = axes[0]
-    ax.plot(*series(pt_train, "contrastive"), label="contrastive loss (train)")
-    ax.plot(*series(pt_valid, "valid_contrastive"), "o--", label="contrastive loss (dev)")
-    ax.set_xlabel("update")
-    ax.set_ylabel("loss per masked frame")
-    ax.set_title("pretraining")
-    acc = ax.twinx()
-    acc.plot(*series(pt_train, "accuracy"), color="tab:green", label="accuracy (train)")
-    acc.set_ylabel("accuracy / code perplexity ÷ G·V")
-    ppl_u, ppl = series(pt_train, "code_perplexity")
+    ax, acc = axes[0], axes[0].twinx()
     gv = _codebook_entries(args.exp)
-    if gv and ppl:
-        acc.plot(ppl_u, [x / gv for x in ppl], color="tab:red", alpha=0.6, label="code perplexity ÷ G·V")
+    for k in range(args.seeds):
+        c = seed_colours[k % len(seed_colours)]
+        train, valid = read_metrics(args.exp / f"seed-{k}" / "pt" / "metrics.jsonl")
+        ax.plot(*series(train, "contrastive"), color=c, label=f"seed {k}")
+        ax.plot(*series(valid, "valid_contrastive"), "o", color=c, ms=3)
+        acc.plot(*series(train, "accuracy"), "--", color=c)
+        ppl_u, ppl = series(train, "code_perplexity")
+        if gv and ppl:
+            acc.plot(ppl_u, [x / gv for x in ppl], ":", color=c, alpha=0.7)
+    ax.set_xlabel("update")
+    ax.set_ylabel("contrastive loss, train (—) and dev (•)")
+    ax.set_title("pretraining")
+    acc.set_ylabel("train accuracy (--), code perplexity ÷ G·V (··)")
     acc.set_ylim(0, 1)
-    lines = ax.get_legend_handles_labels()
-    lines2 = acc.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="center right")
+    ax.legend(fontsize=8, loc="center right")
 
-    for name, run in RUNS.items():
-        train, valid = read_metrics(args.exp / run / "metrics.jsonl")
-        axes[1].plot(*series(train, "loss"), label=name)
-        axes[2].plot(*series(valid, "valid_wer"), "o-", label=name)
-    axes[1].set_title("fine-tuning: training CTC loss")
+    for row, c in ROWS.items():
+        for k in range(args.seeds):
+            train, valid = read_metrics(args.exp / f"seed-{k}" / f"ft-{row}-{args.labels}" / "metrics.jsonl")
+            label = row if k == 0 else None  # one legend entry per row, every seed drawn
+            axes[1].plot(*series(train, "loss"), color=c, alpha=0.8, label=label)
+            axes[2].plot(*series(valid, "valid_wer"), "o-", color=c, alpha=0.8, label=label)
+    axes[1].set_title(f"fine-tuning on {args.labels}: training CTC loss")
     axes[1].set_xlabel("update")
     axes[1].set_ylabel("CTC loss per utterance")
     axes[1].set_yscale("log")
-    axes[2].set_title("fine-tuning: dev WER (greedy)")
+    axes[2].set_title(f"fine-tuning on {args.labels}: dev WER (greedy)")
     axes[2].set_xlabel("update")
     axes[2].set_ylabel("WER")
+
+    if amounts:
+        ax = axes[3]
+        for row, c in ROWS.items():
+            for dec, style in (("lm", "o-"), ("greedy", "s--")):
+                pts = curve_points(args.exp, args.seeds, amounts, row, dec)
+                if not pts:
+                    continue
+                xs = [m for m, _ in pts]
+                ax.plot(xs, [statistics.fmean(w) for _, w in pts], style, color=c,
+                        label=f"{row}, {'4-gram LM' if dec == 'lm' else 'greedy'}"
+                        + (f" (mean of {args.seeds} seeds)" if args.seeds > 1 else ""))
+                if args.seeds > 1:
+                    ax.scatter([m for m, w in pts for _ in w], [x for _, w in pts for x in w], color=c, s=10, alpha=0.4)
+        ax.set_xscale("log")
+        ticks = [m for m, _ in curve_points(args.exp, args.seeds, amounts, "pretrained", "greedy")]
+        ax.set_xticks(ticks, [f"{m:.3g}" for m in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("labelled minutes")
+        ax.set_ylabel("test WER %")
+        ax.set_title("label efficiency")
     for ax in axes[1:]:
         ax.legend(fontsize=8)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=100)
+    tmp = args.out.with_name(f".{args.out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    tmp.replace(args.out)
     print(f"plot.py: wrote {args.out}")
     return 0
 
 
 def _codebook_entries(exp: Path) -> int | None:
-    """G·V of the pretrained model, from the resolved pretraining config and its preset."""
+    """G·V of the pretrained model, from seed 0's resolved pretraining config and its preset."""
     try:
         sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
         from w2vcli.model.config import get_preset
         from w2vcli.train.config import PretrainConfig, read_toml
 
-        cfg = read_toml(exp / "pt" / "config.toml", PretrainConfig)
+        cfg = read_toml(exp / "seed-0" / "pt" / "config.toml", PretrainConfig)
         model = get_preset(cfg.get("preset", "small")).replace(**cfg.get("model", {}))
         return model.num_codebooks * model.codebook_size
     except Exception:  # the plot is optional; a missing run just leaves the line out

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""The demo's results table, from the files the recipe wrote (never from anything else).
+"""The demo's results page and its JSON twin, from the files the recipe wrote (never from anything else).
 
-    python recipes/demo/local/results.py --exp recipes/demo/exp --out docs/demo-results.md
+    python recipes/demo/local/results.py --exp recipes/demo/exp --out docs/demo-results.md --seeds 3
 
-Reads OUT/decode/{pretrained,scratch}/{greedy,lm}.score.json (`w2v score --json`), the LM
-weights used, the manifests (corpus sizes), the runs' metrics.jsonl and config.toml, and
-OUT/timings.tsv; prints the table and writes a Markdown page.
+Reads, for each seed K and labelled amount A, OUT/seed-K/decode/{pretrained,scratch}-A/{greedy,lm}.score.json
+(`w2v score --json`), their details-lm/per_utt.jsonl (the example transcripts) and lm-weights.txt; the
+runs' metrics.jsonl and config.toml; the manifests (corpus sizes); OUT/timings.tsv, OUT/seed-K/timings.tsv
+and OUT/invocations.tsv. Prints the table, writes the Markdown page and OUT.json beside it (WER and CER
+in percent). A page that holds the KEEP line below keeps what follows it (notes by hand) when rewritten.
 """
 
 from __future__ import annotations
@@ -15,38 +17,117 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 ROWS = {"pretrained": "pretrained + fine-tuned", "scratch": "from scratch (random init)"}
+METRICS = {"lm_wer": ("lm", "wer"), "greedy_wer": ("greedy", "wer"), "greedy_cer": ("greedy", "cer"),
+           "lm_cer": ("lm", "cer")}  # JSON key -> (decoding, score field)
+KEEP = "<!-- notes by hand below: kept when the recipe rewrites this page -->"
+N_EXAMPLES = 5
 
 
 def load_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def manifest_stats(path: Path) -> tuple[int, float, int]:
-    """(utterances, seconds, speakers) of a JSONL manifest; zeros when it is missing."""
-    if not path.is_file():
-        return 0, 0.0, 0
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    secs = sum(r["num_samples"] / r["sample_rate"] for r in rows)
-    return len(rows), secs, len({r.get("speaker", r["id"]) for r in rows})
-
-
-def metrics(path: Path) -> list[dict]:
+def jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.1f}"
+def manifest_stats(path: Path) -> dict:
+    """Utterances, minutes and speakers of a JSONL manifest; zeros when it is missing."""
+    rows = jsonl(path)
+    secs = sum(r["num_samples"] / r["sample_rate"] for r in rows)
+    return {"utterances": len(rows), "minutes": round(secs / 60, 2), "speakers": len({r.get("speaker", r["id"]) for r in rows})}
 
 
-def fmt_time(secs: float) -> str:
-    return f"{int(secs) // 60}:{int(secs) % 60:02d}"
+def minutes(amount: str) -> float:
+    """Nominal minutes of a labelled amount: 10m -> 10, 1h -> 60 (as run.sh reads it)."""
+    return float(amount[:-1]) * (60 if amount.endswith("h") else 1)
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, min, max and sample standard deviation (n - 1; None for one value)."""
+    return {"mean": round(statistics.fmean(values), 2), "min": round(min(values), 2), "max": round(max(values), 2),
+            "std": round(statistics.stdev(values), 2) if len(values) > 1 else None}
+
+
+def run_scores(exp: Path, seed: int, amount: str) -> dict:
+    """{"pretrained": {...}, "scratch": {...}, "lm_wer_ratio": x} of one seed and amount, in percent."""
+    out: dict = {"seed": seed}
+    for row in ROWS:
+        dec = exp / f"seed-{seed}" / "decode" / f"{row}-{amount}"
+        scores = {d: load_json(dec / f"{d}.score.json") for d in ("greedy", "lm")}
+        missing = [f"{d}.score.json" for d, s in scores.items() if s is None]
+        if missing:
+            raise SystemExit(f"results.py: missing {', '.join(missing)} in {dec}: run stages 6-7 first")
+        out[row] = {k: round(100 * scores[d][f], 2) for k, (d, f) in METRICS.items()}
+        valid = [r["valid_wer"] for r in jsonl(exp / f"seed-{seed}" / f"ft-{row}-{amount}" / "metrics.jsonl")
+                 if "valid_wer" in r]
+        out[row]["dev_wer_best"] = round(100 * min(valid), 2) if valid else None
+        weights = (dec / "lm-weights.txt").read_text().split() if (dec / "lm-weights.txt").is_file() else []
+        out[row]["lm_alpha"], out[row]["lm_beta"] = (float(w) for w in weights) if len(weights) == 2 else (None, None)
+    scr = out["scratch"]["lm_wer"]
+    out["lm_wer_ratio"] = round(out["pretrained"]["lm_wer"] / scr, 3) if scr > 0 else None
+    return out
+
+
+def summary(runs: list[dict]) -> dict:
+    """The spread over seeds of every metric of both rows, and of the pretrained/scratch ratio."""
+    out: dict = {row: {k: spread([r[row][k] for r in runs]) for k in METRICS} for row in ROWS}
+    ratios = [r["lm_wer_ratio"] for r in runs if r["lm_wer_ratio"] is not None]
+    out["lm_wer_ratio"] = spread(ratios) if ratios else None
+    return out
+
+
+def examples(exp: Path, amount: str, n: int = N_EXAMPLES) -> list[dict]:
+    """n test utterances spread evenly over the ids (not picked by result): reference and each
+    row's LM transcript with its WER, seed 0."""
+    per = {row: {u["id"]: u for u in jsonl(exp / "seed-0" / "decode" / f"{row}-{amount}" / "details-lm" / "per_utt.jsonl")}
+           for row in ROWS}
+    ids = sorted(set(per["pretrained"]) & set(per["scratch"]))
+    pick = sorted({round(i * (len(ids) - 1) / max(n - 1, 1)) for i in range(min(n, len(ids)))})
+    return [{"id": ids[i], "reference": per["pretrained"][ids[i]]["ref"],
+             **{row: {"text": per[row][ids[i]]["hyp"], "wer": round(100 * per[row][ids[i]]["wer"], 1)} for row in ROWS}}
+            for i in pick]
+
+
+def timings(exp: Path, seeds: int) -> list[dict]:
+    """Wall seconds per stage: the shared ones (seed None), then each seed's."""
+    out = []
+    for seed, f in [(None, exp / "timings.tsv")] + [(k, exp / f"seed-{k}" / "timings.tsv") for k in range(seeds)]:
+        for line in f.read_text().splitlines() if f.is_file() else []:
+            key, name, secs = line.split("\t")
+            out.append({"stage": key, "name": name, "seed": seed, "seconds": int(secs)})
+    return sorted(out, key=lambda t: (int(t["stage"].split("-")[0]), t["stage"], t["seed"] or 0))
+
+
+def invocations(exp: Path) -> list[dict]:
+    """Each run.sh call on this folder: date, load average (1, 5, 15 min), commit, command."""
+    out = []
+    for line in (exp / "invocations.tsv").read_text().splitlines() if (exp / "invocations.tsv").is_file() else []:
+        date, load, commit, cmd = line.split("\t", 3)
+        out.append({"date": date, "load": [float(x) for x in load.split()] if load != "?" else None,
+                    "commit": commit, "command": cmd})
+    return out
+
+
+def pretraining(exp: Path, seed: int) -> dict | None:
+    """Updates, first and last training accuracy, last dev accuracy and code perplexity of a seed's pretraining."""
+    rows = jsonl(exp / f"seed-{seed}" / "pt" / "metrics.jsonl")
+    train = [r for r in rows if "accuracy" in r]
+    valid = [r for r in rows if "valid_accuracy" in r]
+    if not train:
+        return None
+    return {"updates": train[-1]["update"], "accuracy_first": round(train[0]["accuracy"], 3),
+            "accuracy_last": round(train[-1]["accuracy"], 3),
+            "valid_accuracy_last": round(valid[-1]["valid_accuracy"], 3) if valid else None,
+            "code_perplexity_last": round(train[-1]["code_perplexity"], 1)}
 
 
 def git_commit(repo: Path) -> str:
@@ -71,7 +152,7 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def model_summary(exp: Path) -> str:
+def model_summary(exp: Path, amount: str) -> str:
     """Size of the fine-tuned network (same for both rows), from the checkpoint's config."""
     try:
         sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
@@ -79,7 +160,7 @@ def model_summary(exp: Path) -> str:
 
         from w2vcli.model.config import ModelConfig
 
-        ckpt = torch.load(exp / "ft-scratch" / "last.pt", map_location="cpu", weights_only=True, mmap=True)
+        ckpt = torch.load(exp / "seed-0" / f"ft-scratch-{amount}" / "last.pt", map_location="cpu", weights_only=True, mmap=True)
         cfg = ModelConfig.from_dict(ckpt["model_config"])
         n = sum(v.numel() for v in ckpt["model"].values())
         return (f"{n / 1e6:.2f} M parameters: conv {list(cfg.conv_dim)} (strides {list(cfg.conv_stride)}), "
@@ -88,118 +169,175 @@ def model_summary(exp: Path) -> str:
         return f"(not available: {exc})"
 
 
-def build(exp: Path, mode: str, labels: str, plot: Path | None, out: Path) -> tuple[str, str]:
-    """(table for the console, Markdown page)."""
-    scores = {m: {d: load_json(exp / "decode" / m / f"{d}.score.json") for d in ("greedy", "lm")} for m in ROWS}
-    missing = [f"decode/{m}/{d}.score.json" for m in ROWS for d in ("greedy", "lm") if scores[m][d] is None]
-    if missing:
-        raise SystemExit(f"results.py: missing {', '.join(missing)} in {exp}: run stages 6-7 first")
-    weights = {}
-    for m in ROWS:
-        f = exp / "decode" / m / "lm-weights.txt"
-        weights[m] = f.read_text().split() if f.is_file() else ["?", "?"]
+def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str]) -> dict:
+    """Everything the page shows, as the JSON written beside it."""
+    runs = [run_scores(exp, k, labels) for k in range(seeds)]
+    for r in runs:
+        r["pretraining"] = pretraining(exp, r["seed"])
+    points = []
+    for amount in sorted(set(curve), key=minutes):
+        per_seed = runs if amount == labels else [run_scores(exp, k, amount) for k in range(seeds)]
+        points.append({"labels": amount, "minutes": manifest_stats(exp / "data" / f"train-{amount}.jsonl")["minutes"],
+                       "seeds": [{k: r[k] for k in ("seed", *ROWS)} for r in per_seed], "summary": summary(per_seed)})
+    stages = timings(exp, seeds)
+    repo = Path(__file__).resolve().parents[3]
+    return {
+        "mode": mode, "labels": labels,
+        "seeds": runs, "summary": summary(runs), "curve": points, "examples": examples(exp, labels),
+        "data": {name: manifest_stats(exp / "data" / f"{name}.jsonl")
+                 for name in ("train-clean", f"train-{labels}", "dev-clean", "test-clean")},
+        "test_words": load_json(exp / "seed-0" / "decode" / f"pretrained-{labels}" / "greedy.score.json")["words"],
+        "model": model_summary(exp, labels),
+        "finetune_updates": max((r["update"] for r in jsonl(exp / "seed-0" / f"ft-scratch-{labels}" / "metrics.jsonl")
+                                 if "loss" in r), default=None),
+        "stages": stages, "total_seconds": sum(t["seconds"] for t in stages),
+        "invocations": invocations(exp),
+        "written": {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "commit": git_commit(repo),
+                    "cpus": os.cpu_count(), "cpu": cpu_name()},
+    }
 
-    header = "| model | test WER greedy % | test WER 4-gram LM % | test CER greedy % | test CER 4-gram LM % | dev WER (best, greedy) % |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|"]
-    for m, name in ROWS.items():
-        g, lm = scores[m]["greedy"], scores[m]["lm"]
-        valid = [r["valid_wer"] for r in metrics(exp / f"ft-{m}" / "metrics.jsonl") if "valid_wer" in r]
-        lines.append(f"| {name} | {pct(g['wer'])} | {pct(lm['wer'])} | {pct(g['cer'])} | {pct(lm['cer'])} | "
-                     f"{pct(min(valid)) if valid else '—'} |")
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1f}"
+
+
+def cell(s: dict | None) -> str:
+    """mean (min–max, std) of a spread; just the value for one seed."""
+    if s is None:
+        return "—"
+    if s["std"] is None:
+        return pct(s["mean"])
+    return f"**{pct(s['mean'])}** ({pct(s['min'])}–{pct(s['max'])}, sd {pct(s['std'])})"
+
+
+def fmt_time(secs: float) -> str:
+    return f"{int(secs) // 60}:{int(secs) % 60:02d}"
+
+
+def render(r: dict) -> tuple[str, str]:
+    """(table for the console, Markdown page) from collect()'s dict."""
+    keys = ("lm_wer", "greedy_wer", "greedy_cer", "lm_cer", "dev_wer_best")
+    lines = ["| model | seed | test WER, 4-gram LM % | test WER, greedy % | test CER, greedy % | test CER, 4-gram LM % "
+             "| dev WER (best, greedy) % |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for row, name in ROWS.items():
+        lines += [f"| {name} | {s['seed']} | " + " | ".join(pct(s[row][k]) for k in keys) + " |" for s in r["seeds"]]
+        if len(r["seeds"]) > 1:
+            lines.append(f"| {name} | mean (min–max, sd) | " + " | ".join(cell(r["summary"][row][k]) for k in keys[:4])
+                         + " | |")
     table = "\n".join(lines)
-    pre, scr = scores["pretrained"]["lm"]["wer"], scores["scratch"]["lm"]["wer"]
-    ratio = f"{pre / scr:.2f}" if scr > 0 else "—"
-    table += (f"\n\nWith the LM, the pretrained model's test WER is {ratio} times the from-scratch "
-              f"baseline's ({pct(pre)} % vs {pct(scr)} %).")
+    ratios = [s["lm_wer_ratio"] for s in r["seeds"]]
+    table += ("\n\nWith the LM, the pretrained model's test WER is "
+              + ", ".join("—" if x is None else f"{x:.2f}" for x in ratios)
+              + f" times the from-scratch baseline's (seed{'s' if len(ratios) > 1 else ''} "
+              + ", ".join(str(s["seed"]) for s in r["seeds"]) + ").")
 
-    n_train, s_train, spk_train = manifest_stats(exp / "data" / "train-clean.jsonl")
-    n_lab, s_lab, spk_lab = manifest_stats(exp / "data" / f"train-{labels}.jsonl")
-    n_dev, s_dev, spk_dev = manifest_stats(exp / "data" / "dev-clean.jsonl")
-    n_test, s_test, spk_test = manifest_stats(exp / "data" / "test-clean.jsonl")
-    words = scores["pretrained"]["greedy"]["words"]
+    curve_md = ""
+    if r["curve"]:
+        head = ["| labels | labelled min | " + " | ".join(f"{n}, {d} WER %" for n in ROWS for d in ("LM", "greedy")) + " |",
+                "|---|---:|" + "---:|" * 4]
+        for p in r["curve"]:
+            head.append(f"| {p['labels']} | {p['minutes']:.1f} | "
+                        + " | ".join(cell(p["summary"][row][k]) for row in ROWS for k in ("lm_wer", "greedy_wer")) + " |")
+        curve_md = ("\n## Label efficiency\n\nTest WER against the labelled minutes fine-tuned on (the subsets nest: each "
+                    "is drawn from the next larger one)" + (", mean over seeds (min–max, sd)" if len(r["seeds"]) > 1 else "")
+                    + ".\n\n" + "\n".join(head) + "\n")
 
-    timings = []
-    tfile = exp / "timings.tsv"
-    if tfile.is_file():
-        for line in tfile.read_text().splitlines():
-            n, name, secs = line.split("\t")
-            timings.append((n, name, float(secs)))
-    total = sum(t[2] for t in timings)
-    time_table = "\n".join(["| stage | wall time (m:ss) |", "|---|---:|"]
-                           + [f"| {n} {name} | {fmt_time(s)} |" for n, name, s in timings]
-                           + [f"| total | {fmt_time(total)} |"])
+    ex = [f"**{e['id']}**\n\n- reference: {e['reference']}\n"
+          + "".join(f"- {row} (WER {e[row]['wer']:.0f} %): {e[row]['text'] or '(empty)'}\n" for row in ROWS)
+          for e in r["examples"]]
+    ex_md = (f"\n## What the numbers mean: {len(ex)} test utterances\n\nSeed 0, {r['labels']} of labels, with the "
+             "4-gram LM; spread evenly over the test set's ids, not chosen by result.\n\n" + "\n".join(ex)) if ex else ""
 
-    pt = [r for r in metrics(exp / "pt" / "metrics.jsonl") if "accuracy" in r]
-    pt_line = ""
-    if pt:
-        first, last = pt[0], pt[-1]
-        pt_line = (f"- Pretraining: {last['update']} updates; contrastive loss {first['contrastive']:.3f} -> "
-                   f"{last['contrastive']:.3f}, accuracy {first['accuracy']:.3f} -> {last['accuracy']:.3f}, "
-                   f"code perplexity {last['code_perplexity']:.1f} at the end (metrics in `pt/metrics.jsonl`).\n")
-    ft_updates = [r["update"] for r in metrics(exp / "ft-scratch" / "metrics.jsonl") if "loss" in r]
+    by_key: dict[tuple, list] = {}
+    for t in r["stages"]:
+        by_key.setdefault((t["stage"], t["name"]), []).append(t)
+    time_lines = ["| stage | wall time (m:ss) |", "|---|---:|"]
+    for (key, name), ts in by_key.items():  # a per-seed stage: one time per seed
+        seeds = f" (seeds {', '.join(str(t['seed']) for t in ts)})" if len(ts) > 1 else ""
+        time_lines.append(f"| {key} {name} | {' / '.join(fmt_time(t['seconds']) for t in ts)}{seeds} |")
+    time_lines.append(f"| total | {fmt_time(r['total_seconds'])} |")
+    time_table = "\n".join(time_lines)
 
-    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    cmd = "recipes/demo/run.sh --quick" if mode == "quick" else "make demo   # = recipes/demo/run.sh"
-    title = "# Demo results" if mode != "quick" else "# Demo results (--quick smoke test)"
+    d, w = r["data"], r["written"]
+    pt_md = ""
+    for s in r["seeds"]:
+        if p := s["pretraining"]:
+            dev = "—" if p["valid_accuracy_last"] is None else f"{p['valid_accuracy_last']:.3f}"
+            pt_md += (f"- Pretraining, seed {s['seed']}: {p['updates']} updates; training accuracy "
+                      f"{p['accuracy_first']:.3f} -> {p['accuracy_last']:.3f}, dev accuracy {dev}, code perplexity "
+                      f"{p['code_perplexity_last']:.1f} at the end (`seed-{s['seed']}/pt/metrics.jsonl`).\n")
+    weights = "; ".join(f"seed {s['seed']}: pretrained α={s['pretrained']['lm_alpha']} β={s['pretrained']['lm_beta']}, "
+                        f"scratch α={s['scratch']['lm_alpha']} β={s['scratch']['lm_beta']}" for s in r["seeds"])
+    runs_md = "\n".join(f"- {i['date']}, load average {' '.join(map(str, i['load'])) if i['load'] else '?'} at the start, "
+                        f"commit {i['commit']}: `{i['command']}`" for i in r["invocations"]) or "- (no invocations.tsv)"
+    quick = r["mode"] == "quick"
+    title = "# Demo results (--quick smoke test)" if quick else "# Demo results"
     warning = ("\n> **Smoke test** (`--quick`): tiny sizes, a few dozen updates. These numbers only show "
-               "that every stage ran; they say nothing about wav2vec 2.0.\n" if mode == "quick" else "")
-    plot_md = ""
-    if plot is not None and plot.is_file():
-        rel = os.path.relpath(plot, out.parent)
-        plot_md = f"\n## Learning curves\n\n![learning curves]({rel})\n"
-
+               "that every stage ran; they say nothing about wav2vec 2.0.\n" if quick else "")
+    plot_md = f"\n## Curves\n\n![learning curves]({r['plot']})\n" if r.get("plot") else ""
+    n_seeds = len(r["seeds"])
     page = f"""{title}
 {warning}
-Measured by `recipes/demo/run.sh` ({mode}) on {now}: {os.cpu_count()} CPU cores ({cpu_name()}),
-w2v commit {git_commit(Path(__file__).resolve().parents[3])}. Written by the recipe's stage 7
-(`recipes/demo/local/results.py`) from `w2v score --json` outputs; nothing here is typed by hand.
+Measured by `recipes/demo/run.sh` ({r['mode']}, {n_seeds} seed{'s' if n_seeds > 1 else ''}); written on {w['date']}
+by its stage 7 (`recipes/demo/local/results.py`) from `w2v score --json` outputs, on {w['cpus']} CPU cores
+({w['cpu']}), w2v commit {w['commit']}. Nothing here is typed by hand; the same numbers are in the `.json` beside this page.
 
-## Test set, {labels} of labels
+## Test set, {r['labels']} of labels
 
 {table}
 
-- Test: {n_test} utterances ({s_test / 60:.1f} min, {words} words) from {spk_test} synthetic speakers and
-  sentences never seen in training; dev: {n_dev} utterances ({s_dev / 60:.1f} min, {spk_dev} other unseen speakers).
-- Unlabeled pretraining audio: {n_train} utterances, {s_train / 3600:.2f} h, {spk_train} speakers
-  (`w2v prepare synth`). Labels: {n_lab} utterances, {s_lab / 60:.1f} min, {spk_lab} speakers, a subset of it.
-- Both rows fine-tune the same network ({model_summary(exp)}) with the same labels, the same number
-  of updates ({ft_updates[-1] if ft_updates else '?'}) and the same code; the baseline starts from random weights
-  (and trains its conv feature encoder, which the pretrained model keeps frozen).
-{pt_line}- LM: 4-gram on w2v's shipped sentence list without the dev/test sentences; beam search
-  (pyctcdecode) with LM weight α and word bonus β {'tuned on dev' if mode != 'quick' else 'fixed'}:
-  pretrained α={weights['pretrained'][0]} β={weights['pretrained'][1]}, scratch α={weights['scratch'][0]} β={weights['scratch'][1]}.
-- Test WER/CER come from each model at the end of its fine-tuning schedule (`last.pt`): while dev WER
-  is near 1, the best checkpoint by dev WER is the emptiest early one, not the better model.
-
+- Test: {d['test-clean']['utterances']} utterances ({d['test-clean']['minutes']:.1f} min, {r['test_words']} words) from
+  {d['test-clean']['speakers']} synthetic speakers and sentences never seen in training; dev: {d['dev-clean']['utterances']}
+  utterances ({d['dev-clean']['minutes']:.1f} min, {d['dev-clean']['speakers']} other unseen speakers).
+- Unlabeled pretraining audio: {d['train-clean']['utterances']} utterances, {d['train-clean']['minutes'] / 60:.2f} h,
+  {d['train-clean']['speakers']} speakers (`w2v prepare synth`). Labels: {d[f"train-{r['labels']}"]['utterances']} utterances,
+  {d[f"train-{r['labels']}"]['minutes']:.1f} min, {d[f"train-{r['labels']}"]['speakers']} speakers, a subset of it.
+  Corpus, subsets and LM are the same for every seed; a seed changes pretraining and fine-tuning.
+- Both rows fine-tune the same network ({r['model']}) with the same labels, the same number
+  of updates ({r['finetune_updates'] or '?'}) and the same code; the baseline starts from random weights.
+{pt_md}- LM: 4-gram without the dev/test sentences; beam search (pyctcdecode) with LM weight α and word bonus β
+  {'fixed' if quick else 'tuned on dev'}: {weights}.
+- Test WER/CER come from each model at the end of its fine-tuning schedule (`last.pt`).
+{curve_md}{ex_md}{plot_md}
 ## Wall time per stage
 
 {time_table}
-{plot_md}
-## Reproduce
 
-```bash
-{cmd}
-```
+## How this run was made
+
+{runs_md}
 """
-    console = f"{title[2:]}: {labels} of labels, {n_test} test utterances\n\n{table}\n\n{time_table}\n"
+    console = f"{title[2:]}: {r['labels']} of labels, {n_seeds} seed(s)\n\n{table}\n{curve_md}\n{time_table}\n"
     return console, page
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp", type=Path, required=True, help="the recipe's output folder")
-    p.add_argument("--out", type=Path, required=True, help="Markdown page to write")
-    p.add_argument("--plot", type=Path, default=None, help="learning-curve PNG to link (if it exists)")
+    p.add_argument("--out", type=Path, required=True, help="Markdown page to write (and OUT.json beside it)")
+    p.add_argument("--plot", type=Path, default=None, help="PNG to link (if it exists)")
     p.add_argument("--mode", default="default", choices=["default", "quick"])
-    p.add_argument("--labels", default="10m", help="name of the labeled subset fine-tuned on")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 were run")
+    p.add_argument("--labels", default="10m", help="the labelled amount of the main table")
+    p.add_argument("--curve", default="", help="the label-efficiency curve's amounts, space- or comma-separated")
     args = p.parse_args()
-    console, page = build(args.exp, args.mode, args.labels, args.plot, args.out)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(page)
-    tmp.replace(args.out)
+    result = collect(args.exp, args.mode, args.seeds, args.labels, args.curve.replace(",", " ").split())
+    if args.plot is not None and args.plot.is_file():
+        result["plot"] = os.path.relpath(args.plot, args.out.parent)
+    console, page = render(result)
+    if args.out.is_file() and KEEP in (old := args.out.read_text()):
+        page += "\n" + old[old.index(KEEP):]
+    write(args.out, page)
+    write(args.out.with_suffix(".json"), json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     print(console)
-    print(f"results.py: wrote {args.out}")
+    print(f"results.py: wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0
 
 
