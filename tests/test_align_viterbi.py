@@ -1,4 +1,4 @@
-"""The forced aligner's search (w2vcli/align/viterbi.py) against every valid CTC path, and its
+"""The forced aligner's search (w2vcli/alignment/viterbi.py) against every valid CTC path, and its
 bounded memory on long inputs."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from w2vcli.align.viterbi import ctc_graph, forced_align, frame_scores
+from w2vcli.alignment.viterbi import ctc_graph, forced_align, frame_scores
 
 
 def collapse(labels: tuple[int, ...], blank: int = 0) -> list[int]:

@@ -29,10 +29,12 @@ class Output:
     fmt: str = "txt"  # txt | jsonl | srt | vtt (w2vcli/decode/formats.py)
     out: Path | None = None  # everything in this one file; None (and no out_dir): standard output
     out_dir: Path | None = None  # one AUDIO-STEM.FORMAT file per audio file in this folder
+    formats: tuple[str, ...] = FORMATS  # the formats of the command (`w2v align` has its own)
+    suffix: str = ""  # file name suffix of --out-dir files (default: the format's name)
 
     def __post_init__(self) -> None:
-        if self.fmt not in FORMATS:
-            raise W2VError(f"--format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
+        if self.fmt not in self.formats:
+            raise W2VError(f"--format must be one of {', '.join(self.formats)}, got {self.fmt!r}")
         if self.out is not None and self.out_dir is not None:
             raise W2VError("give --out FILE (everything in one file) or --out-dir DIR (one file per audio file), not both")
 
@@ -57,11 +59,11 @@ class _PerFileTargets:
 
 
 @contextlib.contextmanager
-def transcript_writer(output: Output, with_path: bool = False) -> Iterator[Callable[[dict], None]]:
+def transcript_writer(output: Output, with_path: bool = False, render=render) -> Iterator[Callable[[dict], None]]:
     """A function that writes one transcript where `output` says; `with_path`: txt lines start
-    with "PATH<TAB>" (several files in one stream)."""
+    with "PATH<TAB>" (several files in one stream); `render(dict, fmt, with_path) -> str`."""
     if output.out_dir is not None:
-        target = _PerFileTargets(output.out_dir, output.fmt)
+        target = _PerFileTargets(output.out_dir, output.suffix or output.fmt)
 
         def write_file(transcript: dict) -> None:
             with atomic_open(target(transcript["audio"]), "w", encoding="utf-8") as f:

@@ -9,7 +9,7 @@ A path stays in its state, or moves on by one state, or skips a blank between tw
 units (a repeated letter needs a blank between its two copies). A unit may be *optional*: the
 garbage ("star") unit put between words, which absorbs speech that is not in the text; a path
 may skip it and its blank. Its column is appended to the emissions by the caller
-(`w2vcli.align.align`). The best path maximises the summed log-probability of its frames.
+(`w2vcli.alignment.align`). The best path maximises the summed log-probability of its frames.
 
 Memory does not grow with T x S (frames x states: 180,000 x 100,000 for an hour of speech).
 The forward pass keeps, per frame, only the window of states [lo_t, hi_t] within `beam` of
@@ -35,8 +35,10 @@ import numpy as np
 from w2vcli.errors import W2VError
 
 NEG = -np.inf
-BEAM = 300.0  # states more than this many nats below the frame's best one are dropped
-MAX_WIDTH = 4000  # most states kept per frame (a ceiling on memory for any text and audio)
+# states more than this many nats below the frame's best one are dropped: wide enough that text
+# missing from the audio (forced through a few frames at ~10 nats a unit) keeps its path
+BEAM = 2000.0
+MAX_WIDTH = 2000  # most states kept per frame (a ceiling on memory and time for any text and audio)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Graph:
 
     column: np.ndarray  # [S] int: the emission column of each state (blank at even states)
     pred: np.ndarray  # [4, S] bool: pred[k-1, s] = the path may come to s from s-k
+    edge: np.ndarray  # [4, S] float: 0 where pred, -inf elsewhere (added to scores)
     start: np.ndarray  # [S] bool: states a path may start in
     end: np.ndarray  # [S] bool: states a path may end in
     need: np.ndarray  # [S] int: fewest further frames from s to an end state
@@ -89,7 +92,7 @@ def ctc_graph(units: list[int], optional: list[bool] | None = None, blank: int =
         for k in range(1, 5):
             if s + k < S and pred[k - 1, s + k]:
                 need[s] = min(need[s], need[s + k] + 1)
-    return Graph(column, pred, start, end, need)
+    return Graph(column, pred, np.where(pred, 0.0, NEG), start, end, need)
 
 
 @dataclass(frozen=True)
@@ -112,9 +115,9 @@ def _step(prev: np.ndarray, plo: int, lo: int, hi: int, g: Graph, emit: np.ndarr
     cand = np.empty((5, n))
     cand[0] = ext[4:]
     for k in range(1, 5):
-        cand[k] = np.where(g.pred[k - 1, lo : hi + 1], ext[4 - k : 4 - k + n], NEG)
+        np.add(ext[4 - k : 4 - k + n], g.edge[k - 1, lo : hi + 1], out=cand[k])
     choice = cand.argmax(axis=0).astype(np.uint8)
-    return cand[choice, np.arange(n)] + emit[g.column[lo : hi + 1]], choice
+    return cand.max(axis=0) + emit[g.column[lo : hi + 1]], choice
 
 
 def _first_window(g: Graph, emit0: np.ndarray) -> tuple[int, int, np.ndarray]:
