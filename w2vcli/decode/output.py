@@ -12,6 +12,7 @@ same stem (from different folders) get `STEM.FORMAT` and `STEM-2.FORMAT`, with a
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ class Output:
     out_dir: Path | None = None  # one AUDIO-STEM.FORMAT file per audio file in this folder
     formats: tuple[str, ...] = FORMATS  # the formats of the command (`w2v align` has its own)
     suffix: str = ""  # file name suffix of --out-dir files (default: the format's name)
+    confidence: bool = False  # srt/vtt: each word's confidence after it
 
     def __post_init__(self) -> None:
         if self.fmt not in self.formats:
@@ -62,6 +64,8 @@ class _PerFileTargets:
 def transcript_writer(output: Output, with_path: bool = False, render=render) -> Iterator[Callable[[dict], None]]:
     """A function that writes one transcript where `output` says; `with_path`: txt lines start
     with "PATH<TAB>" (several files in one stream); `render(dict, fmt, with_path) -> str`."""
+    if output.confidence:
+        render = functools.partial(render, confidence=True)
     if output.out_dir is not None:
         target = _PerFileTargets(output.out_dir, output.suffix or output.fmt)
 

@@ -34,10 +34,13 @@ class TranscribeOptions:
     emission: EmissionOptions = field(default_factory=EmissionOptions)
     decoding: DecodingOptions = field(default_factory=DecodingOptions)
     jobs: int = 1  # beam-search decoder processes, overlapping with the model (1: in this process)
+    timestamps: str = "word"  # word | char: also each word's units (letters or pieces) with times
 
     def __post_init__(self) -> None:
         if self.jobs < 1:
             raise W2VError(f"--jobs must be >= 1, got {self.jobs}")
+        if self.timestamps not in ("word", "char"):
+            raise W2VError(f"--timestamps must be word or char, got {self.timestamps!r}")
 
 
 @dataclass
@@ -101,13 +104,23 @@ def iter_emissions(
     yield from flush()
 
 
-def transcript(path: str, hyp: Hypothesis, num_samples: int, frame_seconds: float) -> dict:
-    """`{"audio", "text", "words": [{"word", "start", "end"}], "duration"}` with times in seconds."""
-    words = [
-        {"word": w.word, "start": round(w.start * frame_seconds, 3), "end": round(w.end * frame_seconds, 3)}
-        for w in hyp.words
-    ]
-    return {"audio": path, "text": hyp.text, "words": words, "duration": round(num_samples / SAMPLE_RATE, 3)}
+def transcript(path: str, hyp: Hypothesis, num_samples: int, frame_seconds: float, chars: bool = False) -> dict:
+    """`{"audio", "text", "words": [{"word", "start", "end", "confidence"}], "duration"}` with times
+    in seconds; `chars`: each word's "chars" [{"char", "start", "end"}]; "nbest" [{"text", "score"}]
+    when the decoder returned several beams."""
+    fs = frame_seconds
+    words = []
+    for w in hyp.words:
+        d = {"word": w.word, "start": round(w.start * fs, 3), "end": round(w.end * fs, 3)}
+        if w.confidence is not None:
+            d["confidence"] = round(w.confidence, 4)
+        if chars:
+            d["chars"] = [{"char": u.unit, "start": round(u.start * fs, 3), "end": round(u.end * fs, 3)} for u in w.units]
+        words.append(d)
+    out = {"audio": path, "text": hyp.text, "words": words, "duration": round(num_samples / SAMPLE_RATE, 3)}
+    if hyp.nbest:
+        out["nbest"] = [{"text": t, "score": round(sc, 4)} for t, sc in hyp.nbest]
+    return out
 
 
 def model_decoder(model, options):
@@ -152,7 +165,7 @@ def transcribe_items(
             stats.decode_seconds += seconds
             stats.files += 1
             stats.audio_seconds += n / SAMPLE_RATE
-            on_result(key, transcript(path, hyp, n, emitter.frame_seconds))
+            on_result(key, transcript(path, hyp, n, emitter.frame_seconds, options.timestamps == "char"))
             progress.advance()
 
         for key, path, lp, n in iter_emissions(emitter, items, stats, lambda p, m: (on_error(p, m), progress.advance())):
