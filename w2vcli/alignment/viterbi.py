@@ -104,20 +104,24 @@ class Path:
     peak_bytes: int  # most bytes the search held at once for scores and decisions (not O(T) bounds)
 
 
-def _step(prev: np.ndarray, plo: int, lo: int, hi: int, g: Graph, emit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and decisions (predecessor offsets) of states [lo, hi] at a frame, from the
-    previous frame's scores `prev` of states [plo, plo + len(prev)); `emit`: that frame's [V]."""
+def _step(prev: np.ndarray, plo: int, lo: int, hi: int, g: Graph, emit: np.ndarray,
+          decide: bool = True) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """Scores and (if `decide`) decisions, the predecessor offsets, of states [lo, hi] at a frame,
+    from the previous frame's scores `prev` of states [plo, plo + len(prev)); `emit`: that frame's [V]."""
     n = hi - lo + 1
     ext = np.full(n + 4, NEG)  # ext[j] = previous score of state lo - 4 + j
     a, b = max(plo, lo - 4), min(plo + len(prev), hi + 1)
     if a < b:
         ext[a - lo + 4 : b - lo + 4] = prev[a - plo : b - plo]
-    cand = np.empty((5, n))
-    cand[0] = ext[4:]
+    best = ext[4:].copy()
+    choice = np.zeros(n, np.uint8) if decide else None
     for k in range(1, 5):
-        np.add(ext[4 - k : 4 - k + n], g.edge[k - 1, lo : hi + 1], out=cand[k])
-    choice = cand.argmax(axis=0).astype(np.uint8)
-    return cand.max(axis=0) + emit[g.column[lo : hi + 1]], choice
+        cand = ext[4 - k : 4 - k + n] + g.edge[k - 1, lo : hi + 1]
+        if decide:
+            better = cand > best  # ties keep the smaller offset
+            choice[better] = k
+        np.maximum(best, cand, out=best)
+    return best + emit[g.column[lo : hi + 1]], choice
 
 
 def _first_window(g: Graph, emit0: np.ndarray) -> tuple[int, int, np.ndarray]:
@@ -136,13 +140,15 @@ def forced_align(log_probs: np.ndarray, g: Graph, beam: float = BEAM, max_width:
     los, his = np.zeros(T, np.int64), np.zeros(T, np.int64)
     checkpoints: dict[int, np.ndarray] = {}  # frame t -> scores of frame t - 1 (window los/his[t-1])
     lo, hi, scores = _first_window(g, log_probs[0])
-    peak = 0
+    peak = held = 0  # bytes of checkpoints (and decisions) held
     for t in range(T):
         if t > 0:
             if t % K == 0:
                 checkpoints[t] = scores
+                held += scores.nbytes
+                peak = max(peak, held)
             hi = min(hi + 4, S - 1)
-            scores, _ = _step(scores, lo, lo, hi, g, log_probs[t])
+            scores, _ = _step(scores, lo, lo, hi, g, log_probs[t], decide=False)
         # prune: states that cannot reach an end in the frames left, then the beam and the width
         scores = np.where(g.need[lo : hi + 1] <= T - 1 - t, scores, NEG)
         best = int(scores.argmax())
@@ -155,7 +161,6 @@ def forced_align(log_probs: np.ndarray, g: Graph, beam: float = BEAM, max_width:
             b = a + max_width - 1
         lo, hi, scores = lo + a, lo + b, scores[a : b + 1]
         los[t], his[t] = lo, hi
-        peak = max(peak, sum(c.nbytes for c in checkpoints.values()))
     ends = np.where(g.end[lo : hi + 1], scores, NEG)
     state = lo + int(ends.argmax())
     total = float(ends.max())
