@@ -51,6 +51,7 @@ class Graph:
     start: np.ndarray  # [S] bool: states a path may start in
     end: np.ndarray  # [S] bool: states a path may end in
     need: np.ndarray  # [S] int: fewest further frames from s to an end state
+    need_after: np.ndarray  # [S] int: max(need[s:]), so a window that needs no pruning is seen at once
 
     @property
     def size(self) -> int:
@@ -92,7 +93,8 @@ def ctc_graph(units: list[int], optional: list[bool] | None = None, blank: int =
         for k in range(1, 5):
             if s + k < S and pred[k - 1, s + k]:
                 need[s] = min(need[s], need[s + k] + 1)
-    return Graph(column, pred, np.where(pred, 0.0, NEG), start, end, need)
+    need_after = np.maximum.accumulate(need[::-1])[::-1].copy()
+    return Graph(column, pred, np.where(pred, 0.0, NEG), start, end, need, need_after)
 
 
 @dataclass(frozen=True)
@@ -150,16 +152,22 @@ def forced_align(log_probs: np.ndarray, g: Graph, beam: float = BEAM, max_width:
             hi = min(hi + 4, S - 1)
             scores, _ = _step(scores, lo, lo, hi, g, log_probs[t], decide=False)
         # prune: states that cannot reach an end in the frames left, then the beam and the width
-        scores = np.where(g.need[lo : hi + 1] <= T - 1 - t, scores, NEG)
+        if g.need_after[lo] > T - 1 - t:
+            scores = np.where(g.need[lo : hi + 1] <= T - 1 - t, scores, NEG)
         best = int(scores.argmax())
         if scores[best] == NEG:
             raise W2VError(f"no path through the text by frame {t} (of {T}): the text needs more frames than the audio has")
-        keep = np.flatnonzero(scores >= scores[best] - beam)
-        a, b = int(keep[0]), int(keep[-1])
+        floor = scores[best] - beam
+        if scores[0] >= floor and scores[-1] >= floor:
+            a, b = 0, len(scores) - 1
+        else:
+            keep = np.flatnonzero(scores >= floor)
+            a, b = int(keep[0]), int(keep[-1])
         if b - a + 1 > max_width:
             a = max(a, min(best - max_width // 2, b - max_width + 1))
             b = a + max_width - 1
-        lo, hi, scores = lo + a, lo + b, scores[a : b + 1]
+        if a > 0 or b < len(scores) - 1:
+            lo, hi, scores = lo + a, lo + b, scores[a : b + 1]
         los[t], his[t] = lo, hi
     ends = np.where(g.end[lo : hi + 1], scores, NEG)
     state = lo + int(ends.argmax())
@@ -180,7 +188,8 @@ def forced_align(log_probs: np.ndarray, g: Graph, beam: float = BEAM, max_width:
                 continue
             lo, hi = int(los[t]), int(his[t])
             prev, choice = _step(prev, int(los[t - 1]), lo, hi, g, log_probs[t])
-            prev = np.where(g.need[lo : hi + 1] <= T - 1 - t, prev, NEG)  # as the forward pass had it
+            if g.need_after[lo] > T - 1 - t:
+                prev = np.where(g.need[lo : hi + 1] <= T - 1 - t, prev, NEG)  # as the forward pass had it
             decisions.append(choice)
         seg_bytes = sum(d.nbytes for d in decisions) + sum(c.nbytes for c in checkpoints.values())
         peak = max(peak, seg_bytes)
