@@ -236,3 +236,14 @@ def test_segment_writes_a_training_manifest(ckpt, real_mini, tmp_path):
         assert set(r) >= {"id", "audio", "num_samples", "sample_rate", "text", "score"}
     res = run(ckpt, long, txt, "--segment", 8, "--min-score", 1.0, "--out", out, "--out-dir", pieces)
     assert res.exit_code == 0 and out.read_text() == "" and "wrote 0 of" in res.stderr
+
+
+def test_segments_close_at_the_longest_pause_that_fits():
+    from w2vcli.alignment.align import AlignedWord
+    from w2vcli.alignment.segment import group_words
+
+    times = [(0.0, 1.0), (1.1, 2.0), (2.1, 3.5), (4.3, 4.5), (4.6, 5.8), (5.9, 6.2)]
+    words = [AlignedWord(f"w{i}", s, e, 1.0, [], False) for i, (s, e) in enumerate(times)]
+    assert group_words(words, 5.0) == [(0, 3), (3, 6)]  # the 0.8 s pause, not the last fitting word
+    assert group_words(words, 100.0) == [(0, 6)]
+    assert group_words(words, 0.5) == [(i, i + 1) for i in range(6)]  # a word longer than the limit stands alone

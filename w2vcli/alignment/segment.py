@@ -29,9 +29,9 @@ from w2vcli.utils import write_jsonl
 PAD = 0.3  # s of pause kept at most on each side of an utterance
 
 
-def group_words(words: list[AlignedWord], max_seconds: float) -> list[list[AlignedWord]]:
-    """Consecutive runs of words, each spanning at most `max_seconds` (a longer word alone)."""
-    groups: list[list[AlignedWord]] = []
+def group_words(words: list[AlignedWord], max_seconds: float) -> list[tuple[int, int]]:
+    """Consecutive runs of words [i, j), each spanning at most `max_seconds` (a longer word alone)."""
+    groups: list[tuple[int, int]] = []
     i = 0
     while i < len(words):
         j = i + 1  # one past the last word that fits
@@ -40,7 +40,7 @@ def group_words(words: list[AlignedWord], max_seconds: float) -> list[list[Align
         if j < len(words):  # close at the longest pause in the second half of what fits
             half = [k for k in range(i + 1, j + 1) if words[k - 1].end - words[i].start >= max_seconds / 2] or [j]
             j = max(half, key=lambda k: (words[k].start - words[k - 1].end, k))
-        groups.append(words[i:j])
+        groups.append((i, j))
         i = j
     return groups
 
@@ -63,10 +63,10 @@ def write_segments(a: Alignment, max_seconds: float, min_score: float, manifest:
     groups = group_words(a.words, max_seconds)
     stem = Path(a.audio).stem
     rows = []
-    for n, g in enumerate(groups):
-        before = a.words[a.words.index(g[0]) - 1].end if g[0] is not a.words[0] else 0.0
-        after_i = a.words.index(g[-1]) + 1
-        after = a.words[after_i].start if after_i < len(a.words) else a.duration
+    for n, (i, j) in enumerate(groups):
+        g = a.words[i:j]
+        before = a.words[i - 1].end if i > 0 else 0.0
+        after = a.words[j].start if j < len(a.words) else a.duration
         start = max(before + (g[0].start - before) / 2, g[0].start - PAD, 0.0)
         end = min(g[-1].end + (after - g[-1].end) / 2, g[-1].end + PAD, a.duration)
         score = utterance_score(g)

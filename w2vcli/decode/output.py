@@ -61,25 +61,31 @@ class _PerFileTargets:
 
 
 @contextlib.contextmanager
-def transcript_writer(output: Output, with_path: bool = False, render=render) -> Iterator[Callable[[dict], None]]:
+def transcript_writer(output: Output, with_path: bool = False, render=render) -> Iterator[Callable[[object], None]]:
     """A function that writes one transcript where `output` says; `with_path`: txt lines start
-    with "PATH<TAB>" (several files in one stream); `render(dict, fmt, with_path) -> str`."""
-    if output.confidence:
-        render = functools.partial(render, confidence=True)
+    with "PATH<TAB>" (several files in one stream). A transcript is a dict, or a typed result
+    with `to_dict()` (`Transcript`, `Alignment`), turned into one here, at the writer;
+    `render(dict, fmt, with_path) -> str`."""
+    base = functools.partial(render, confidence=True) if output.confidence else render
+
+    def text(transcript) -> str:
+        return base(transcript if isinstance(transcript, dict) else transcript.to_dict(), output.fmt, with_path)
+
     if output.out_dir is not None:
         target = _PerFileTargets(output.out_dir, output.suffix or output.fmt)
 
-        def write_file(transcript: dict) -> None:
-            with atomic_open(target(transcript["audio"]), "w", encoding="utf-8") as f:
-                f.write(render(transcript, output.fmt, with_path))
+        def write_file(transcript) -> None:
+            audio = transcript["audio"] if isinstance(transcript, dict) else transcript.audio
+            with atomic_open(target(audio), "w", encoding="utf-8") as f:
+                f.write(text(transcript))
 
         yield write_file
         return
     sink = atomic_open(output.out, "w", encoding="utf-8") if output.out is not None else contextlib.nullcontext(sys.stdout)
     with sink as stream:
 
-        def write_stream(transcript: dict) -> None:
-            stream.write(render(transcript, output.fmt, with_path))
+        def write_stream(transcript) -> None:
+            stream.write(text(transcript))
             stream.flush()
 
         yield write_stream

@@ -1,7 +1,7 @@
 """Transcription: files or a manifest in, transcripts out; and α/β tuning on a dev set.
 
     model = w2vcli.load_ctc_model("exp/ft/best.pt")
-    stats = transcribe_files(model, ["a.wav", "b.flac"], TranscribeOptions(), on_result=print)
+    stats = transcribe_files(model, ["a.wav", "b.flac"], TranscribeOptions(), on_result=lambda t: print(t.hyp.text))
     stats = transcribe_files_to(model, ["a.wav"], TranscribeOptions(), Output("srt", out_dir=Path("subs")))
 
 Files are read with `w2vcli.audio` (mono, 16 kHz). Files no longer than `chunk + stride`
@@ -104,6 +104,20 @@ def iter_emissions(
     yield from flush()
 
 
+@dataclass(frozen=True)
+class Transcript:
+    """One file's result, typed until a writer renders it (`to_dict`, w2vcli/decode/formats.py)."""
+
+    audio: str  # the path as given
+    hyp: Hypothesis  # words with frames, confidences, units, n-best
+    num_samples: int  # at 16 kHz
+    frame_seconds: float  # the model's frame stride
+    chars: bool = False  # `to_dict` includes each word's units (--timestamps char)
+
+    def to_dict(self) -> dict:
+        return transcript(self.audio, self.hyp, self.num_samples, self.frame_seconds, self.chars)
+
+
 def transcript(path: str, hyp: Hypothesis, num_samples: int, frame_seconds: float, chars: bool = False) -> dict:
     """`{"audio", "text", "words": [{"word", "start", "end", "confidence"}], "duration"}` with times
     in seconds; `chars`: each word's "chars" [{"char", "start", "end"}]; "nbest" [{"text", "score"}]
@@ -147,10 +161,10 @@ def transcribe_items(
     model,
     items: list[tuple[str, str]],
     options: TranscribeOptions,
-    on_result: Callable[[str, dict], None],
+    on_result: Callable[[str, Transcript], None],
     on_error: Callable[[str, str], None] = _default_error,
 ) -> Stats:
-    """Transcribe (key, path) items; `on_result(key, transcript)` is called in item order."""
+    """Transcribe (key, path) items; `on_result(key, Transcript)` is called in item order."""
     t_start = time.perf_counter()
     stats = Stats()
     decoder = model_decoder(model, options.decoding)
@@ -165,7 +179,7 @@ def transcribe_items(
             stats.decode_seconds += seconds
             stats.files += 1
             stats.audio_seconds += n / SAMPLE_RATE
-            on_result(key, transcript(path, hyp, n, emitter.frame_seconds, options.timestamps == "char"))
+            on_result(key, Transcript(path, hyp, n, emitter.frame_seconds, options.timestamps == "char"))
             progress.advance()
 
         for key, path, lp, n in iter_emissions(emitter, items, stats, lambda p, m: (on_error(p, m), progress.advance())):
@@ -181,7 +195,7 @@ def transcribe_items(
 
 
 def transcribe_files(model, paths: list[str], options: TranscribeOptions, on_result, on_error=_default_error) -> Stats:
-    """Transcribe audio files in the order given; `on_result(transcript)` per readable file."""
+    """Transcribe audio files in the order given; `on_result(Transcript)` per readable file."""
     return transcribe_items(model, [(p, p) for p in paths], options, lambda _k, t: on_result(t), on_error)
 
 
@@ -203,7 +217,7 @@ def manifest_items(rows: list[dict]) -> list[tuple[str, str]]:
 def transcribe_manifest(model, rows: list[dict], options: TranscribeOptions, on_error=_default_error) -> tuple[list[dict], Stats]:
     """Hypothesis rows `{"id", "audio", "text", "words", "duration"}` in manifest order."""
     results: dict[str, dict] = {}
-    stats = transcribe_items(model, manifest_items(rows), options, lambda k, t: results.__setitem__(k, t), on_error)
+    stats = transcribe_items(model, manifest_items(rows), options, lambda k, t: results.__setitem__(k, t.to_dict()), on_error)
     out = [{"id": str(r["id"]), **results[str(r["id"])]} for r in rows if str(r["id"]) in results]
     return out, stats
 
