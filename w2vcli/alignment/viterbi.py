@@ -52,6 +52,7 @@ class Graph:
     end: np.ndarray  # [S] bool: states a path may end in
     need: np.ndarray  # [S] int: fewest further frames from s to an end state
     need_after: np.ndarray  # [S] int: max(need[s:]), so a window that needs no pruning is seen at once
+    far: np.ndarray  # sorted states with an edge from s-3 or s-4 (past an optional unit)
 
     @property
     def size(self) -> int:
@@ -94,7 +95,8 @@ def ctc_graph(units: list[int], optional: list[bool] | None = None, blank: int =
             if s + k < S and pred[k - 1, s + k]:
                 need[s] = min(need[s], need[s + k] + 1)
     need_after = np.maximum.accumulate(need[::-1])[::-1].copy()
-    return Graph(column, pred, np.where(pred, 0.0, NEG), start, end, need, need_after)
+    far = np.flatnonzero(pred[2] | pred[3])
+    return Graph(column, pred, np.where(pred, 0.0, NEG), start, end, need, need_after, far)
 
 
 @dataclass(frozen=True)
@@ -115,14 +117,19 @@ def _step(prev: np.ndarray, plo: int, lo: int, hi: int, g: Graph, emit: np.ndarr
     a, b = max(plo, lo - 4), min(plo + len(prev), hi + 1)
     if a < b:
         ext[a - lo + 4 : b - lo + 4] = prev[a - plo : b - plo]
-    best = ext[4:].copy()
-    choice = np.zeros(n, np.uint8) if decide else None
-    for k in range(1, 5):
-        cand = ext[4 - k : 4 - k + n] + g.edge[k - 1, lo : hi + 1]
-        if decide:
-            better = cand > best  # ties keep the smaller offset
-            choice[better] = k
-        np.maximum(best, cand, out=best)
+    # from s-1: every state but 0 has that edge, and ext holds -inf for state -1
+    best = np.maximum(ext[4:], ext[3 : 3 + n])
+    choice = (ext[3 : 3 + n] > ext[4:]).astype(np.uint8) if decide else None  # ties keep the smaller offset
+    cand = ext[2 : 2 + n] + g.edge[1, lo : hi + 1]  # from s-2: skip a blank between different units
+    if decide:
+        choice[cand > best] = 2
+    np.maximum(best, cand, out=best)
+    if g.far.size and g.far[-1] >= lo and g.far[0] <= hi:  # past an optional unit: from s-3 or s-4
+        for k in (3, 4):
+            cand = ext[4 - k : 4 - k + n] + g.edge[k - 1, lo : hi + 1]
+            if decide:
+                choice[cand > best] = k
+            np.maximum(best, cand, out=best)
     return best + emit[g.column[lo : hi + 1]], choice
 
 
