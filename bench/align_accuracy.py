@@ -14,6 +14,10 @@ first frame, its end its last letter's last frame + 1; ctc-segmentation's start 
 the first letter, its end the end of the word's segment (`determine_utterance_segments` with
 each word an utterance). Prints the median and 95th percentile of |error| in ms, per aligner,
 for starts and ends, and the model's greedy CER on the test texts.
+
+It also prints the calibration of `w2v transcribe`'s word confidence (greedy decoding, the
+definition in w2vcli/decode/ctc.py) on the same test utterances: the share of hypothesis words
+that are correct (equal to the reference word they align to, w2vcli.score.align) per bin.
 """
 
 from __future__ import annotations
@@ -91,7 +95,7 @@ def main() -> None:
     from w2vcli.audio import load_audio
     from w2vcli.decode.ctc import GreedyDecoder
     from w2vcli.decode.emissions import EmissionOptions, Emitter
-    from w2vcli.score import score_texts
+    from w2vcli.score import align, score_texts
 
     root = args.out or Path(tempfile.mkdtemp(prefix="align-acc-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -101,9 +105,17 @@ def main() -> None:
     fs = emitter.frame_seconds
     errors = {"w2v align": {"start": [], "end": []}, "ctc-segmentation": {"start": [], "end": []}}
     refs, hyps = {}, {}
+    bins = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0001])
+    right, seen = np.zeros(len(bins) - 1), np.zeros(len(bins) - 1)
     for path, text, bounds in test_set(root, args.tests):
         lp = emitter.batch([load_audio(path)])[0]
-        hyps[path.stem], refs[path.stem] = GreedyDecoder(model.vocab).decode(lp).text, text
+        hyp = GreedyDecoder(model.vocab).decode(lp)
+        hyps[path.stem], refs[path.stem] = hyp.text, text
+        for op, _, h in align(text.split(), hyp.text.split()):
+            if h is not None:
+                b = int(np.searchsorted(bins, hyp.words[h].confidence, side="right")) - 1
+                seen[b] += 1
+                right[b] += op == "="
         words = text_words(text, model.text_rules, model.vocab)
         a = align_emissions(lp, words, model.vocab.index["|"], fs, AlignOptions())
         ours = [(w.start, w.end) for w in a.words]
@@ -120,6 +132,11 @@ def main() -> None:
     for name, e in errors.items():
         row = [np.median(e["start"]), np.percentile(e["start"], 95), np.median(e["end"]), np.percentile(e["end"], 95)]
         print(f"| {name} | " + " | ".join(f"{x:.0f}" for x in row) + " |")
+    print("\n| greedy word confidence | words | correct % |")
+    print("|---|---:|---:|")
+    for k in range(len(bins) - 1):
+        share = f"{100 * right[k] / seen[k]:.0f}" if seen[k] else "-"
+        print(f"| {bins[k]:.1f}-{min(bins[k + 1], 1.0):.1f} | {int(seen[k])} | {share} |")
 
 
 if __name__ == "__main__":
