@@ -10,6 +10,12 @@ the aligner's pruning keeps its widest windows (its slowest case; a trained mode
 emissions keep far fewer states). Each command runs in its own process under /usr/bin/time
 (peak resident memory of the whole process), transcribe and align alternating, `--reps` times;
 the medians and their ratios are printed as JSON lines and a table.
+
+The process peaks are the model's (its windows of audio and activations, and the allocator's
+behaviour), which differ between two runs of the same command by more than the aligner holds.
+`--own-memory` measures what the aligner itself allocates (tracemalloc, in this process) on
+"trained-like" emissions of each length (bench/transcribe_speed.py), with the emissions given:
+the copy with the garbage column, the search, the words.
 """
 
 from __future__ import annotations
@@ -61,11 +67,50 @@ def measure(cmd: list[str]) -> tuple[float, float]:
     return float(wall), int(kb) / 1024
 
 
+def own_memory(minutes_list: list[float]) -> None:
+    """Peak bytes the aligner allocates on emissions of each length (see the module docstring)."""
+    import tracemalloc
+
+    from transcribe_speed import real_mini, trained_like
+    from w2vcli.alignment.align import AlignOptions, align_emissions
+    from w2vcli.alignment.text import text_words
+    from w2vcli.model.checkpoint import librispeech_vocab
+    from w2vcli.text import TextRules
+
+    vocab = librispeech_vocab()
+    files, texts = real_mini(REAL_MINI)
+    rng = np.random.default_rng(0)
+    print("| minutes | frames T | units | T x states | emissions MB | aligner peak MB | bound on the search's scores + decisions MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for minutes in minutes_list:
+        parts, words = [], []
+        while sum(len(p) for p in parts) < minutes * 60 * 50:
+            key = Path(files[len(parts) % len(files)]).stem
+            parts.append(trained_like(texts[key], vocab, rng))
+            words.append(texts[key])
+        lp = np.concatenate(parts).astype(np.float32)
+        tw = text_words(" ".join(words), TextRules(), vocab)
+        tracemalloc.start()
+        align_emissions(lp, tw, vocab.index["|"], 0.02, AlignOptions())
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        from w2vcli.alignment import viterbi
+
+        units = sum(len(w.units) + 2 for w in tw)
+        print(f"| {minutes:g} | {len(lp)} | {units} | {len(lp) * (2 * units + 1):.2e} | {lp.nbytes / 2**20:.0f} | "
+              f"{peak / 2**20:.0f} | {2 * (int(np.sqrt(len(lp))) + 1) * viterbi.MAX_WIDTH * 8 / 2**20:.0f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, nargs="+", default=[10, 30, 60])
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--own-memory", action="store_true", help="the aligner's own allocations only")
     args = ap.parse_args()
+    if args.own_memory:
+        sys.path.insert(0, str(REPO / "bench"))
+        own_memory(args.minutes)
+        return
     import torch
 
     from w2vcli.model.checkpoint import build_model, librispeech_vocab, save_checkpoint

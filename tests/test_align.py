@@ -17,6 +17,8 @@ from w2vcli.alignment.align import AlignOptions, align_emissions
 from w2vcli.alignment.formats import render
 from w2vcli.alignment.text import text_words
 from w2vcli.cli import app
+from w2vcli.decode.emissions import EmissionOptions
+from w2vcli.errors import W2VError
 from w2vcli.text import SPECIALS, TextRules, Vocabulary
 
 VOCAB = Vocabulary(list(SPECIALS) + list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ"))
@@ -122,10 +124,10 @@ def test_characters_the_vocabulary_lacks_are_aligned_by_the_garbage_unit():
 
 
 def test_text_errors_are_one_line():
-    with pytest.raises(w2vcli.errors.W2VError, match="no words"):
+    with pytest.raises(W2VError, match="no words"):
         text_words(" -- ... ", TextRules(), VOCAB)
     lp, _ = emissions(["AB"], np.random.default_rng(0), lead=1, pause=2)
-    with pytest.raises(w2vcli.errors.W2VError, match="needs at least"):
+    with pytest.raises(W2VError, match="needs at least"):
         run_align(lp[:5], "a much longer text than the audio")
 
 
@@ -169,7 +171,7 @@ def test_every_format_from_the_command(ckpt, utt, tmp_path):
     assert all(w["start"] <= c["start"] < c["end"] <= w["end"] for w in a["words"] for c in w["chars"])
     # the API gives the same alignment
     model = w2vcli.load_ctc_model(ckpt)
-    api = w2vcli.align(model, str(audio), text.capitalize() + ".", emission=w2vcli.decode.emissions.EmissionOptions(device="cpu"))
+    api = w2vcli.align(model, str(audio), text.capitalize() + ".", emission=EmissionOptions(device="cpu"))
     assert api.to_dict() == a
     wav, _ = sf.read(audio, dtype="float32")
     assert [w.start for w in w2vcli.align(model, wav, text).words] == [w["start"] for w in a["words"]]

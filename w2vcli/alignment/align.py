@@ -167,9 +167,8 @@ def align_emissions(log_probs: np.ndarray, words: list[TextWord], boundary: int 
             if w.chars[k]:  # a character the vocabulary lacks scores 0: the model cannot vouch for it
                 score = math.exp(float(frame_lp[fr].mean())) if known else 0.0
                 chars.append(Char(w.chars[k], round(fr[0] * fs, 3), round((fr[-1] + 1) * fs, 3), score))
-        score = math.exp(float(frame_lp[heard].mean())) if heard else 0.0
-        if len(heard) < sum(len(frames_by_unit.get(u, [])) for u in by_word.get(wi, [])):
-            score = min(score, 0.0)  # a word with characters the model cannot write is flagged
+        # a word with characters the model cannot write scores 0 (and is flagged)
+        score = math.exp(float(frame_lp[heard].mean())) if heard and STAR not in w.units else 0.0
         start, end = min(spans) * fs, (max(spans) + 1) * fs
         aligned.append(AlignedWord(w.text, round(start, 3), round(end, 3), score, chars, score < options.low_score))
     gaps = []
