@@ -101,7 +101,7 @@ def word_confidence(log_probs: np.ndarray, ids: list[int], start: int, end: int)
     """Product over units `ids` of their highest probability on frames [start, end) (module docstring)."""
     if not ids or end <= start:
         return 0.0
-    return float(np.exp(log_probs[start:end][:, ids].max(axis=0).sum()))
+    return float(np.exp(min(0.0, float(log_probs[start:end][:, ids].max(axis=0).sum()))))  # logits: capped at 1
 
 
 def unit_times(log_probs: np.ndarray, ids: list[int], start: int, end: int) -> list[tuple[int, int]]:
