@@ -228,7 +228,10 @@ def test_segment_writes_a_training_manifest(ckpt, real_mini, tmp_path):
     out, pieces = tmp_path / "train.jsonl", tmp_path / "pieces"
     res = run(ckpt, long, txt, "--segment", 8, "--min-score", 0, "--out", out, "--out-dir", pieces, "--no-star")
     assert res.exit_code == 0, res.output
-    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    from w2vcli.data.manifest import read_manifest
+
+    assert json.loads(out.read_text().splitlines()[0])["audio"].startswith("pieces/")  # relative to the manifest
+    rows = read_manifest(out)  # as `w2v finetune --train` reads it
     assert len(rows) >= len(wav) / 16000 / 8
     assert " ".join(r["text"] for r in rows) == txt.read_text()  # nothing lost, nothing doubled
     for r in rows:
@@ -249,3 +252,21 @@ def test_segments_close_at_the_longest_pause_that_fits():
     assert group_words(words, 5.0) == [(0, 3), (3, 6)]  # the 0.8 s pause, not the last fitting word
     assert group_words(words, 100.0) == [(0, 6)]
     assert group_words(words, 0.5) == [(i, i + 1) for i in range(6)]  # a word longer than the limit stands alone
+
+
+def test_a_script_written_without_spaces():
+    """Character units without a word boundary: every character gets its times, punctuation stays."""
+    vocab = Vocabulary(list(SPECIALS) + list("你好世界"), word_boundary=None, pieces=False)
+    rules = TextRules(case="keep", word_boundary=False)
+    rng = np.random.default_rng(5)
+    T = 40
+    lp = rng.normal(-10, 1, (T, len(vocab)))
+    lp[:, 0] = -0.02
+    peaks = {"你": 5, "好": 12, "世": 24, "界": 30}
+    for c, t in peaks.items():
+        lp[t, vocab.index[c]], lp[t, 0] = -0.05, -4.0
+    lp -= np.logaddexp.reduce(lp, axis=1, keepdims=True)
+    words = text_words("你好，世界！", rules, vocab)
+    a = align_emissions(lp.astype(np.float32), words, None, FS, AlignOptions())
+    assert [w.text for w in a.words] == ["你好，世界！"]
+    assert [(c.char, round(c.start / FS)) for c in a.words[0].chars] == list(peaks.items())

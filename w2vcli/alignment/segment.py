@@ -5,7 +5,8 @@ the longest pause between words in the second half of what fits, so cuts fall in
 utterance's audio runs from halfway into the pause before its first word to halfway into the
 pause after its last one (at most `PAD` seconds on each side), is read from the file by its
 sample range (the recording is never held whole) and written as 16 kHz FLAC; the manifest rows
-are `w2v prepare`'s (`id`, `audio`, `num_samples`, `sample_rate`, `text` as written), plus the
+are `w2v prepare`'s (`id`, `audio` relative to the manifest's folder, `num_samples`,
+`sample_rate`, `text` as written), plus the
 utterance's `score` and its `start`/`end` in the recording.
 
 An utterance is dropped when its score is below `min_score` or when audio the text does not cover
@@ -83,7 +84,8 @@ def write_segments(a: Alignment, max_seconds: float, min_score: float, manifest:
         uid = f"{stem}-{n:04d}"
         path = out_dir / f"{uid}.flac"
         write_flac(path, wav)
-        rows.append({"id": uid, "audio": str(path), "num_samples": len(wav), "sample_rate": SAMPLE_RATE,
+        audio = os.path.relpath(path.resolve(), Path(manifest).resolve().parent)  # as manifests hold them
+        rows.append({"id": uid, "audio": audio, "num_samples": len(wav), "sample_rate": SAMPLE_RATE,
                      "text": " ".join(w.text for w in g), "score": round(score, 4),
                      "start": round(start, 3), "end": round(end, 3)})  # fmt: skip
     write_jsonl(manifest, rows)
