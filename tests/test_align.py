@@ -208,6 +208,8 @@ def test_manifest_and_usage_errors(ckpt, utt, tmp_path):
     assert [r["id"] for r in rows] == ["u1"] and rows[0]["text"] == text
     res = run(ckpt, "--manifest", m, "--format", "textgrid")
     assert res.exit_code == 1 and "--out-dir" in res.stderr
+    res = run(ckpt, "--manifest", m, "--format", "textgrid", "--out-dir", tmp_path / "grids")
+    assert res.exit_code == 1 and [p.name for p in (tmp_path / "grids").iterdir()] == [f"{audio.stem}.TextGrid"]
     res = run(ckpt, audio)
     assert res.exit_code == 1 and "AUDIO and TEXT" in res.stderr
     res = run(ckpt, audio, tmp_path / "none.txt")
