@@ -81,7 +81,7 @@ def test_greedy_equals_transformers_argmax(tmp_path, real_mini, feat_norm, batch
 
     got = []
     opts = TranscribeOptions(emission=EmissionOptions(batch_size=batch_size, device="cpu"))
-    transcribe_files(w2vcli.load_model(tmp_path), files, opts, got.append)
+    transcribe_files(w2vcli.load_model(tmp_path), files, opts, lambda t: got.append(t.to_dict()))
     assert [g["audio"] for g in got] == files
     n_words = 0
     frame = 320 / 16000
@@ -238,7 +238,7 @@ def test_chunked_transcription_of_long_file_equals_unchunked(long_file):
     for chunk in (0.0, 20.0):
         out = []
         opts = TranscribeOptions(emission=EmissionOptions(batch_size=2, chunk_seconds=chunk, context_seconds=2.0, device="cpu"))
-        transcribe_files(model, [long_file], opts, out.append)
+        transcribe_files(model, [long_file], opts, lambda t: out.append(t.to_dict()))
         runs[chunk] = out[0]
     assert runs[20.0]["words"] == runs[0.0]["words"] and runs[20.0]["text"].split() == runs[0.0]["text"].split()
     assert runs[20.0]["duration"] == runs[0.0]["duration"] > 60

@@ -17,4 +17,13 @@ def load_ctc_model(path, device="cpu", vocab=None):
     return _load_ctc_model(path, device=device, vocab=vocab)
 
 
-__all__ = ["__version__", "load_model", "load_ctc_model"]
+def align(model, audio, text, options=None, emission=None):
+    """Forced alignment of `text` to `audio` (a path or a 16 kHz waveform [S]) with a CTC model:
+    an `Alignment` of words and characters with times and scores; see `w2vcli.alignment.align`."""
+    from w2vcli.alignment.align import AlignOptions
+    from w2vcli.alignment.align import align as _align
+
+    return _align(model, audio, text, options or AlignOptions(), emission)
+
+
+__all__ = ["__version__", "load_model", "load_ctc_model", "align"]

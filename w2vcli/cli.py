@@ -81,13 +81,14 @@ def _root(
 
 
 def _register() -> None:
-    from w2vcli.commands import export, finetune, lm, prepare, pretrain, score, transcribe
+    from w2vcli.commands import align, export, finetune, lm, prepare, pretrain, score, transcribe
 
     app.add_typer(prepare.app, name="prepare")
     app.command("pretrain")(pretrain.pretrain)
     app.command("finetune")(finetune.finetune)
     app.command("transcribe")(transcribe.transcribe)
     app.command("score")(score.score)
+    app.command("align")(align.align)
     app.add_typer(lm.app, name="lm")
     app.command("export")(export.export)
 

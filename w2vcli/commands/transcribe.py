@@ -33,6 +33,10 @@ def transcribe(
     alpha: Annotated[float, typer.Option("--alpha", help="LM weight.")] = 0.5,
     beta: Annotated[float, typer.Option("--beta", help="Word insertion bonus.")] = 1.0,
     unigrams: Annotated[Optional[Path], typer.Option("--unigrams", "--lexicon", help="LM word list, or lexicon (first field used); default LM.unigrams.txt.", dir_okay=False)] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="With --lexicon/--unigrams (or the LM's word list): words outside the list are impossible, not just penalised.")] = False,
+    nbest: Annotated[int, typer.Option("--nbest", help="Write the N best beams with their scores to jsonl (beam search).", min=1)] = 1,
+    timestamps: Annotated[str, typer.Option("--timestamps", help="word | char: char adds each word's letters (or pieces) with start and end.")] = "word",
+    confidence: Annotated[bool, typer.Option("--confidence", help="srt/vtt: show each word's confidence after it (jsonl always has it).")] = False,
     hotwords: Annotated[Optional[str], typer.Option("--hotwords", help="Comma-separated words or phrases to favour (beam search).")] = None,
     hotword_weight: Annotated[float, typer.Option("--hotword-weight", help="Hotword score weight.")] = 10.0,
     chunk_seconds: Annotated[float, typer.Option("--chunk-seconds", help="Long audio: seconds kept per window (0 = never chunk).")] = 30.0,
@@ -69,7 +73,7 @@ def transcribe(
         warn("--stride-seconds is renamed --context-seconds (context on each side of a window); the old name will go")
         context_seconds = stride_seconds
     files = list(audio or [])
-    output = Output(fmt, out if files else None, out_dir)
+    output = Output(fmt, out if files else None, out_dir, confidence=confidence)
     if bool(files) == bool(manifest):
         raise W2VError("give either AUDIO files or --manifest (one of them)")
     if manifest is not None and out is None and not tune:
@@ -81,7 +85,7 @@ def transcribe(
 
     cpu.set_threads(cpu.inference_threads(cpu.AUTO if threads is None else threads, jobs))
     model = w2vcli.load_ctc_model(model_path, device="cpu", vocab=vocab)
-    beam_size = beam if beam is not None else (50 if lm is not None or hotwords else 0)
+    beam_size = beam if beam is not None else (max(50, nbest) if lm is not None or hotwords or nbest > 1 else 0)
     # hotwords are spelled like the model's output: normalised by its text rules
     words = tuple(w for w in (model.text_rules.normalize(h) for h in (hotwords or "").split(",")) if w)
     options = TranscribeOptions(
@@ -89,8 +93,10 @@ def transcribe(
         decoding=DecodingOptions(
             beam_size=beam_size, lm=str(lm) if lm else None, alpha=alpha, beta=beta,
             unigrams=str(unigrams) if unigrams else None, hotwords=words, hotword_weight=hotword_weight,
+            nbest=nbest, strict=strict, unit_times=timestamps == "char",
         ),
         jobs=jobs,
+        timestamps=timestamps,
     )  # fmt: skip
 
     if manifest is not None:

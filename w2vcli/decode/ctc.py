@@ -2,7 +2,13 @@
 
 Both decoders share one small interface: `decoder.decode(log_probs[T,V]) -> Hypothesis`, the
 text plus each word's first frame and one-past-last frame (the caller turns frames into
-seconds with the model's frame stride). `make_decoder(vocab, DecodingOptions(...))` picks one.
+seconds with the model's frame stride), its confidence, its units' frames, and with
+`nbest` > 1 the best beams and their scores. `make_decoder(vocab, DecodingOptions(...))` picks one.
+
+Word confidence, the same for greedy and beam search: the product over the word's units of the
+unit's probability at the frame, within the word's frames, where the model gives it the most:
+the chance that every unit of the word is right if the units' errors were independent. It is
+only as good as the model's calibration (docs/transcribe.md).
 
 Special tokens: index 0 is the CTC blank. The other specials of w2v's letter vocabulary
 (`<s>`, `</s>`, `<unk>`) never appear in text: greedy decoding collapses repeats and then
@@ -40,8 +46,15 @@ class DecodingOptions:
     beam_prune_logp: float = -10.0  # drop beams this far below the best one (natural log)
     token_min_logp: float = -5.0  # skip tokens below this log-probability at a frame (unless argmax)
     unk_score_offset: float = -10.0  # log-score penalty for words outside the unigram list
+    nbest: int = 1  # beams returned with their scores (beam search)
+    strict: bool = False  # words outside the unigram list / lexicon are impossible, not penalised
+    unit_times: bool = False  # beam search: each word's units with their frames (greedy always has them)
 
     def __post_init__(self) -> None:
+        if self.nbest < 1 or (self.nbest > 1 and self.beam_size < self.nbest):
+            raise W2VError(f"--nbest {self.nbest} needs beam search with --beam >= {self.nbest}")
+        if self.strict and self.lm is None:
+            raise W2VError("--strict needs --lm and a lexicon (--lexicon FILE, or the LM's unigram list)")
         if self.beam_size < 0:
             raise W2VError(f"--beam must be >= 0 (0 = greedy), got {self.beam_size}")
         if self.lm is not None and self.beam_size == 0:
@@ -61,10 +74,19 @@ class DecodingOptions:
 
 
 @dataclass(frozen=True)
+class Unit:
+    unit: str  # a letter (or sentencepiece piece) of a word
+    start: int  # first frame
+    end: int  # one past the last frame
+
+
+@dataclass(frozen=True)
 class Word:
     word: str
     start: int  # first frame
     end: int  # one past the last frame
+    confidence: float | None = None  # see the module docstring
+    units: tuple[Unit, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +94,32 @@ class Hypothesis:
     text: str
     words: list[Word] = field(default_factory=list)
     score: float | None = None  # beam search: combined acoustic + LM score
+    nbest: list[tuple[str, float]] = field(default_factory=list)  # (text, score) of the best beams
+
+
+def word_confidence(log_probs: np.ndarray, ids: list[int], start: int, end: int) -> float:
+    """Product over units `ids` of their highest probability on frames [start, end) (module docstring)."""
+    if not ids or end <= start:
+        return 0.0
+    return float(np.exp(min(0.0, float(log_probs[start:end][:, ids].max(axis=0).sum()))))  # logits: capped at 1
+
+
+def unit_times(log_probs: np.ndarray, ids: list[int], start: int, end: int) -> list[tuple[int, int]]:
+    """(first frame, one past the last) of each unit of a word: the best CTC path of `ids` through
+    the word's frames (w2vcli/alignment/viterbi.py), widened by a few frames where they are too few."""
+    from w2vcli.alignment.viterbi import ctc_graph, forced_align
+
+    g = ctc_graph(ids)
+    T = len(log_probs)
+    need = int(g.need[g.start].min()) + 1
+    if end - start < need:
+        start, end = max(0, start - need), min(T, end + need)
+    path = forced_align(log_probs[start:end], g, beam=np.inf).states
+    out = []
+    for k in range(len(ids)):
+        frames = np.flatnonzero(path == 2 * k + 1)
+        out.append((start + int(frames[0]), start + int(frames[-1]) + 1))
+    return out
 
 
 class GreedyDecoder:
@@ -91,27 +139,38 @@ class GreedyDecoder:
         tokens, boundary = self.vocab.tokens, self.vocab.word_boundary
         words: list[Word] = []
         piece, w_start, w_end = "", 0, 0
+        units: list[Unit] = []
+        unit_ids: list[int] = []
+
+        def close() -> None:
+            conf = word_confidence(log_probs, unit_ids, w_start, w_end)
+            words.append(Word(piece, w_start, w_end, conf, tuple(units)))
+            units.clear()
+            unit_ids.clear()
+
         for tok_id, s, e in zip(ids[starts].tolist(), starts.tolist(), ends.tolist()):
             if self.skip[tok_id]:
                 continue
             tok = tokens[tok_id]
             if self.vocab.pieces and tok.startswith(SP_WORD):  # sentencepiece: a new word starts
                 if piece:
-                    words.append(Word(piece, w_start, w_end))
+                    close()
                 piece, tok = "", tok[len(SP_WORD):]
                 if not tok:
                     continue
             elif tok == boundary:
                 if piece:
-                    words.append(Word(piece, w_start, w_end))
+                    close()
                 piece = ""
                 continue
             if not piece:
                 w_start = s
             piece += tok
             w_end = e
+            units.append(Unit(tok, s, e))
+            unit_ids.append(tok_id)
         if piece:
-            words.append(Word(piece, w_start, w_end))
+            close()
         return Hypothesis(" ".join(w.word for w in words), words)
 
 
@@ -141,6 +200,7 @@ class BeamSearchDecoder:
             tok = vocab.tokens[i]
             labels.append("" if tok == BLANK else " " if tok == vocab.word_boundary else tok)
         unigrams = None
+        self.vocab = vocab
         if options.lm is not None:
             from w2vcli.decode.lm import read_unigrams, unigrams_path
 
@@ -156,15 +216,21 @@ class BeamSearchDecoder:
                 except ValueError as exc:  # also UnicodeDecodeError
                     raise W2VError(f"{options.lm}: not a usable ARPA file ({exc})") from None
             else:
+                if options.strict:
+                    raise W2VError(f"--strict needs a word list: no {unigrams_path(options.lm)} beside {options.lm}; "
+                                   "give --lexicon FILE")
                 warn(
                     f"no unigram list for {options.lm} (expected {unigrams_path(options.lm)}, which `w2v lm build` "
                     "writes): beam search treats every word as known; pass --unigrams"
                 )
+        self.lexicon = frozenset(unigrams) if options.strict and unigrams is not None else None
+        # --strict: a word outside the lexicon gets a penalty no beam survives (pyctcdecode needs a finite one)
         try:
             with quiet_stderr(KENLM_NOISE):  # KenLM's loading banner and progress bar
                 self._decoder = build_ctcdecoder(
                     labels, kenlm_model_path=options.lm, unigrams=unigrams, alpha=float(options.alpha),
-                    beta=float(options.beta), unk_score_offset=float(options.unk_score_offset),
+                    beta=float(options.beta),
+                    unk_score_offset=STRICT_OFFSET if options.strict else float(options.unk_score_offset),
                 )  # fmt: skip
         except (OSError, RuntimeError, ValueError) as exc:
             reason = str(exc).strip()
@@ -190,14 +256,31 @@ class BeamSearchDecoder:
         if len(log_probs) == 0:
             return Hypothesis("")
         o = self.options
+        # --strict: a frame's unlikely tokens (the blank too) stay in play, so a beam can go round a
+        # word that is not in the lexicon even where the acoustics are sure of it
+        min_logp = min(o.token_min_logp, STRICT_TOKEN_MIN_LOGP) if self.lexicon is not None else o.token_min_logp
         beams = self._decoder.decode_beams(
             self._relabel(log_probs), beam_width=o.beam_size, beam_prune_logp=o.beam_prune_logp,
-            token_min_logp=o.token_min_logp, hotwords=list(o.hotwords) or None, hotword_weight=o.hotword_weight,
+            token_min_logp=min_logp, hotwords=list(o.hotwords) or None, hotword_weight=o.hotword_weight,
         )  # fmt: skip
+        if self.lexicon is not None:  # --strict: beams with a word outside the lexicon are impossible
+            beams = [b for b in beams if all(w in self.lexicon for w in b[0].split())] or [
+                ("", None, [], 0.0, -np.inf)]
         text, _, word_frames, _, score = beams[0]
-        words = [Word(w, int(s), int(e)) for w, (s, e) in word_frames]
-        return Hypothesis(text, words, float(score))
+        words = []
+        for w, (s, e) in word_frames:
+            s, e = int(s), int(e)
+            ids = [self.vocab.index[c] for c in w if c in self.vocab.index] if not self.vocab.pieces else []
+            units: tuple[Unit, ...] = ()
+            if o.unit_times and ids and len(ids) == len(w):
+                units = tuple(Unit(c, a, b) for c, (a, b) in zip(w, unit_times(log_probs, ids, s, e)))
+            words.append(Word(w, s, e, word_confidence(log_probs, ids, s, e) if ids else None, units))
+        nbest = [(b[0], float(b[4])) for b in beams[: o.nbest]] if o.nbest > 1 else []
+        return Hypothesis(text, words, float(score), nbest)
 
+
+STRICT_OFFSET = -1e6  # --strict: the log-score of a word outside the lexicon (no beam survives it)
+STRICT_TOKEN_MIN_LOGP = -30.0  # --strict: tokens above this log-probability are tried at each frame
 
 # what KenLM writes to stderr while it loads a model: "Loading the LM will be faster if you build a
 # binary file.", "Reading PATH", a "----5---10---...--100" scale and a row of stars

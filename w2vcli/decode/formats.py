@@ -15,8 +15,10 @@ MAX_CUE_SECONDS = 6.0  # longest cue
 MAX_CUE_CHARS = 84  # longest cue text (two subtitle lines of 42)
 
 
-def cues(words: list[dict]) -> list[tuple[float, float, str]]:
-    """(start, end, text) subtitle cues from timed words."""
+def cues(words: list[dict], confidence: bool = False) -> list[tuple[float, float, str]]:
+    """(start, end, text) subtitle cues from timed words; `confidence`: "WORD (0.93)"."""
+    if confidence:
+        words = [{**w, "word": f"{w['word']} ({w['confidence']:.2f})"} if "confidence" in w else w for w in words]
     out: list[tuple[float, float, str]] = []
     group: list[dict] = []
     for w in words:
@@ -44,25 +46,26 @@ def timestamp(seconds: float, decimal: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{decimal}{ms:03d}"
 
 
-def to_srt(transcript: dict) -> str:
+def to_srt(transcript: dict, confidence: bool = False) -> str:
     blocks = [
         f"{n}\n{timestamp(a, ',')} --> {timestamp(b, ',')}\n{text}\n"
-        for n, (a, b, text) in enumerate(cues(transcript["words"]), 1)
+        for n, (a, b, text) in enumerate(cues(transcript["words"], confidence), 1)
     ]
     return "\n".join(blocks)
 
 
-def to_vtt(transcript: dict) -> str:
-    blocks = [f"{timestamp(a, '.')} --> {timestamp(b, '.')}\n{text}\n" for a, b, text in cues(transcript["words"])]
+def to_vtt(transcript: dict, confidence: bool = False) -> str:
+    blocks = [f"{timestamp(a, '.')} --> {timestamp(b, '.')}\n{text}\n" for a, b, text in cues(transcript["words"], confidence)]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def render(transcript: dict, fmt: str, with_path: bool = False) -> str:
-    """The transcript in `fmt`; txt puts "PATH<TAB>" in front when `with_path` (several files)."""
+def render(transcript: dict, fmt: str, with_path: bool = False, confidence: bool = False) -> str:
+    """The transcript in `fmt`; txt puts "PATH<TAB>" in front when `with_path` (several files);
+    `confidence`: subtitles show each word's confidence after it."""
     if fmt == "jsonl":
         return json.dumps(transcript, ensure_ascii=False) + "\n"
     if fmt == "srt":
-        return to_srt(transcript)
+        return to_srt(transcript, confidence)
     if fmt == "vtt":
-        return to_vtt(transcript)
+        return to_vtt(transcript, confidence)
     return (f"{transcript['audio']}\t" if with_path else "") + transcript["text"] + "\n"

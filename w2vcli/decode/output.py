@@ -12,6 +12,7 @@ same stem (from different folders) get `STEM.FORMAT` and `STEM-2.FORMAT`, with a
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,13 @@ class Output:
     fmt: str = "txt"  # txt | jsonl | srt | vtt (w2vcli/decode/formats.py)
     out: Path | None = None  # everything in this one file; None (and no out_dir): standard output
     out_dir: Path | None = None  # one AUDIO-STEM.FORMAT file per audio file in this folder
+    formats: tuple[str, ...] = FORMATS  # the formats of the command (`w2v align` has its own)
+    suffix: str = ""  # file name suffix of --out-dir files (default: the format's name)
+    confidence: bool = False  # srt/vtt: each word's confidence after it
 
     def __post_init__(self) -> None:
-        if self.fmt not in FORMATS:
-            raise W2VError(f"--format must be one of {', '.join(FORMATS)}, got {self.fmt!r}")
+        if self.fmt not in self.formats:
+            raise W2VError(f"--format must be one of {', '.join(self.formats)}, got {self.fmt!r}")
         if self.out is not None and self.out_dir is not None:
             raise W2VError("give --out FILE (everything in one file) or --out-dir DIR (one file per audio file), not both")
 
@@ -57,23 +61,31 @@ class _PerFileTargets:
 
 
 @contextlib.contextmanager
-def transcript_writer(output: Output, with_path: bool = False) -> Iterator[Callable[[dict], None]]:
+def transcript_writer(output: Output, with_path: bool = False, render=render) -> Iterator[Callable[[object], None]]:
     """A function that writes one transcript where `output` says; `with_path`: txt lines start
-    with "PATH<TAB>" (several files in one stream)."""
-    if output.out_dir is not None:
-        target = _PerFileTargets(output.out_dir, output.fmt)
+    with "PATH<TAB>" (several files in one stream). A transcript is a dict, or a typed result
+    with `to_dict()` (`Transcript`, `Alignment`), turned into one here, at the writer;
+    `render(dict, fmt, with_path) -> str`."""
+    base = functools.partial(render, confidence=True) if output.confidence else render
 
-        def write_file(transcript: dict) -> None:
-            with atomic_open(target(transcript["audio"]), "w", encoding="utf-8") as f:
-                f.write(render(transcript, output.fmt, with_path))
+    def text(transcript) -> str:
+        return base(transcript if isinstance(transcript, dict) else transcript.to_dict(), output.fmt, with_path)
+
+    if output.out_dir is not None:
+        target = _PerFileTargets(output.out_dir, output.suffix or output.fmt)
+
+        def write_file(transcript) -> None:
+            audio = transcript["audio"] if isinstance(transcript, dict) else transcript.audio
+            with atomic_open(target(audio), "w", encoding="utf-8") as f:
+                f.write(text(transcript))
 
         yield write_file
         return
     sink = atomic_open(output.out, "w", encoding="utf-8") if output.out is not None else contextlib.nullcontext(sys.stdout)
     with sink as stream:
 
-        def write_stream(transcript: dict) -> None:
-            stream.write(render(transcript, output.fmt, with_path))
+        def write_stream(transcript) -> None:
+            stream.write(text(transcript))
             stream.flush()
 
         yield write_stream

@@ -1,7 +1,7 @@
 """Transcription: files or a manifest in, transcripts out; and α/β tuning on a dev set.
 
     model = w2vcli.load_ctc_model("exp/ft/best.pt")
-    stats = transcribe_files(model, ["a.wav", "b.flac"], TranscribeOptions(), on_result=print)
+    stats = transcribe_files(model, ["a.wav", "b.flac"], TranscribeOptions(), on_result=lambda t: print(t.hyp.text))
     stats = transcribe_files_to(model, ["a.wav"], TranscribeOptions(), Output("srt", out_dir=Path("subs")))
 
 Files are read with `w2vcli.audio` (mono, 16 kHz). Files no longer than `chunk + stride`
@@ -34,10 +34,13 @@ class TranscribeOptions:
     emission: EmissionOptions = field(default_factory=EmissionOptions)
     decoding: DecodingOptions = field(default_factory=DecodingOptions)
     jobs: int = 1  # beam-search decoder processes, overlapping with the model (1: in this process)
+    timestamps: str = "word"  # word | char: also each word's units (letters or pieces) with times
 
     def __post_init__(self) -> None:
         if self.jobs < 1:
             raise W2VError(f"--jobs must be >= 1, got {self.jobs}")
+        if self.timestamps not in ("word", "char"):
+            raise W2VError(f"--timestamps must be word or char, got {self.timestamps!r}")
 
 
 @dataclass
@@ -101,13 +104,37 @@ def iter_emissions(
     yield from flush()
 
 
-def transcript(path: str, hyp: Hypothesis, num_samples: int, frame_seconds: float) -> dict:
-    """`{"audio", "text", "words": [{"word", "start", "end"}], "duration"}` with times in seconds."""
-    words = [
-        {"word": w.word, "start": round(w.start * frame_seconds, 3), "end": round(w.end * frame_seconds, 3)}
-        for w in hyp.words
-    ]
-    return {"audio": path, "text": hyp.text, "words": words, "duration": round(num_samples / SAMPLE_RATE, 3)}
+@dataclass(frozen=True)
+class Transcript:
+    """One file's result, typed until a writer renders it (`to_dict`, w2vcli/decode/formats.py)."""
+
+    audio: str  # the path as given
+    hyp: Hypothesis  # words with frames, confidences, units, n-best
+    num_samples: int  # at 16 kHz
+    frame_seconds: float  # the model's frame stride
+    chars: bool = False  # `to_dict` includes each word's units (--timestamps char)
+
+    def to_dict(self) -> dict:
+        return transcript(self.audio, self.hyp, self.num_samples, self.frame_seconds, self.chars)
+
+
+def transcript(path: str, hyp: Hypothesis, num_samples: int, frame_seconds: float, chars: bool = False) -> dict:
+    """`{"audio", "text", "words": [{"word", "start", "end", "confidence"}], "duration"}` with times
+    in seconds; `chars`: each word's "chars" [{"char", "start", "end"}]; "nbest" [{"text", "score"}]
+    when the decoder returned several beams."""
+    fs = frame_seconds
+    words = []
+    for w in hyp.words:
+        d = {"word": w.word, "start": round(w.start * fs, 3), "end": round(w.end * fs, 3)}
+        if w.confidence is not None:
+            d["confidence"] = round(w.confidence, 4)
+        if chars:
+            d["chars"] = [{"char": u.unit, "start": round(u.start * fs, 3), "end": round(u.end * fs, 3)} for u in w.units]
+        words.append(d)
+    out = {"audio": path, "text": hyp.text, "words": words, "duration": round(num_samples / SAMPLE_RATE, 3)}
+    if hyp.nbest:
+        out["nbest"] = [{"text": t, "score": round(sc, 4)} for t, sc in hyp.nbest]
+    return out
 
 
 def model_decoder(model, options):
@@ -134,10 +161,10 @@ def transcribe_items(
     model,
     items: list[tuple[str, str]],
     options: TranscribeOptions,
-    on_result: Callable[[str, dict], None],
+    on_result: Callable[[str, Transcript], None],
     on_error: Callable[[str, str], None] = _default_error,
 ) -> Stats:
-    """Transcribe (key, path) items; `on_result(key, transcript)` is called in item order."""
+    """Transcribe (key, path) items; `on_result(key, Transcript)` is called in item order."""
     t_start = time.perf_counter()
     stats = Stats()
     decoder = model_decoder(model, options.decoding)
@@ -152,7 +179,7 @@ def transcribe_items(
             stats.decode_seconds += seconds
             stats.files += 1
             stats.audio_seconds += n / SAMPLE_RATE
-            on_result(key, transcript(path, hyp, n, emitter.frame_seconds))
+            on_result(key, Transcript(path, hyp, n, emitter.frame_seconds, options.timestamps == "char"))
             progress.advance()
 
         for key, path, lp, n in iter_emissions(emitter, items, stats, lambda p, m: (on_error(p, m), progress.advance())):
@@ -168,7 +195,7 @@ def transcribe_items(
 
 
 def transcribe_files(model, paths: list[str], options: TranscribeOptions, on_result, on_error=_default_error) -> Stats:
-    """Transcribe audio files in the order given; `on_result(transcript)` per readable file."""
+    """Transcribe audio files in the order given; `on_result(Transcript)` per readable file."""
     return transcribe_items(model, [(p, p) for p in paths], options, lambda _k, t: on_result(t), on_error)
 
 
@@ -190,7 +217,7 @@ def manifest_items(rows: list[dict]) -> list[tuple[str, str]]:
 def transcribe_manifest(model, rows: list[dict], options: TranscribeOptions, on_error=_default_error) -> tuple[list[dict], Stats]:
     """Hypothesis rows `{"id", "audio", "text", "words", "duration"}` in manifest order."""
     results: dict[str, dict] = {}
-    stats = transcribe_items(model, manifest_items(rows), options, lambda k, t: results.__setitem__(k, t), on_error)
+    stats = transcribe_items(model, manifest_items(rows), options, lambda k, t: results.__setitem__(k, t.to_dict()), on_error)
     out = [{"id": str(r["id"]), **results[str(r["id"])]} for r in rows if str(r["id"]) in results]
     return out, stats
 
