@@ -3,6 +3,14 @@
 # further than training from scratch? Everything runs on two CPU cores, with no download:
 # the speech is synthesized (`w2v prepare synth`), the LM text ships with w2v.
 #
+# Two tasks (--task):
+#   commands  (default) a closed domain: spoken commands to a voice assistant from a grammar of
+#             about 200 words (names, digit strings, times, days, dates, rooms, devices, cities;
+#             local/domain.py), 2 h of speech. Dev and test have unseen speakers and unseen
+#             sentences (new word combinations); the LM is the grammar's text without them.
+#   open      open-vocabulary English sentences (w2v's shipped public-domain list), 4 h of
+#             speech: far harder than two cores can learn in 45 minutes (docs/demo-results.md)
+#
 #   recipes/demo/run.sh                 # the demo (target: under 45 minutes on 2 CPU cores)
 #   recipes/demo/run.sh --quick         # every stage on tiny sizes, a smoke test (< 5 minutes)
 #   recipes/demo/run.sh --seeds 3       # stages 2-4 and 6 for seeds 0, 1, 2: mean and spread
@@ -48,6 +56,8 @@
 # Options:
 #   --stage N, --stop-stage N   the range of stages to run (default 1-7)
 #   --out DIR    the experiment folder
+#   --task T     commands (default) or open (see above); open writes OUT=exp-open and
+#                docs/demo-results-open.md by default
 #   --quick      tiny sizes and configs (conf/quick), labelled amounts 1m/2m/4m
 #   --seeds N    run stages 2-4 and 6 for seeds 0..N-1 (default 1). Each seed costs what these
 #                stages cost once (35 of the 37 minutes of the default run of 2026-11-30)
@@ -77,6 +87,7 @@ cmd="recipes/demo/run.sh${*:+ $*}"
 stage=1
 stop_stage=7
 quick=false
+task=commands
 out=""
 seeds=1
 labels=""
@@ -93,6 +104,7 @@ while [ $# -gt 0 ]; do
     --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --quick) quick=true; shift ;;
+    --task) task=$2; shift 2 ;;
     --seeds) seeds=$2; shift 2 ;;
     --labels) labels=$2; shift 2 ;;
     --curve) if [ $# -gt 1 ] && [ "${2#-}" = "$2" ]; then curve=$2; shift 2; else curve=default; shift; fi ;;
@@ -102,13 +114,15 @@ while [ $# -gt 0 ]; do
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
+[[ $task =~ ^(commands|open)$ ]] || die "--task is commands or open, not '$task'"
 [[ $seeds =~ ^[1-9][0-9]*$ ]] || die "--seeds takes a count of at least 1, not '$seeds'"
 
 source "$recipe/../stages.sh"  # log, run_stage, finish_stage, resume_flag
 
 # --- sizes -----------------------------------------------------------------------------------
 if $quick; then
-  mode=quick
+  mode=quick-$task
+  pt_updates=""
   conf=$recipe/conf/quick
   out=${out:-$recipe/exp-quick}
   results=${results:-$out/results.md}
@@ -122,11 +136,17 @@ if $quick; then
   beam=4
   tune=false                 # fixed LM weights below
 else
-  mode=default
+  mode=default-$task
   conf=$recipe/conf
-  out=${out:-$recipe/exp}
-  results=${results:-$repo/docs/demo-results.md}
-  train_hours=4              # ~6 passes over it in the 2500 pretraining updates
+  suffix=""; [ "$task" = open ] && suffix=-open
+  out=${out:-$recipe/exp$suffix}
+  results=${results:-$repo/docs/demo-results$suffix.md}
+  train_hours=2              # commands: ~3 passes over it in the 1500 pretraining updates
+  pt_updates=""              # conf/pretrain.toml's (1500)
+  if [ "$task" = open ]; then
+    train_hours=4            # ~6 passes over it in 2500 pretraining updates
+    pt_updates=2500
+  fi
   dev_minutes=10
   test_minutes=10
   train_speakers=32
@@ -227,11 +247,22 @@ print(best["alpha"], best["beta"])' "$dir/tune.jsonl")
 
 log "w2v demo ($mode, seeds: $(echo $seed_list), labelled amounts: $(echo $amounts)) -> $out"
 
+# the sentence pool `prepare synth` draws from, and (without the dev and test sentences) the LM text
+if [ "$task" = commands ]; then
+  sentences=$out/domain/sentences.txt
+else  # w2v's shipped list: public-domain text from ../shared/data/text (scripts/make_sentence_list.py)
+  sentences=$("$python" -c 'from w2vcli.data.synth import DEFAULT_SENTENCES; print(DEFAULT_SENTENCES)')
+fi
+
 if run_stage 1 prepare; then
   {
+    if [ "$task" = commands ]; then
+      mkdir -p "$out/domain"
+      "$python" "$recipe/local/domain.py" --out "$sentences" --seed "$data_seed"
+    fi
     w2v prepare synth --out "$out/corpus" --hours "$train_hours" --dev-minutes "$dev_minutes" \
       --test-minutes "$test_minutes" --speakers "$train_speakers" \
-      --heldout-speakers "$heldout_speakers" --seed "$data_seed"
+      --heldout-speakers "$heldout_speakers" --seed "$data_seed" --sentences "$sentences"
     w2v prepare librispeech "$out/corpus" --out "$data"
     draw_subsets $ladder $amounts
   } 2>&1 | tee "$out/log/stage-1.log"
@@ -243,7 +274,8 @@ for s in $seed_list; do
     mkdir -p "$out/seed-$s/log"
     # the transcripts in train-clean.jsonl are not read by pretraining
     w2v pretrain --config "$conf/pretrain.toml" --train "$data/train-clean.jsonl" \
-      --valid "$data/dev-clean.jsonl" --seed "$s" --out "$out/seed-$s/pt" $(resume_flag "$out/seed-$s/pt") \
+      --valid "$data/dev-clean.jsonl" --seed "$s" ${pt_updates:+--max-updates $pt_updates} \
+      --out "$out/seed-$s/pt" $(resume_flag "$out/seed-$s/pt") \
       2>&1 | tee "$out/seed-$s/log/stage-2.log"
     finish_stage 2 pretrain "seed-$s"
   fi
@@ -270,10 +302,7 @@ for s in $seed_list; do
 done
 
 if run_stage 5 lm; then
-  # w2v's shipped sentence list (public-domain text from ../shared/data/text, made by
-  # scripts/make_sentence_list.py) is also the pool `prepare synth` drew every sentence from:
-  # keep the dev and test sentences out of the LM.
-  sentences=$("$python" -c 'from w2vcli.data.synth import DEFAULT_SENTENCES; print(DEFAULT_SENTENCES)')
+  # the pool `prepare synth` drew every sentence from: keep the dev and test sentences out of the LM
   w2v lm build "$sentences" --order 4 --rules "$data/text_rules.json" --exclude "$data/dev-clean.jsonl" \
     --exclude "$data/test-clean.jsonl" --out "$out/lm/4gram.bin" 2>&1 | tee "$out/log/stage-5.log"
   finish_stage 5 lm
@@ -308,7 +337,7 @@ if run_stage 7 score; then
   "$python" "$recipe/local/plot.py" --exp "$out" --out "$png" --seeds "$seeds" --labels "$labels" \
     --curve "${curve:+$(echo $amounts)}" 2>&1 | tee -a "$out/log/stage-7.log"
   finish_stage 7 score   # before the table, so its own wall time is in it
-  "$python" "$recipe/local/results.py" --exp "$out" --out "$results" --plot "$png" --mode "$mode" \
+  "$python" "$recipe/local/results.py" --exp "$out" --out "$results" --plot "$png" --mode "${mode%%-*}" --task "$task" \
     --seeds "$seeds" --labels "$labels" --curve "${curve:+$(echo $amounts)}" 2>&1 | tee -a "$out/log/stage-7.log"
 fi
 

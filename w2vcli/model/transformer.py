@@ -168,6 +168,14 @@ class PreLNLayer(PostLNLayer):
         return x + self.ffn(self.ffn_norm(x))
 
 
+def init_block(block: nn.Module) -> None:
+    """BERT-style init of a block's linear layers, as fairseq's init_bert_params."""
+    for module in block.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
+
+
 class TransformerEncoder(nn.Module):
     """Positional conv embedding + a stack of post-LN (BASE) or pre-LN (LARGE) blocks.
 
@@ -208,10 +216,21 @@ class TransformerEncoder(nn.Module):
         self.layers = nn.ModuleList(
             block(dim, num_heads, ffn_dim, dropout, attention_dropout, activation_dropout, eps) for _ in range(num_layers)
         )
-        for module in self.layers.modules():  # BERT-style init, as fairseq's init_bert_params
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-                nn.init.zeros_(module.bias)
+        for layer in self.layers:
+            init_block(layer)
+
+    def reinit_top(self, n: int) -> None:
+        """Initialise the top `n` blocks afresh (and, pre-LN, the LayerNorm after them), as at
+        construction: fine-tuning's --reinit-layers (the top layers of a pretrained network serve
+        its pretraining task; Pasad et al. 2021, "Layer-wise analysis of a self-supervised speech
+        representation model")."""
+        for layer in self.layers[len(self.layers) - n:] if n > 0 else []:
+            for module in layer.modules():
+                if isinstance(module, nn.LayerNorm):
+                    module.reset_parameters()
+            init_block(layer)
+        if n > 0 and self.layer_norm_first:
+            self.layer_norm.reset_parameters()
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x [B,T,D], lengths [B] frames (None = no padding) -> [B,T,D]."""

@@ -22,6 +22,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+TASKS = {
+    "commands": ("`--task commands`, a closed domain: spoken commands to a voice assistant from a grammar of about 200 "
+                 "words (`recipes/demo/local/domain.py`: names, digit strings, times, days, dates, rooms, devices, "
+                 "cities), far easier than LibriSpeech's open vocabulary and real voices."),
+    "open": ("`--task open`, open-vocabulary English sentences (w2v's shipped public-domain list): more than two "
+             "cores can learn in 45 minutes."),
+}
 ROWS = {"pretrained": "pretrained + fine-tuned", "scratch": "from scratch (random init)"}
 METRICS = {"lm_wer": ("lm", "wer"), "greedy_wer": ("greedy", "wer"), "greedy_cer": ("greedy", "cer"),
            "lm_cer": ("lm", "cer")}  # JSON key -> (decoding, score field)
@@ -169,7 +176,7 @@ def model_summary(exp: Path, amount: str) -> str:
         return f"(not available: {exc})"
 
 
-def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str]) -> dict:
+def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], task: str = "commands") -> dict:
     """Everything the page shows, as the JSON written beside it."""
     runs = [run_scores(exp, k, labels) for k in range(seeds)]
     for r in runs:
@@ -182,7 +189,7 @@ def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str]) -> 
     stages = timings(exp, seeds)
     repo = Path(__file__).resolve().parents[3]
     return {
-        "mode": mode, "labels": labels,
+        "mode": mode, "task": task, "labels": labels,
         "seeds": runs, "summary": summary(runs), "curve": points, "examples": examples(exp, labels),
         "data": {name: manifest_stats(exp / "data" / f"{name}.jsonl")
                  for name in ("train-clean", f"train-{labels}", "dev-clean", "test-clean")},
@@ -276,11 +283,14 @@ def render(r: dict) -> tuple[str, str]:
                "that every stage ran; they say nothing about wav2vec 2.0.\n" if quick else "")
     plot_md = f"\n## Curves\n\n![learning curves]({r['plot']})\n" if r.get("plot") else ""
     n_seeds = len(r["seeds"])
+    task_md = TASKS.get(r.get("task", "commands"), "")
     page = f"""{title}
 {warning}
 Measured by `recipes/demo/run.sh` ({r['mode']}, {n_seeds} seed{'s' if n_seeds > 1 else ''}); written on {w['date']}
 by its stage 7 (`recipes/demo/local/results.py`) from `w2v score --json` outputs, on {w['cpus']} CPU cores
 ({w['cpu']}), w2v commit {w['commit']}. Nothing here is typed by hand; the same numbers are in the `.json` beside this page.
+
+Task: {task_md}
 
 ## Test set, {r['labels']} of labels
 
@@ -324,11 +334,12 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True, help="Markdown page to write (and OUT.json beside it)")
     p.add_argument("--plot", type=Path, default=None, help="PNG to link (if it exists)")
     p.add_argument("--mode", default="default", choices=["default", "quick"])
+    p.add_argument("--task", default="commands", choices=sorted(TASKS))
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 were run")
     p.add_argument("--labels", default="10m", help="the labelled amount of the main table")
     p.add_argument("--curve", default="", help="the label-efficiency curve's amounts, space- or comma-separated")
     args = p.parse_args()
-    result = collect(args.exp, args.mode, args.seeds, args.labels, args.curve.replace(",", " ").split())
+    result = collect(args.exp, args.mode, args.seeds, args.labels, args.curve.replace(",", " ").split(), args.task)
     if args.plot is not None and args.plot.is_file():
         result["plot"] = os.path.relpath(args.plot, args.out.parent)
     console, page = render(result)
