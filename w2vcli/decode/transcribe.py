@@ -111,19 +111,32 @@ def transcript(path: str, hyp: Hypothesis, num_samples: int, frame_seconds: floa
 
 
 def model_decoder(model, options):
-    """The decoder for `model`'s vocabulary; warns when the LM's text rules differ from the model's,
-    since its words would then be spelled differently from the model's output."""
+    """The decoder for `model`'s vocabulary, after `check_lm_rules`."""
     if options.lm is not None:
         from w2vcli.decode.lm import rules_path
         from w2vcli.text import TextRules
 
         path = rules_path(options.lm)
-        lm_rules = TextRules.load(path) if path.is_file() else None
-        if lm_rules is not None and lm_rules != model.text_rules:
-            warn(f"--lm {options.lm} was built with other text rules ({lm_rules.to_dict()}) than the model's "
-                 f"({model.text_rules.to_dict()}): its words may be spelled unlike the model's output; "
-                 "rebuild it with `w2v lm build --rules` and the model's text_rules.json")
+        if path.is_file():
+            check_lm_rules(TextRules.load(path), model.text_rules, options.lm)
     return make_decoder(model.vocab, options)
+
+
+def check_lm_rules(lm_rules, model_rules, lm) -> None:
+    """Refuse an LM whose words are in another case than the model's output (upper vs lower: no
+    LM word could ever match); warn about a milder difference (kept punctuation, digits, normal
+    form, a kept case), where some words are spelled differently."""
+    if lm_rules == model_rules:
+        return
+    fix = ("rebuild it with `w2v lm build TEXT --rules RULES --out LM`, RULES being the model's text rules "
+           "(the text_rules.json beside its checkpoint)")
+    if {lm_rules.case, model_rules.case} == {"upper", "lower"}:
+        raise W2VError(f"--lm {lm} holds {lm_rules.case}-case words and the model writes {model_rules.case} case, "
+                       f"so no LM word can match its output; {fix}")
+    differ = ", ".join(f"{k} {v!r} (model: {model_rules.to_dict()[k]!r})"
+                       for k, v in lm_rules.to_dict().items() if v != model_rules.to_dict()[k])
+    warn(f"--lm {lm} was built with other text rules than the model's: {differ}; words with those characters "
+         f"are spelled unlike the model's output; {fix}")
 
 
 def _default_error(path: str, message: str) -> None:
