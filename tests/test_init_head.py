@@ -43,7 +43,7 @@ def greedy(model: Wav2Vec2ForCTC, wav: np.ndarray) -> str:
 
 
 def ctc_cfg(**kw) -> FinetuneConfig:
-    return FinetuneConfig(train="t.jsonl", out="o", init="ckpt.pt", **kw)
+    return FinetuneConfig(**{"train": "no-such-dir/t.jsonl", "out": "o", "init": "ckpt.pt", **kw})
 
 
 def test_reordered_vocabulary_keeps_every_row_and_the_transcripts(tmp_path, capsys):
@@ -80,13 +80,22 @@ def test_other_units_get_a_new_head_and_a_case_mismatch_is_named(capsys):
     assert '"case": "upper"' in err
 
 
-def test_letters_reuse_the_checkpoint_vocabulary_when_it_covers_the_transcripts():
+def test_one_vocabulary_story(tmp_path):
+    """No --vocab: a CTC --init's own units when they cover the transcripts, else prepare's vocab.json
+    beside --train, else the transcripts' letters; `--vocab letters` always the transcripts' letters."""
     old = ctc_model(LETTERS)
     rows = [{"id": "1", "text": "EEE DD C"}, {"id": "2", "text": "EE D"}]  # another frequency order
-    vocab, _ = build_vocab(ctc_cfg(), rows, TextRules(), old.vocab)
-    assert vocab.tokens == LETTERS
-    vocab, _ = build_vocab(ctc_cfg(), rows + [{"id": "3", "text": "F"}], TextRules(), old.vocab)
-    assert "F" in vocab.tokens and "A" not in vocab.tokens  # the transcripts' own letters
+    cfg = ctc_cfg(train=str(tmp_path / "train.jsonl"))
+    assert build_vocab(cfg, rows, TextRules(), old.vocab)[0].tokens == LETTERS
+    with_f = rows + [{"id": "3", "text": "F"}]
+    own = build_vocab(cfg, with_f, TextRules(), old.vocab)[0].tokens
+    assert "F" in own and "A" not in own  # the transcripts' own letters
+    prepared = Vocabulary.with_boundary(LETTERS + ["F", "V"])
+    prepared.save(tmp_path / "vocab.json")
+    assert build_vocab(cfg, with_f, TextRules(), old.vocab)[0].tokens == prepared.tokens
+    assert build_vocab(cfg, rows, TextRules(), None)[0].tokens == prepared.tokens
+    assert build_vocab(ctc_cfg(train=cfg.train, vocab="letters"), rows, TextRules(), old.vocab)[0].tokens == \
+        Vocabulary.letters_from_texts([r["text"] for r in rows]).tokens
 
 
 def test_continuing_a_fine_tuned_model_keeps_its_head(tmp_path):

@@ -150,7 +150,7 @@ fi
 
 if run_stage 3 finetune; then
   w2v finetune --config "$conf/finetune.toml" --init "$out/pt/last.pt" \
-    --train "$data/train-$labels.jsonl" --valid "$data/dev-clean.jsonl" --vocab "$data/vocab.json" \
+    --train "$data/train-$labels.jsonl" --valid "$data/dev-clean.jsonl" \
     --seed "$seed" --out "$out/ft-pretrained" $(resume_flag "$out/ft-pretrained") \
     2>&1 | tee "$out/log/stage-3.log"
   finish_stage 3 finetune
@@ -158,7 +158,7 @@ fi
 
 if run_stage 4 scratch; then
   w2v finetune --config "$conf/finetune-scratch.toml" --init none \
-    --train "$data/train-$labels.jsonl" --valid "$data/dev-clean.jsonl" --vocab "$data/vocab.json" \
+    --train "$data/train-$labels.jsonl" --valid "$data/dev-clean.jsonl" \
     --seed "$seed" --out "$out/ft-scratch" $(resume_flag "$out/ft-scratch") \
     2>&1 | tee "$out/log/stage-4.log"
   finish_stage 4 scratch

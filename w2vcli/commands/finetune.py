@@ -20,7 +20,7 @@ def finetune(
     valid: Valid = None,
     preset: Preset = None,
     config: ConfigFile = None,
-    vocab: Annotated[Optional[str], typer.Option("--vocab", help="Output units: `letters` (from the transcripts), a sentencepiece .model, or a vocab.json / dict.ltr.txt.")] = None,
+    vocab: Annotated[Optional[str], typer.Option("--vocab", help="Output units: a vocab.json / dict.ltr.txt, a sentencepiece .model, or `letters` (the training transcripts' own). Default: a CTC --init's own if they hold every training letter, else the vocab.json `w2v prepare` wrote beside --train, else letters.")] = None,
     text_rules: Annotated[Optional[str], typer.Option("--text-rules", help="text_rules.json with the transcripts' normalisation (default: the one `w2v prepare` wrote beside --train, else English).")] = None,
     train_spm: Annotated[Optional[int], typer.Option("--train-spm", help="Train a sentencepiece model of N units on the training transcripts and use it.", min=2)] = None,
     freeze_updates: Annotated[Optional[int], typer.Option("--freeze-updates", help="Train only the output layer for the first N updates.", min=0)] = None,

@@ -114,7 +114,7 @@ class FinetuneConfig(TrainConfig):
     """`w2v finetune`: CTC on labelled audio from a pretrained model."""
 
     init: str = ""  # pretrained checkpoint (w2v .pt, Hugging Face dir, fairseq .pt) or "none"
-    vocab: str = "letters"  # "letters", a vocab.json / dict.ltr.txt, or a sentencepiece .model
+    vocab: str = ""  # "" (--init's, else prepare's vocab.json beside train, else letters), "letters", a file
     text_rules: str = ""  # text_rules.json ("" = the one beside the training manifest, else English)
     train_spm: int = 0  # train a sentencepiece model of this many units on the transcripts
     freeze_updates: int = 0  # train only the output layer for this many updates

@@ -1,12 +1,17 @@
-"""Output units for fine-tuning: letters from the transcripts, or sentencepiece units.
+"""Output units for fine-tuning: one vocabulary story, in this order.
 
-    --vocab letters        specials + `|` + the letters of the training transcripts (the default:
-                           the training set's letters define the model; a CTC --init whose
-                           vocabulary covers them keeps its own, so its whole head is kept)
-    --vocab PATH.model     the pieces of a sentencepiece model (word starts marked "▁")
     --vocab PATH.json      a fixed vocab.json / fairseq dict.ltr.txt (letters)
+    --vocab PATH.model     the pieces of a sentencepiece model (word starts marked "▁")
     --train-spm N          train an N-unit sentencepiece model on the training transcripts
                            (written to OUT/spm.model) and use it
+    --vocab letters        specials + `|` + the letters of the training transcripts
+    (not given)            a CTC --init's own vocabulary when it holds every training letter (so
+                           its head is kept whole), else the `vocab.json` that `w2v prepare` wrote
+                           beside --train (the letters of every prepared subset: runs on 10 minutes
+                           or 10 hours of one corpus share their units), else `letters`
+
+A --vocab file, and prepare's vocab.json, must hold the training transcripts' characters: one
+that leaves more than MAX_UNKNOWN_SHARE of them unknown is refused with the likely cause.
 """
 
 from __future__ import annotations
@@ -48,28 +53,33 @@ def _texts(rows: list[dict], name: str) -> list[str]:
 
 
 def build_vocab(cfg, rows: list[dict], rules: TextRules = ENGLISH, init_vocab: Vocabulary | None = None):
-    """(Vocabulary, sentencepiece processor or None) for a FinetuneConfig and its (normalised) training rows.
-
-    `--vocab letters` (the default) takes the training transcripts' letters, unless `init_vocab`
-    (the vocabulary of a CTC --init) holds every one of them with the same kind of units: then
-    the checkpoint's own list, so its trained head is kept row for row. A resumed run reads the
-    list it saved (OUT/vocab.json).
-    """
+    """(Vocabulary, sentencepiece processor or None) for a FinetuneConfig and its (normalised)
+    training rows, by the module docstring's order. `init_vocab`: the vocabulary of a CTC --init.
+    A resumed run reads the list it saved (OUT/vocab.json)."""
     texts = _texts(rows, cfg.train)
     if cfg.train_spm:
         trained = Path(cfg.out) / "spm.model"
         if cfg.resume and trained.is_file():  # the one this run trained before
             return _spm_vocab(trained)
         return _spm_vocab(train_spm(texts, cfg.train_spm, trained))
-    if cfg.vocab == "letters":
+    if cfg.vocab in ("", "letters"):
         saved = Path(cfg.out) / "vocab.json"
         if cfg.resume and (Path(cfg.out) / "last.pt").is_file() and saved.is_file():
             return Vocabulary.load(saved), None
         own = Vocabulary.letters_from_texts(texts, rules)
+        if cfg.vocab == "letters":
+            return own, None
         if (init_vocab is not None and init_vocab.units == own.units
                 and all(t in init_vocab.index for t in own.tokens)):
             return init_vocab, None
-        return own, None
+        prepared = Path(cfg.train).parent / "vocab.json"
+        if not prepared.is_file():
+            return own, None
+        vocab = Vocabulary.load(prepared)
+        check_coverage(vocab, texts, rules, f"{prepared} (beside --train)")
+        log(f"units: {prepared}, written by `w2v prepare` ({len(vocab)} tokens; --vocab letters for the "
+            "training transcripts' own)")
+        return vocab, None
     path = Path(cfg.vocab)
     if path.suffix == ".model":
         return _spm_vocab(path)
