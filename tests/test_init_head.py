@@ -111,6 +111,10 @@ def test_continuing_a_fine_tuned_model_keeps_its_head(tmp_path):
                                 "--out", str(tmp_path / "b"), *TINY, "--max-updates", "1", "--lr", "1e-12"])
     assert again.exit_code == 0, again.output
     assert "kept the checkpoint's head (" in again.output
+    # the one line before training: size, where it starts, units, audio per update, updates
+    summary = next(line for line in again.output.splitlines() if line.startswith("finetune: "))
+    assert "k parameters (2 layers" in summary and f"from {tmp_path / 'a' / 'last.pt'}" in summary
+    assert "units (letters)" in summary and "4 s of audio per update" in summary and "1 updates" in summary
     a, b = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("a", "b"))
     assert a["vocab"] == b["vocab"]
     assert torch.allclose(a["model"]["head.weight"], b["model"]["head.weight"], atol=1e-6)

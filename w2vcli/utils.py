@@ -81,6 +81,11 @@ class ProgressBar:
             self._log()
 
 
+def count_text(n: int) -> str:
+    """A count people read at a glance, never rounded to zero: 94.4 M, 23.6 k, 812."""
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e3 else str(n)
+
+
 def _duration(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)

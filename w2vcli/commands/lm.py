@@ -7,12 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from w2vcli.commands.layout import W2VCommand, W2VHelpGroup
+
 from w2vcli.utils import log
 
-app = typer.Typer(help="Build n-gram language models with KenLM.", no_args_is_help=True, rich_markup_mode=None)
+app = typer.Typer(cls=W2VHelpGroup, help="Build n-gram language models with KenLM.", no_args_is_help=True, rich_markup_mode=None)
 
 
-@app.command("build")
+@app.command("build", cls=W2VCommand)
 def build(
     texts: Annotated[list[Path], typer.Argument(help="Text files (plain or .gz), one sentence per line, or JSONL manifests (their text fields).", dir_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model file to write (KenLM binary, or ARPA with --arpa).", dir_okay=False)],

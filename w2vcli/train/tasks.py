@@ -196,6 +196,24 @@ class ManifestTask:
     def before_step(self, model: torch.nn.Module, update: int) -> None:
         pass
 
+    def summarize(self, units: str) -> None:
+        """One line before training: model size and units, where it starts, what an update holds, how many."""
+        if not self.dist.main:
+            return
+        from w2vcli.audio import SAMPLE_RATE
+        from w2vcli.utils import count_text
+
+        cfg, c = self.cfg, self.model.config
+        params = count_text(sum(p.numel() for p in self.model.parameters()))
+        start = (f"resuming {Path(cfg.out) / 'last.pt'}" if saved_model_config(cfg) is not None
+                 else f"from {cfg.init}" if getattr(cfg, "init", "") and cfg.init.lower() not in ("none", "scratch")
+                 else "random init")
+        seconds = cfg.max_tokens * cfg.update_freq * self.dist.world_size / SAMPLE_RATE
+        log(f"{cfg.task}: {params} parameters ({c.num_layers} layers × {c.hidden_size} wide, {start}; "
+            f"training defaults of preset {cfg.preset}), {units}; up to {seconds:.0f} s of audio per update "
+            f"({cfg.max_tokens} samples × {cfg.update_freq} × {self.dist.world_size} process(es)), "
+            f"{cfg.max_updates} updates, peak lr {cfg.lr:g}")
+
     def log_fields(self, update: int) -> dict[str, float]:
         return {}
 
@@ -230,6 +248,8 @@ class PretrainTask(ManifestTask):
             self.model = Wav2Vec2ForPreTraining(get_preset(cfg.preset).replace(**cfg.model))
         self.model.wav2vec2.checkpoint_activations(cfg.checkpoint_activations)
         self.find_unused_parameters = self.model.config.layer_drop > 0
+        c = self.model.config
+        self.summarize(f"{c.num_codebooks}×{c.codebook_size} codewords")
 
     def temperature(self, update: int) -> float:
         return self.model.config.gumbel_temperature(update)
@@ -284,6 +304,7 @@ class FinetuneTask(ManifestTask):
             self.model.freeze_feature_encoder()
         self.model.wav2vec2.checkpoint_activations(cfg.checkpoint_activations)
         self._head = {id(p) for p in self.model.head.parameters()}
+        self.summarize(f"{len(self.vocab)} units ({self.vocab.units})")
 
     def targets(self, rows: list[dict]) -> list[list[int]]:
         return encode_targets(rows, self.vocab, self.spm)
