@@ -92,3 +92,18 @@ def test_init_is_compared_with_the_preset_and_the_files_model_table(tmp_path):
     with pytest.raises(W2VError, match="num_layers"):
         resolve(PretrainConfig, None, [{"preset": "tiny", "init": str(tmp_path / "pt.pt"), "model": {"ffn_dim": 48}}],
                 config)
+
+
+def test_setup_sends_every_installer_through_its_log():
+    """scripts/setup.sh prints its own lines only: pip's and apt-get's output (setuptools banners,
+    WheelFile lines) goes to tools/setup.log, shown when a step fails."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for script in ("scripts/setup.sh", "scripts/install_kenlm.sh"):
+        for line in (root / script).read_text().replace("\\\n", " ").splitlines():
+            code = line.split("#")[0]
+            if ("pip install" in code or "pip download" in code or "apt-get" in code) and "echo" not in code:
+                assert code.lstrip().startswith(("quietly ", "if ! ")) and (">" in code or "quietly" in code), line
+    readme = (root / "README.md").read_text()
+    assert "through `sudo` when you are not root" in readme and "`make test` from a fresh clone took" in readme
