@@ -66,6 +66,12 @@ class ProgressBar:
         elif time.monotonic() - self.last >= PROGRESS_LOG_SECONDS:
             self._log()
 
+    def add_total(self, n: float) -> None:
+        """More to do than announced (a search that decides its next steps as it goes)."""
+        self.total += n
+        if self.rich is not None:
+            self.rich.update(self.task, total=self.total)
+
     def _log(self) -> None:
         self.last = time.monotonic()
         elapsed = self.last - self.t0

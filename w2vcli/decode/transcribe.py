@@ -237,12 +237,49 @@ def tune_pairs(alphas: list[float], betas: list[float], trials: int = 0, seed: i
     ]
 
 
+def coarse_pairs(alphas: list[float], betas: list[float]) -> list[tuple[float, float]]:
+    """Every other value of each axis (both ends kept), crossed: where `tune_lm(grid=...)` starts."""
+    def every_other(values: list[float]) -> list[float]:
+        return sorted(set(values[::2]) | {values[-1]})
+
+    return [(a, b) for a in every_other(alphas) for b in every_other(betas)]
+
+
+def grid_neighbours(alphas: list[float], betas: list[float], pair: tuple[float, float]) -> list[tuple[float, float]]:
+    """The pairs of the grid next to `pair` (one step along either axis or both)."""
+    i, j = alphas.index(pair[0]), betas.index(pair[1])
+    return [(alphas[a], betas[b]) for a in range(max(i - 1, 0), min(i + 2, len(alphas)))
+            for b in range(max(j - 1, 0), min(j + 2, len(betas))) if (a, b) != (i, j)]
+
+
+def search_grid(score: Callable[[float, float], tuple], pairs: list[tuple[float, float]],
+                grid: tuple[list[float], list[float]] | None = None,
+                more: Callable[[int], None] = lambda n: None) -> dict[tuple[float, float], tuple]:
+    """Score `pairs` (lower is better); with `grid`, then the untried grid neighbours of the best
+    pair so far, until the best has none left. `more(n)` hears of each round of n further pairs.
+    Returns every pair's score."""
+    scores: dict[tuple[float, float], tuple] = {}
+    todo = list(pairs)
+    while todo:
+        for pair in todo:
+            scores[pair] = score(*pair)
+        todo = [] if grid is None else [p for p in grid_neighbours(*grid, min(scores, key=scores.get)) if p not in scores]
+        if todo:
+            more(len(todo))
+    return scores
+
+
 def tune_lm(
-    model, rows: list[dict], options: TranscribeOptions, pairs: list[tuple[float, float]], on_error=_default_error
+    model, rows: list[dict], options: TranscribeOptions, pairs: list[tuple[float, float]], on_error=_default_error,
+    grid: tuple[list[float], list[float]] | None = None,
 ) -> tuple[list[TuneResult], Stats]:
     """WER of beam search with each (α, β) on a dev manifest; emissions are computed once.
 
-    Results come sorted by WER (then CER); the greedy baseline is included with α = β = None.
+    With `grid` = (alphas, betas), `pairs` is a coarse part of that grid (`coarse_pairs`), and
+    the grid neighbours of the best pair so far are tried until the best one has no untried
+    neighbour: a local search that reaches the grid's best in a fraction of its pairs when WER
+    falls smoothly towards it. Results come sorted by WER (then CER); the greedy baseline is
+    included with α = β = None.
     """
     from w2vcli.decode.ctc import GreedyDecoder
     from w2vcli.score import score_texts
@@ -272,17 +309,23 @@ def tune_lm(
         report = score_texts({k: refs[k] for k in keys}, hyps, on_missing=lambda _m: None, rules=model.text_rules)
         return report.wer, report.cer
 
+    # scripts written without spaces: WER is the sentence error rate, CER decides (w2vcli/score.py)
+    def rank(r: TuneResult) -> tuple[float, float]:
+        return (r.cer, r.wer) if not model.text_rules.word_boundary else (r.wer, r.cer)
+
     greedy = GreedyDecoder(model.vocab)
     results = [TuneResult(None, None, *wer_of([greedy.decode(emissions[k]).text for k in keys]))]
     decoder = model_decoder(model, options.decoding)
     with ProgressBar("tuning", len(pairs), "(α, β) pairs") as progress, DecoderPool(decoder, options.jobs) as pool:
-        for alpha, beta in pairs:
+        def score(alpha: float, beta: float) -> tuple[float, float]:
             out = pool.map([emissions[k] for k in keys], weights=(alpha, beta))
             stats.decode_seconds += sum(sec for _, sec in out)
             results.append(TuneResult(alpha, beta, *wer_of([hyp.text for hyp, _ in out])))
             progress.advance()
+            return rank(results[-1])
+
+        search_grid(score, pairs, grid, progress.add_total)
         stats.decode_jobs = pool.jobs
     stats.wall_seconds = time.perf_counter() - t_start
-    # scripts written without spaces: WER is the sentence error rate, CER decides (w2vcli/score.py)
-    results.sort(key=lambda r: (r.cer, r.wer) if not model.text_rules.word_boundary else (r.wer, r.cer))
+    results.sort(key=rank)
     return results, stats
