@@ -46,14 +46,20 @@ def test_command_summaries_are_whole_sentences():
     assert "diversity loss)" in run("--help").output  # the end of pretrain's first sentence
 
 
-def test_argument_errors_come_before_torch_loads(tmp_path):
+@pytest.mark.parametrize("args, error", [
+    (["finetune", "--train", "{m}", "--out", "{o}"], "1 False error: --init is required"),
+    (["pretrain", "--train", "{m}", "--out", "{o}", "--precision", "fp64"], "1 False error: --precision must be"),
+    (["transcribe", "{m}", "a.wav", "--manifest", "{m}"], "1 False error: give either AUDIO files or --manifest"),
+])
+def test_argument_errors_come_before_torch_loads(tmp_path, args, error):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("{}\n")
+    args = [a.format(m=manifest, o=tmp_path / "o") for a in args]
     code = ("import sys\nfrom typer.testing import CliRunner\nfrom w2vcli.cli import app\n"
-            f"r = CliRunner().invoke(app, ['finetune', '--train', {str(manifest)!r}, '--out', {str(tmp_path / 'o')!r}])\n"
+            f"r = CliRunner().invoke(app, {args!r})\n"
             "print(r.exit_code, 'torch' in sys.modules, r.output.strip())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.startswith("1 False error: --init is required"), out
+    assert out.startswith(error), out
 
 
 def test_interrupted_prepare_says_what_was_finished(tmp_path, monkeypatch):

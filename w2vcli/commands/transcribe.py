@@ -60,12 +60,8 @@ def transcribe(
     or unreadable file is named in a warning, the others are transcribed, and the exit code is
     1 at the end. Long files are transcribed in overlapping windows with bounded memory.
     """
-    import w2vcli
     from w2vcli import cpu
-    from w2vcli.decode.ctc import DecodingOptions
-    from w2vcli.decode.emissions import EmissionOptions
     from w2vcli.decode.output import Output
-    from w2vcli.decode.transcribe import TranscribeOptions, transcribe_files_to, transcribe_manifest_to
 
     if stride_seconds is not None:
         warn("--stride-seconds is renamed --context-seconds (context on each side of a window); the old name will go")
@@ -80,6 +76,11 @@ def transcribe(
         raise W2VError("--tune needs --manifest DEV.jsonl (with text) and --lm")
     if fmt in ("srt", "vtt") and len(files) > 1 and out_dir is None:
         raise W2VError(f"--format {fmt} for several files needs --out-dir")
+
+    import w2vcli  # torch loads here, after the options are checked
+    from w2vcli.decode.ctc import DecodingOptions
+    from w2vcli.decode.emissions import EmissionOptions
+    from w2vcli.decode.transcribe import TranscribeOptions, transcribe_files_to, transcribe_manifest_to
 
     if jobs is None:  # tuning runs the model first, then only the beam search: every core decodes
         jobs = cpu.usable_cores() if tune else 1
