@@ -88,7 +88,7 @@ class ProgressBar:
 
 
 def count_text(n: int) -> str:
-    """A count people read at a glance, never rounded to zero: 94.4 M, 23.6 k, 812."""
+    """A count people read at a glance, never rounded to zero: 94.4 M, 23.6 k, 812 (parameters, bytes)."""
     return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e3 else str(n)
 
 

@@ -9,7 +9,7 @@ import typer
 
 from w2vcli.commands.layout import W2VCommand, W2VHelpGroup
 
-from w2vcli.utils import log
+from w2vcli.utils import count_text, log
 
 app = typer.Typer(cls=W2VHelpGroup, help="Build n-gram language models with KenLM.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -46,6 +46,6 @@ def build(
     )  # fmt: skip
     res = build_lm(cfg)
     log(
-        f"wrote {res.model} ({res.model.stat().st_size / 1e6:.1f} MB, order {order}, {res.vocabulary} words; "
+        f"wrote {res.model} ({count_text(res.model.stat().st_size)}B, order {order}, {res.vocabulary} words; "
         f"{res.sentences} sentences, {res.excluded} excluded) and {res.unigrams}"
     )
