@@ -285,10 +285,10 @@ class FinetuneTask(ManifestTask):
         super().__init__(cfg, dist)
         from w2vcli.decode.ctc import GreedyDecoder
 
-        # every transcript, training and validation, goes through the run's text rules
         saved = saved_model_config(cfg)
         if saved is None and init_model is None and cfg.init.lower() not in ("none", "scratch"):
             init_model = load_init("finetune", cfg.init)  # its vocabulary may be the run's
+        # every transcript, training and validation, goes through the run's text rules
         self.text_rules = resolve_text_rules(cfg, getattr(init_model, "text_rules", None))
         self.train_rows = normalize_rows(self.train_rows, self.text_rules)
         self.valid_rows = normalize_rows(self.valid_rows, self.text_rules)
