@@ -149,3 +149,16 @@ def test_a_small_share_of_unknown_characters_only_warns(tmp_path, capsys):
     rows = [{"id": "1", "text": "ABCDE " * 20 + "F"}]
     vocab, _ = build_vocab(ctc_cfg(vocab=str(tmp_path / "vocab.json")), rows, TextRules())
     assert vocab.tokens == LETTERS and "1 character(s) of the training transcripts are not in it" in capsys.readouterr().err
+
+
+def test_a_sentencepiece_model_of_the_other_case_is_refused(tmp_path):
+    from w2vcli.train.vocab import train_spm
+
+    texts = ["the white whale swam", "a whale and a ship", "the ship sails on"] * 20
+    train_spm([t.upper() for t in texts], 20, tmp_path / "upper.model")
+    rows = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+    with pytest.raises(W2VError, match="upper case and the text rules make the transcripts lower case"):
+        build_vocab(ctc_cfg(vocab=str(tmp_path / "upper.model")), rows, TextRules(case="lower"))
+    train_spm(texts, 20, tmp_path / "lower.model")
+    vocab, sp = build_vocab(ctc_cfg(vocab=str(tmp_path / "lower.model")), rows, TextRules(case="lower"))
+    assert sp is not None and vocab.pieces

@@ -82,7 +82,11 @@ def build_vocab(cfg, rows: list[dict], rules: TextRules = ENGLISH, init_vocab: V
         return vocab, None
     path = Path(cfg.vocab)
     if path.suffix == ".model":
-        return _spm_vocab(path)
+        vocab, sp = _spm_vocab(path)
+        chars = sorted({c for t in vocab.tokens[len(SPECIALS):] for c in t.replace("\u2581", "")})
+        check_coverage(Vocabulary(list(SPECIALS) + chars, word_boundary=None, pieces=False), texts, rules,
+                       f"--vocab {path}")  # the characters its pieces are made of
+        return vocab, sp
     vocab = Vocabulary.load(path)
     check_coverage(vocab, texts, rules, f"--vocab {path}")
     return vocab, None
