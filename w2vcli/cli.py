@@ -31,6 +31,9 @@ USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROF
                errno.ENOTDIR, errno.ENOENT, errno.EIO, errno.ENAMETOOLONG, errno.ELOOP, errno.EMFILE}
 
 
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 class W2VGroup(W2VHelpGroup):
     """Runs subcommands and turns a `W2VError` (or an OSError such as a full disk) into one red
     line and exit code 1, and a usage error (a missing or bad option, click's `Error: ...` under
@@ -42,7 +45,10 @@ class W2VGroup(W2VHelpGroup):
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)  # an exit code, or None on success
         except click.ClickException as exc:
-            report_usage_error(exc)
+            if isinstance(exc, NO_ARGS_IS_HELP):  # `w2v`, `w2v prepare` alone: the help, as click shows it
+                exc.show()
+            else:
+                report_usage_error(exc)
             sys.exit(exc.exit_code)
         except typer.Abort:
             report_error(W2VError("aborted"))
