@@ -27,7 +27,7 @@ def test_usage_errors_read_like_every_other_error(tmp_path):
     assert res.exit_code == 2 and res.output.startswith("error: missing argument 'MODEL'")
     for alone in ([], ["prepare"], ["lm"]):  # a group alone still shows its help
         res = run(*alone)
-        assert "Commands:" in res.output and "error" not in res.output, res.output
+        assert "Commands:" in res.output and "error:" not in res.output, res.output
 
 
 def test_help_marks_required_options_groups_them_and_names_arguments():
