@@ -263,7 +263,8 @@ def search_grid(score: Callable[[float, float], tuple], pairs: list[tuple[float,
     while todo:
         for pair in todo:
             scores[pair] = score(*pair)
-        todo = [] if grid is None else [p for p in grid_neighbours(*grid, min(scores, key=scores.get)) if p not in scores]
+        best = min(scores, key=scores.get)
+        todo = [] if grid is None else [p for p in grid_neighbours(*grid, best) if p not in scores]
         if todo:
             more(len(todo))
     return scores

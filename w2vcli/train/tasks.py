@@ -405,7 +405,8 @@ def carry_head(model, pretrained) -> str:
     if len(pairs) == n == len(old):
         order = "" if new.tokens == old.tokens else ", rows reordered to this vocabulary"
         return f"kept the checkpoint's head ({n} units{order})"
-    return f"mapped {len(pairs)} of {n} head rows from the checkpoint's {len(old)}, {n - len(pairs)} new{_case_hint(old, new)}"
+    return (f"mapped {len(pairs)} of {n} head rows from the checkpoint's {len(old)}, {n - len(pairs)} new"
+            + _case_hint(old, new))
 
 
 def _case_hint(old, new) -> str:
