@@ -16,8 +16,13 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "kenlm: fetching the source package"
-"$python" -m pip download --no-deps --no-binary :all: --no-build-isolation -q -d "$work" kenlm 2>&1 \
-  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+mkdir -p "$dest"
+if ! "$python" -m pip download --no-deps --no-binary :all: --no-build-isolation -q -d "$work" kenlm \
+    >"$dest/download.log" 2>&1; then
+  cat "$dest/download.log" >&2
+  echo "kenlm: could not fetch the kenlm source package from PyPI" >&2
+  exit 1
+fi
 tar -xzf "$work"/kenlm-*.tar.gz -C "$work"
 src=$(find "$work" -maxdepth 1 -type d -name 'kenlm-*' | head -n1)
 echo "kenlm: building lmplz build_binary query (about a minute)"

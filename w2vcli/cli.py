@@ -19,9 +19,9 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer  # noqa: E402
-from typer.core import TyperGroup  # noqa: E402
 
 from w2vcli import __version__  # noqa: E402
+from w2vcli.commands.layout import W2VCommand, W2VHelpGroup, click  # noqa: E402
 from w2vcli.cpu import keep_freed_memory  # noqa: E402
 from w2vcli.errors import W2VError, report_error  # noqa: E402
 
@@ -31,9 +31,29 @@ USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROF
                errno.ENOTDIR, errno.ENOENT, errno.EIO, errno.ENAMETOOLONG, errno.ELOOP, errno.EMFILE}
 
 
-class W2VGroup(TyperGroup):
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+class W2VGroup(W2VHelpGroup):
     """Runs subcommands and turns a `W2VError` (or an OSError such as a full disk) into one red
-    line and exit code 1."""
+    line and exit code 1, and a usage error (a missing or bad option, click's `Error: ...` under
+    a usage block) into the same `error: ...` line, exit code 2."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)  # an exit code, or None on success
+        except click.ClickException as exc:
+            if isinstance(exc, NO_ARGS_IS_HELP):  # `w2v`, `w2v prepare` alone: the help, as click shows it
+                exc.show()
+            else:
+                report_usage_error(exc)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            report_error(W2VError("aborted"))
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx):
         try:
@@ -66,6 +86,16 @@ app = typer.Typer(
 )
 
 
+def report_usage_error(exc: click.ClickException) -> None:
+    """click's message in w2v's style: "error: missing option '--train' (w2v finetune --help)"."""
+    message = exc.format_message().strip().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message += f" (see {ctx.command_path} --help)"
+    report_error(W2VError(message))
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"w2v {__version__}")
@@ -84,13 +114,13 @@ def _register() -> None:
     from w2vcli.commands import align, export, finetune, lm, prepare, pretrain, score, transcribe
 
     app.add_typer(prepare.app, name="prepare")
-    app.command("pretrain")(pretrain.pretrain)
-    app.command("finetune")(finetune.finetune)
-    app.command("transcribe")(transcribe.transcribe)
-    app.command("score")(score.score)
-    app.command("align")(align.align)
+    app.command("pretrain", cls=W2VCommand)(pretrain.pretrain)
+    app.command("finetune", cls=W2VCommand)(finetune.finetune)
+    app.command("transcribe", cls=W2VCommand)(transcribe.transcribe)
+    app.command("score", cls=W2VCommand)(score.score)
+    app.command("align", cls=W2VCommand)(align.align)
     app.add_typer(lm.app, name="lm")
-    app.command("export")(export.export)
+    app.command("export", cls=W2VCommand)(export.export)
 
 
 _register()

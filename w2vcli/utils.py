@@ -66,6 +66,12 @@ class ProgressBar:
         elif time.monotonic() - self.last >= PROGRESS_LOG_SECONDS:
             self._log()
 
+    def add_total(self, n: float) -> None:
+        """More to do than announced (a search that decides its next steps as it goes)."""
+        self.total += n
+        if self.rich is not None:
+            self.rich.update(self.task, total=self.total)
+
     def _log(self) -> None:
         self.last = time.monotonic()
         elapsed = self.last - self.t0
@@ -79,6 +85,11 @@ class ProgressBar:
             self.rich.__exit__(*exc)
         elif self.logged_done not in (None, self.done) and exc[0] is None:  # the end, when it was followed
             self._log()
+
+
+def count_text(n: int) -> str:
+    """A count people read at a glance, never rounded to zero: 94.4 M, 23.6 k, 812 (parameters, bytes)."""
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e3 else str(n)
 
 
 def _duration(seconds: float) -> str:

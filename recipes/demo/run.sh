@@ -216,7 +216,7 @@ finetune() {
   [ "$1" = pretrained ] && init=$sd/pt/last.pt cfg=$conf/finetune.toml
   draw_subsets "$3"
   w2v finetune --config "$cfg" --init "$init" --train "$data/train-$3.jsonl" --valid "$data/dev-clean.jsonl" \
-    --vocab "$data/vocab.json" --seed "$2" --out "$sd/ft-$1-$3" $(resume_flag "$sd/ft-$1-$3")
+    --seed "$2" --out "$sd/ft-$1-$3" $(resume_flag "$sd/ft-$1-$3")
 }
 
 # decode SEED AMOUNT: both rows on the test set, greedy and with the 4-gram

@@ -183,7 +183,7 @@ if run_stage 4 finetune; then
     ft=$out/ft-$model-$split
     log "fine-tuning $model on $split from $init"
     w2v finetune --config "$recipe/conf/finetune-$model-$split.toml" --init "$init" \
-      --train "$data/train-$split.jsonl" --valid "$data/dev-other.jsonl" --vocab "$data/vocab.json" \
+      --train "$data/train-$split.jsonl" --valid "$data/dev-other.jsonl" \
       --gpus "$gpus" --out "$ft" $(resume_flag "$ft") $finetune_args 2>&1 | tee -a "$out/log/stage-4.log"
   done
   finish_stage 4 finetune

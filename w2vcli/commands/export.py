@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from w2vcli.errors import W2VError
-from w2vcli.utils import log
+from w2vcli.utils import count_text, log
 
 
 def export(
@@ -54,4 +54,4 @@ def export(
         if out.is_dir():
             raise W2VError(f"--out {out} is a directory; give a .pt file name")
         save_checkpoint(out, model)
-    log(f"wrote {type(model).__name__} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters) to {out}")
+    log(f"wrote {type(model).__name__} ({count_text(sum(p.numel() for p in model.parameters()))} parameters) to {out}")

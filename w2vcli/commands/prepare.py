@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 
-app = typer.Typer(help="Write JSONL manifests, a vocabulary and transcripts from a corpus.", no_args_is_help=True,
+from w2vcli.commands.layout import W2VCommand, W2VHelpGroup
+
+app = typer.Typer(cls=W2VHelpGroup, help="Write JSONL manifests, a vocabulary and transcripts from a corpus.", no_args_is_help=True,
                   rich_markup_mode=None)
 
 Jobs = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all cores).")]
@@ -19,6 +22,37 @@ Keep = Annotated[Optional[str], typer.Option("--keep", help="Punctuation kept as
 Digits = Annotated[str, typer.Option("--digits", help="keep: digits are characters; skip: leave out utterances with digits. Never deleted silently.")]
 WordBoundary = Annotated[Optional[bool], typer.Option("--word-boundary/--no-word-boundary", help="Words separated by `|` (default: yes, unless the transcripts are in a script written without spaces: Chinese, Japanese, Thai...).", show_default=False)]
 RulesFile = Annotated[Optional[Path], typer.Option("--rules", help="Use the text rules of another prepared corpus (its text_rules.json); overrides --case/--keep/--digits.", dir_okay=False)]
+
+
+@contextlib.contextmanager
+def _interrupted(left: Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C: say what was finished and what a rerun does (`left()`), exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from w2vcli.utils import log
+
+        log(f"interrupted: {left()}")
+        raise typer.Exit(130) from None
+
+
+def _finished_subsets(out: Path) -> str:
+    done = sorted(p.name[: -len(".done")] for p in out.glob("*.done")) if out.is_dir() else []
+    if not done:
+        return f"no subset finished in {out} yet; the same command starts again"
+    return (f"finished in {out}: {', '.join(done)}; the same command again skips them and prepares the rest "
+            "(the vocabulary then covers all)")
+
+
+def _converted(out: Path, convert: Path | None) -> str:
+    copies = sum(1 for _ in convert.rglob("*.flac")) if convert is not None and convert.is_dir() else 0
+    kept = (f"{copies} FLAC copies in {convert} are kept and reused by the same command again"
+            if copies else "the same command starts again")
+    return f"the manifests in {out} are written at the end, so none yet; {kept}"
+
+
+def _nothing_written(out: Path) -> str:
+    return f"nothing was written to {out} (outputs are written at the end); run the same command again"
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -43,7 +77,7 @@ def _out_file(out: Path) -> Path:
     return out
 
 
-@app.command("librispeech")
+@app.command("librispeech", cls=W2VCommand)
 def librispeech(
     root: Annotated[Path, typer.Argument(help="LibriSpeech root (holding SUBSET/SPK/CHAP) or one subset directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for manifests and vocabulary.")],
@@ -69,10 +103,11 @@ def librispeech(
 
     sample = sample_transcripts(root) if word_boundary is None and rules is None else None
     text_rules = choose_rules(case or "upper", keep, digits, word_boundary, sample, rules)
-    prepare_librispeech(root, _out_folder(out), subsets=_split(subsets), force=force, jobs=jobs, rules=text_rules)
+    with _interrupted(lambda: _finished_subsets(out)):
+        prepare_librispeech(root, _out_folder(out), subsets=_split(subsets), force=force, jobs=jobs, rules=text_rules)
 
 
-@app.command("fairseq")
+@app.command("fairseq", cls=W2VCommand)
 def fairseq(
     tsv: Annotated[list[Path], typer.Argument(help="fairseq .tsv manifests (.wrd/.ltr beside them give text).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: one <name>.jsonl per .tsv.")],
@@ -90,10 +125,11 @@ def fairseq(
     sample = None
     if word_boundary is None and rules is None:
         sample = [r["text"] for t in tsv if t.suffix == ".tsv" for r in read_manifest(t)[:200] if r.get("text")]
-    prepare_fairseq(tsv, _out_folder(out), choose_rules(case or "upper", keep, digits, word_boundary, sample, rules))
+    with _interrupted(lambda: _nothing_written(out)):
+        prepare_fairseq(tsv, _out_folder(out), choose_rules(case or "upper", keep, digits, word_boundary, sample, rules))
 
 
-@app.command("commonvoice")
+@app.command("commonvoice", cls=W2VCommand)
 def commonvoice(
     root: Annotated[Path, typer.Argument(help="One Common Voice language folder (clips/, train.tsv, dev.tsv, test.tsv, ...).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for manifests and vocabulary.")],
@@ -124,11 +160,12 @@ def commonvoice(
     names = _split(splits) or []
     sample = sample_sentences(root, names) if word_boundary is None and rules is None else None
     text_rules = choose_rules(case or "lower", keep, digits, word_boundary, sample, rules)
-    prepare_commonvoice(root, _out_folder(out), text_rules, splits=names, votes=VoteFilter(min_up_votes, max_down_votes),
-                        convert_to=convert, jobs=jobs, force=force)
+    with _interrupted(lambda: _converted(out, convert)):
+        prepare_commonvoice(root, _out_folder(out), text_rules, splits=names,
+                            votes=VoteFilter(min_up_votes, max_down_votes), convert_to=convert, jobs=jobs, force=force)
 
 
-@app.command("table")
+@app.command("table", cls=W2VCommand)
 def table(
     file: Annotated[Path, typer.Argument(help="A .tsv or .csv table whose first row names the columns.", exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output manifest (.jsonl); text_rules.json and vocab.json go beside it.", dir_okay=False)],
@@ -157,10 +194,11 @@ def table(
     columns = Columns(audio_column, text_column, speaker_column)
     sample = [r["text"] for _, r in read_table(file, columns)[0][:200]] if word_boundary is None and rules is None else None
     text_rules = choose_rules(case or "lower", keep, digits, word_boundary, sample, rules)
-    prepare_table(file, _out_file(out), text_rules, columns, jobs=jobs, force=force)
+    with _interrupted(lambda: _nothing_written(out)):
+        prepare_table(file, _out_file(out), text_rules, columns, jobs=jobs, force=force)
 
 
-@app.command("folder")
+@app.command("folder", cls=W2VCommand)
 def folder(
     directory: Annotated[Path, typer.Argument(help="Folder searched recursively for audio files.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output manifest (.jsonl).")],
@@ -169,10 +207,11 @@ def folder(
     """An unlabeled manifest (for pretraining) of every audio file soundfile reads under DIRECTORY."""
     from w2vcli.data.folder import prepare_folder
 
-    prepare_folder(directory, _out_file(out), jobs=jobs)
+    with _interrupted(lambda: _nothing_written(out)):
+        prepare_folder(directory, _out_file(out), jobs=jobs)
 
 
-@app.command("synth")
+@app.command("synth", cls=W2VCommand)
 def synth(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output corpus root (LibriSpeech layout).")],
     hours: Annotated[float, typer.Option(min=0.0, help="Hours of training audio (subset train-clean).")] = 1.0,
@@ -196,10 +235,11 @@ def synth(
     cfg = SynthConfig(train_hours=hours, dev_minutes=dev_minutes, test_minutes=test_minutes,
                       train_speakers=speakers, heldout_speakers=heldout_speakers,
                       sentences=sentences, seed=seed)
-    synthesize(cfg, _out_folder(out), jobs=jobs, force=force)
+    with _interrupted(lambda: f"the corpus in {out} is unfinished; the same command again synthesizes it anew"):
+        synthesize(cfg, _out_folder(out), jobs=jobs, force=force)
 
 
-@app.command("subset")
+@app.command("subset", cls=W2VCommand)
 def subset(
     manifest: Annotated[Path, typer.Argument(help="Manifest to draw from (.jsonl or fairseq .tsv).", exists=True, dir_okay=False)],
     minutes: Annotated[float, typer.Option("--minutes", min=0.0, help="Duration to draw, in minutes (whole utterances, at most this much).")],

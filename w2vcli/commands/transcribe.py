@@ -43,7 +43,7 @@ def transcribe(
     context_seconds: Annotated[float, typer.Option("--context-seconds", help="Long audio: seconds of context on each side of a window.")] = 5.0,
     stride_seconds: Annotated[Optional[float], typer.Option("--stride-seconds", hidden=True, help="Old name of --context-seconds.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Files (or windows) per forward pass.")] = 8,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Beam-search decoder processes (pure Python, one core each), overlapping with the model.")] = 1,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="Beam-search decoder processes (pure Python, one core each), overlapping with the model (default 1; with --tune, the usable cores).", min=1)] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16. auto: bf16/fp16 on CUDA; on a CPU bf16 where it is native (AVX512_BF16/AMX), else fp32 (docs/transcribe.md).")] = "auto",
     vocab: Annotated[Optional[Path], typer.Option("--vocab", help="Vocabulary (vocab.json or fairseq dict.ltr.txt) for a model that has none with it, or instead of its own.", exists=True, dir_okay=False)] = None,
@@ -52,6 +52,8 @@ def transcribe(
     tune_alpha: Annotated[str, typer.Option("--tune-alpha", help="α values of the grid (or the range of random trials).")] = "0,0.25,0.5,0.75,1,1.5,2",
     tune_beta: Annotated[str, typer.Option("--tune-beta", help="β values of the grid (or the range of random trials).")] = "-1,0,1,2,3",
     tune_trials: Annotated[int, typer.Option("--tune-trials", help="Random (α, β) trials instead of the grid (0 = grid).")] = 0,
+    tune_full: Annotated[bool, typer.Option("--tune-full", help="Try every pair of the grid, instead of every other value first and then the neighbours of the best.")] = False,
+    tune_minutes: Annotated[float, typer.Option("--tune-minutes", help="Tune on at most this many minutes of --manifest, whole utterances spread over speakers (0 = all).", min=0)] = 5.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random trials.")] = 0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the model (default: the usable cores less one per --jobs decoder process, or OMP_NUM_THREADS; 0 = torch's default).", min=0)] = None,
 ) -> None:
@@ -62,12 +64,8 @@ def transcribe(
     or unreadable file is named in a warning, the others are transcribed, and the exit code is
     1 at the end. Long files are transcribed in overlapping windows with bounded memory.
     """
-    import w2vcli
     from w2vcli import cpu
-    from w2vcli.decode.ctc import DecodingOptions
-    from w2vcli.decode.emissions import EmissionOptions
     from w2vcli.decode.output import Output
-    from w2vcli.decode.transcribe import TranscribeOptions, transcribe_files_to, transcribe_manifest_to
 
     if stride_seconds is not None:
         warn("--stride-seconds is renamed --context-seconds (context on each side of a window); the old name will go")
@@ -83,7 +81,14 @@ def transcribe(
     if fmt in ("srt", "vtt") and len(files) > 1 and out_dir is None:
         raise W2VError(f"--format {fmt} for several files needs --out-dir")
 
-    cpu.set_threads(cpu.inference_threads(cpu.AUTO if threads is None else threads, jobs))
+    import w2vcli  # torch loads here, after the options are checked
+    from w2vcli.decode.ctc import DecodingOptions
+    from w2vcli.decode.emissions import EmissionOptions
+    from w2vcli.decode.transcribe import TranscribeOptions, transcribe_files_to, transcribe_manifest_to
+
+    if jobs is None:  # tuning runs the model first, then only the beam search: every core decodes
+        jobs = cpu.usable_cores() if tune else 1
+    cpu.set_threads(cpu.inference_threads(cpu.AUTO if threads is None else threads, 1 if tune else jobs))
     model = w2vcli.load_ctc_model(model_path, device="cpu", vocab=vocab)
     beam_size = beam if beam is not None else (max(50, nbest) if lm is not None or hotwords or nbest > 1 else 0)
     # hotwords are spelled like the model's output: normalised by its text rules
@@ -104,7 +109,7 @@ def transcribe(
 
         rows = read_manifest(manifest)
         if tune:
-            _tune(model, rows, options, tune_alpha, tune_beta, tune_trials, seed, out)
+            _tune(model, rows, options, (tune_alpha, tune_beta, tune_trials, tune_full, tune_minutes), seed, out)
             return
         stats = transcribe_manifest_to(model, rows, options, out)
         log(f"wrote {stats.files} hypotheses to {out}")
@@ -118,15 +123,28 @@ def transcribe(
                        + ", ".join(stats.failed[:5]) + (" ..." if len(stats.failed) > 5 else ""))  # fmt: skip
 
 
-def _tune(model, rows, options, tune_alpha: str, tune_beta: str, trials: int, seed: int, out: Path | None) -> None:
+def _tune(model, rows, options, search: tuple, seed: int, out: Path | None) -> None:
+    """--tune: on at most --tune-minutes of the manifest, the coarse grid refined around its best
+    (or the whole grid, or random trials), beams in --jobs processes; prints the WER table."""
     from rich.console import Console
     from rich.table import Table
 
-    from w2vcli.decode.transcribe import tune_lm, tune_pairs
+    from w2vcli.data.manifest import duration, subset_manifest
+    from w2vcli.decode.transcribe import coarse_pairs, tune_lm, tune_pairs
     from w2vcli.utils import write_jsonl
 
-    pairs = tune_pairs(_floats(tune_alpha, "--tune-alpha"), _floats(tune_beta, "--tune-beta"), trials, seed)
-    results, stats = tune_lm(model, rows, options, pairs)
+    tune_alpha, tune_beta, trials, full, minutes = search
+    alphas = sorted(set(_floats(tune_alpha, "--tune-alpha")))
+    betas = sorted(set(_floats(tune_beta, "--tune-beta")))
+    if minutes and all("num_samples" in r and "sample_rate" in r for r in rows):
+        total = sum(map(duration, rows)) / 60
+        if total > minutes:
+            rows = subset_manifest(rows, minutes, seed=seed)
+            log(f"tuning on {len(rows)} utterances, {sum(map(duration, rows)) / 60:.1f} of the manifest's "
+                f"{total:.1f} min (--tune-minutes 0 for all)")
+    refine = not trials and not full
+    pairs = coarse_pairs(alphas, betas) if refine else tune_pairs(alphas, betas, trials, seed)
+    results, stats = tune_lm(model, rows, options, pairs, grid=(alphas, betas) if refine else None)
     table = Table(title=f"WER by α, β (beam {options.decoding.beam_size}, {Path(options.decoding.lm).name})")
     for name in ("α", "β", "WER %", "CER %"):
         table.add_column(name, justify="right")
@@ -140,6 +158,9 @@ def _tune(model, rows, options, tune_alpha: str, tune_beta: str, trials: int, se
     if out is not None:
         write_jsonl(out, [{"alpha": r.alpha, "beta": r.beta, "wer": r.wer, "cer": r.cer} for r in results])
         log(f"wrote {out}")
-    log(f"{len(pairs)} (α, β) pairs on {stats.files} utterances in {stats.wall_seconds:.1f} s "
-        f"(emissions once: {stats.model_seconds:.1f} s)")  # fmt: skip
+    tried = len(results) - 1
+    searched = (f" of the {len(alphas) * len(betas)}-pair grid (every other value, then the best's neighbours; "
+                "--tune-full for all)" if refine else "")
+    log(f"{tried} (α, β) pairs{searched} on {stats.files} utterances in {stats.wall_seconds:.1f} s "
+        f"(emissions once: {stats.model_seconds:.1f} s; beam search in {stats.decode_jobs} process(es))")  # fmt: skip
     typer.echo(f"best: --alpha {best.alpha:g} --beta {best.beta:g}  (WER {100 * best.wer:.2f}%)")

@@ -4,7 +4,9 @@ Text goes through the text rules of the training transcripts (`w2vcli.text.TextR
 `text_rules.json` that `w2v prepare` wrote), so LM words and CTC output words are spelled
 alike. The normalised sentences are streamed into `lmplz` (memory stays bounded by `-S`), the
 ARPA file is converted with `build_binary` unless an ARPA file is asked for, and the word list
-pyctcdecode wants and the rules are written beside the model:
+pyctcdecode wants and the rules are written beside the model. The rules are those recorded
+beside the texts (`rules_beside`), unless given; a "WORD COUNT" list (prepare's words.txt) is
+refused, as an LM of it would hold counts as words:
 
     OUT                    the model (KenLM binary, or ARPA with `arpa=True`)
     OUT.unigrams.txt       its words, most frequent first, one per line (`unigrams_path(OUT)`)
@@ -21,6 +23,7 @@ The programs are looked up on PATH, in $KENLM_BIN, then in the repository's tool
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import shutil
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from w2vcli.errors import W2VError
-from w2vcli.text import ENGLISH, TextRules
+from w2vcli.text import ENGLISH, RULES_FILE, TextRules
 from w2vcli.utils import atomic_open, log
 
 REPO_KENLM_BIN = Path(__file__).resolve().parents[2] / "tools" / "kenlm" / "bin"
@@ -107,13 +110,48 @@ def open_text(path: str | os.PathLike):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
+def rules_beside(texts) -> TextRules:
+    """The text rules recorded beside the TEXTS (`text_rules.json` in their folder, as `w2v prepare`
+    writes it beside train.txt and the manifests), else English; said in a log line. Texts whose
+    folders record different rules are refused."""
+    found = {}
+    for t in texts:
+        rules = TextRules.beside(t)
+        if rules is not None:
+            found.setdefault(rules, Path(t).parent / RULES_FILE)
+    if len(found) > 1:
+        raise W2VError(f"the texts were prepared with different text rules ({', '.join(map(str, found.values()))}): "
+                       "build one LM per language, or choose with --rules")
+    if found:
+        (rules, where), = found.items()
+        log(f"lm: normalising with {where} (case {rules.case})")
+        return rules
+    log(f"lm: no {RULES_FILE} beside the texts: normalising with the English rules (upper case; --rules to choose)")
+    return ENGLISH
+
+
+COUNT_LINES = 20  # a text whose first lines are all "WORD COUNT" is a word-count list, not sentences
+
+
+def _refuse_count_list(path: Path, lines: list[str]) -> None:
+    """Refuse `w2v prepare`'s words.txt / dict.ltr.txt ("WORD COUNT" lines): an LM built from them
+    would learn the counts as words and no word order."""
+    shown = [line.split() for line in lines if line.strip()][:COUNT_LINES]
+    if len(shown) >= 2 and all(len(p) == 2 and p[1].isdigit() for p in shown):
+        raise W2VError(f"{path}: holds 'WORD COUNT' lines (a word list such as prepare's words.txt), not sentences; "
+                       "build the LM from sentences: the training transcripts (e.g. train.txt beside it) or other text")
+
+
 def read_sentences(path: str | os.PathLike, rules: TextRules = ENGLISH):
-    """Normalised non-empty sentences of a text file, or of the `text` fields of a JSONL manifest."""
+    """Normalised non-empty sentences of a text file, or of the `text` fields of a JSONL manifest.
+    A list of "WORD COUNT" lines (prepare's words.txt) is refused."""
     path = Path(path)
     is_jsonl = path.name.endswith((".jsonl", ".jsonl.gz"))
     try:
         with open_text(path) as f:
-            for n, line in enumerate(f, 1):
+            head = [] if is_jsonl else [line for _, line in zip(range(COUNT_LINES), f)]
+            _refuse_count_list(path, head)
+            for n, line in enumerate(itertools.chain(head, f), 1):
                 if is_jsonl:
                     if not line.strip():
                         continue

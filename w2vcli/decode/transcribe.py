@@ -138,19 +138,32 @@ def transcript(path: str, hyp: Hypothesis, num_samples: int, frame_seconds: floa
 
 
 def model_decoder(model, options):
-    """The decoder for `model`'s vocabulary; warns when the LM's text rules differ from the model's,
-    since its words would then be spelled differently from the model's output."""
+    """The decoder for `model`'s vocabulary, after `check_lm_rules`."""
     if options.lm is not None:
         from w2vcli.decode.lm import rules_path
         from w2vcli.text import TextRules
 
         path = rules_path(options.lm)
-        lm_rules = TextRules.load(path) if path.is_file() else None
-        if lm_rules is not None and lm_rules != model.text_rules:
-            warn(f"--lm {options.lm} was built with other text rules ({lm_rules.to_dict()}) than the model's "
-                 f"({model.text_rules.to_dict()}): its words may be spelled unlike the model's output; "
-                 "rebuild it with `w2v lm build --rules` and the model's text_rules.json")
+        if path.is_file():
+            check_lm_rules(TextRules.load(path), model.text_rules, options.lm)
     return make_decoder(model.vocab, options)
+
+
+def check_lm_rules(lm_rules, model_rules, lm) -> None:
+    """Refuse an LM whose words are in another case than the model's output (upper vs lower: no
+    LM word could ever match); warn about a milder difference (kept punctuation, digits, normal
+    form, a kept case), where some words are spelled differently."""
+    if lm_rules == model_rules:
+        return
+    fix = ("rebuild it with `w2v lm build TEXT --rules RULES --out LM`, RULES being the model's text rules "
+           "(the text_rules.json beside its checkpoint)")
+    if {lm_rules.case, model_rules.case} == {"upper", "lower"}:
+        raise W2VError(f"--lm {lm} holds {lm_rules.case}-case words and the model writes {model_rules.case} case, "
+                       f"so no LM word can match its output; {fix}")
+    differ = ", ".join(f"{k} {v!r} (model: {model_rules.to_dict()[k]!r})"
+                       for k, v in lm_rules.to_dict().items() if v != model_rules.to_dict()[k])
+    warn(f"--lm {lm} was built with other text rules than the model's: {differ}; words with those characters "
+         f"are spelled unlike the model's output; {fix}")
 
 
 def _default_error(path: str, message: str) -> None:
@@ -251,12 +264,50 @@ def tune_pairs(alphas: list[float], betas: list[float], trials: int = 0, seed: i
     ]
 
 
+def coarse_pairs(alphas: list[float], betas: list[float]) -> list[tuple[float, float]]:
+    """Every other value of each axis (both ends kept), crossed: where `tune_lm(grid=...)` starts."""
+    def every_other(values: list[float]) -> list[float]:
+        return sorted(set(values[::2]) | {values[-1]})
+
+    return [(a, b) for a in every_other(alphas) for b in every_other(betas)]
+
+
+def grid_neighbours(alphas: list[float], betas: list[float], pair: tuple[float, float]) -> list[tuple[float, float]]:
+    """The pairs of the grid next to `pair` (one step along either axis or both)."""
+    i, j = alphas.index(pair[0]), betas.index(pair[1])
+    return [(alphas[a], betas[b]) for a in range(max(i - 1, 0), min(i + 2, len(alphas)))
+            for b in range(max(j - 1, 0), min(j + 2, len(betas))) if (a, b) != (i, j)]
+
+
+def search_grid(score: Callable[[float, float], tuple], pairs: list[tuple[float, float]],
+                grid: tuple[list[float], list[float]] | None = None,
+                more: Callable[[int], None] = lambda n: None) -> dict[tuple[float, float], tuple]:
+    """Score `pairs` (lower is better); with `grid`, then the untried grid neighbours of the best
+    pair so far, until the best has none left. `more(n)` hears of each round of n further pairs.
+    Returns every pair's score."""
+    scores: dict[tuple[float, float], tuple] = {}
+    todo = list(pairs)
+    while todo:
+        for pair in todo:
+            scores[pair] = score(*pair)
+        best = min(scores, key=scores.get)
+        todo = [] if grid is None else [p for p in grid_neighbours(*grid, best) if p not in scores]
+        if todo:
+            more(len(todo))
+    return scores
+
+
 def tune_lm(
-    model, rows: list[dict], options: TranscribeOptions, pairs: list[tuple[float, float]], on_error=_default_error
+    model, rows: list[dict], options: TranscribeOptions, pairs: list[tuple[float, float]], on_error=_default_error,
+    grid: tuple[list[float], list[float]] | None = None,
 ) -> tuple[list[TuneResult], Stats]:
     """WER of beam search with each (α, β) on a dev manifest; emissions are computed once.
 
-    Results come sorted by WER (then CER); the greedy baseline is included with α = β = None.
+    With `grid` = (alphas, betas), `pairs` is a coarse part of that grid (`coarse_pairs`), and
+    the grid neighbours of the best pair so far are tried until the best one has no untried
+    neighbour: a local search that reaches the grid's best in a fraction of its pairs when WER
+    falls smoothly towards it. Results come sorted by WER (then CER); the greedy baseline is
+    included with α = β = None.
     """
     from w2vcli.decode.ctc import GreedyDecoder
     from w2vcli.score import score_texts
@@ -286,17 +337,23 @@ def tune_lm(
         report = score_texts({k: refs[k] for k in keys}, hyps, on_missing=lambda _m: None, rules=model.text_rules)
         return report.wer, report.cer
 
+    # scripts written without spaces: WER is the sentence error rate, CER decides (w2vcli/score.py)
+    def rank(r: TuneResult) -> tuple[float, float]:
+        return (r.cer, r.wer) if not model.text_rules.word_boundary else (r.wer, r.cer)
+
     greedy = GreedyDecoder(model.vocab)
     results = [TuneResult(None, None, *wer_of([greedy.decode(emissions[k]).text for k in keys]))]
     decoder = model_decoder(model, options.decoding)
     with ProgressBar("tuning", len(pairs), "(α, β) pairs") as progress, DecoderPool(decoder, options.jobs) as pool:
-        for alpha, beta in pairs:
+        def score(alpha: float, beta: float) -> tuple[float, float]:
             out = pool.map([emissions[k] for k in keys], weights=(alpha, beta))
             stats.decode_seconds += sum(sec for _, sec in out)
             results.append(TuneResult(alpha, beta, *wer_of([hyp.text for hyp, _ in out])))
             progress.advance()
+            return rank(results[-1])
+
+        search_grid(score, pairs, grid, progress.add_total)
         stats.decode_jobs = pool.jobs
     stats.wall_seconds = time.perf_counter() - t_start
-    # scripts written without spaces: WER is the sentence error rate, CER decides (w2vcli/score.py)
-    results.sort(key=lambda r: (r.cer, r.wer) if not model.text_rules.word_boundary else (r.wer, r.cer))
+    results.sort(key=rank)
     return results, stats

@@ -3,12 +3,25 @@
     from w2vcli.model import get_preset, Wav2Vec2ForPreTraining, Wav2Vec2ForCTC, load_model, save_checkpoint
 """
 
-from w2vcli.model.checkpoint import (
-    build_model, checkpoint_dict, load_ctc_model, load_model, model_from_checkpoint, save_checkpoint,
-)  # fmt: skip
 from w2vcli.model.config import ModelConfig, get_preset, mask_prob_from_start_prob
-from w2vcli.model.hf_dir import export_hf
-from w2vcli.model.wav2vec2 import PretrainOutput, Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, Wav2Vec2Model, ctc_loss
+
+# the rest loads torch: imported when first used, so a command that only reads its options and
+# the presets (and refuses a bad one) starts in a fraction of a second
+_LAZY = {
+    "build_model": "checkpoint", "checkpoint_dict": "checkpoint", "load_ctc_model": "checkpoint",
+    "load_model": "checkpoint", "model_from_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "export_hf": "hf_dir", "PretrainOutput": "wav2vec2", "Wav2Vec2ForCTC": "wav2vec2",
+    "Wav2Vec2ForPreTraining": "wav2vec2", "Wav2Vec2Model": "wav2vec2", "ctc_loss": "wav2vec2",
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"w2vcli.model.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ModelConfig", "get_preset", "mask_prob_from_start_prob", "Wav2Vec2Model", "Wav2Vec2ForPreTraining",

@@ -114,7 +114,7 @@ class FinetuneConfig(TrainConfig):
     """`w2v finetune`: CTC on labelled audio from a pretrained model."""
 
     init: str = ""  # pretrained checkpoint (w2v .pt, Hugging Face dir, fairseq .pt) or "none"
-    vocab: str = "letters"  # "letters", a vocab.json / dict.ltr.txt, or a sentencepiece .model
+    vocab: str = ""  # "" (--init's, else prepare's vocab.json beside train, else letters), "letters", a file
     text_rules: str = ""  # text_rules.json ("" = the one beside the training manifest, else English)
     train_spm: int = 0  # train a sentencepiece model of this many units on the transcripts
     freeze_updates: int = 0  # train only the output layer for this many updates
@@ -272,16 +272,19 @@ def continued_config(checkpoint: ModelConfig, overrides: dict, where: str) -> Mo
     return config
 
 
-def check_preset_fits(preset: str, checkpoint: ModelConfig, where: str) -> None:
-    """Refuse a --preset whose architecture is not the checkpoint's (naming the fields that differ)."""
-    want = get_preset(preset)
+def check_preset_fits(preset: str, checkpoint: ModelConfig, where: str, model: dict | None = None) -> None:
+    """Refuse a --preset whose architecture, with the `[model]` table's fields over it (the network
+    the run would build without --init), is not the checkpoint's, naming the fields that differ.
+    A recipe's own config therefore continues its own checkpoint."""
+    want = get_preset(preset).replace(**(model or {}))
     differ = [name for name in ARCHITECTURE_FIELDS if getattr(want, name) != getattr(checkpoint, name)]
     if differ:
         first = differ[0]
         raise W2VError(
-            f"--preset {preset} contradicts --init {where}: {', '.join(differ)} differ ({first} is "
-            f"{_toml_value(getattr(want, first))} in the preset, {_toml_value(getattr(checkpoint, first))} in the "
-            "checkpoint); leave --preset out: the checkpoint sets the architecture, and its width the training defaults"
+            f"--preset {preset}{' with [model]' if model else ''} contradicts --init {where}: {', '.join(differ)} "
+            f"differ ({first} is {_toml_value(getattr(want, first))} in the preset, "
+            f"{_toml_value(getattr(checkpoint, first))} in the checkpoint); leave --preset out: the checkpoint sets "
+            "the architecture, and its width the training defaults"
         )
 
 
@@ -330,6 +333,13 @@ def read_toml(path: str | os.PathLike, cfg_cls) -> dict:
     return out
 
 
+def check_options(cfg_cls, layers: list[dict]) -> None:
+    """`cfg.check()` on the options as given (defaults for the rest), before a checkpoint or torch
+    is loaded, so a bad or missing option is reported at once."""
+    merged = {k: v for layer in layers for k, v in layer.items() if k != "model" and v is not None}
+    cfg_cls(**{k: _coerce(cfg_cls, k, v, "config") for k, v in merged.items()}).check()
+
+
 def resolve(cfg_cls, preset: str | None, layers: list[dict], init_config: ModelConfig | None = None):
     """Build a config: defaults < preset defaults < each of `layers` in order (None values skipped).
 
@@ -351,7 +361,7 @@ def resolve(cfg_cls, preset: str | None, layers: list[dict], init_config: ModelC
     if init_config is not None:
         if task == "pretrain":
             if preset:
-                check_preset_fits(preset, init_config, init)
+                check_preset_fits(preset, init_config, init, model)
             continued_config(init_config, model, f"--init {init}")
         preset = preset or preset_for_width(init_config.hidden_size)
     elif not preset and task == "finetune" and init.lower() not in ("", "none", "scratch"):

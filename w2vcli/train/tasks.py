@@ -38,6 +38,7 @@ from w2vcli.train.config import FinetuneConfig, PretrainConfig, TrainConfig
 from w2vcli.train.diagnostics import Finding, drop_unalignable
 from w2vcli.train.distributed import Dist, sum_over_processes
 from w2vcli.train.vocab import build_vocab, encode_targets, normalize_rows, resolve_text_rules
+from w2vcli.utils import log
 
 
 def make_task(cfg: TrainConfig, dist: Dist, init_model: torch.nn.Module | None = None) -> Task:
@@ -211,6 +212,24 @@ class ManifestTask:
     def before_step(self, model: torch.nn.Module, update: int) -> None:
         pass
 
+    def summarize(self, units: str) -> None:
+        """One line before training: model size and units, where it starts, what an update holds, how many."""
+        if not self.dist.main:
+            return
+        from w2vcli.audio import SAMPLE_RATE
+        from w2vcli.utils import count_text
+
+        cfg, c = self.cfg, self.model.config
+        params = count_text(sum(p.numel() for p in self.model.parameters()))
+        start = (f"resuming {Path(cfg.out) / 'last.pt'}" if saved_model_config(cfg) is not None
+                 else f"from {cfg.init}" if getattr(cfg, "init", "") and cfg.init.lower() not in ("none", "scratch")
+                 else "random init")
+        seconds = cfg.max_tokens * cfg.update_freq * self.dist.world_size / SAMPLE_RATE
+        log(f"{cfg.task}: {params} parameters ({c.num_layers} layers × {c.hidden_size} wide, {start}; "
+            f"training defaults of preset {cfg.preset}), {units}; up to {seconds:.0f} s of audio per update "
+            f"({cfg.max_tokens} samples × {cfg.update_freq} × {self.dist.world_size} process(es)), "
+            f"{cfg.max_updates} updates, peak lr {cfg.lr:g}")
+
     def log_fields(self, update: int) -> dict[str, float]:
         return {}
 
@@ -245,6 +264,8 @@ class PretrainTask(ManifestTask):
             self.model = Wav2Vec2ForPreTraining(get_preset(cfg.preset).replace(**cfg.model))
         self.model.wav2vec2.checkpoint_activations(cfg.checkpoint_activations)
         self.find_unused_parameters = self.model.config.layer_drop > 0
+        c = self.model.config
+        self.summarize(f"{c.num_codebooks}×{c.codebook_size} codewords")
 
     def temperature(self, update: int) -> float:
         return self.model.config.gumbel_temperature(update)
@@ -292,19 +313,21 @@ class FinetuneTask(ManifestTask):
         super().__init__(cfg, dist)
         from w2vcli.decode.ctc import GreedyDecoder
 
+        saved = saved_model_config(cfg)
+        if saved is None and init_model is None and cfg.init.lower() not in ("none", "scratch"):
+            init_model = load_init("finetune", cfg.init)  # its vocabulary may be the run's
         # every transcript, training and validation, goes through the run's text rules
         self.text_rules = resolve_text_rules(cfg, getattr(init_model, "text_rules", None))
         self.train_rows = normalize_rows(self.train_rows, self.text_rules)
         self.valid_rows = normalize_rows(self.valid_rows, self.text_rules)
-        self.vocab, self.spm = build_vocab(cfg, self.train_rows, self.text_rules)
+        self.vocab, self.spm = build_vocab(cfg, self.train_rows, self.text_rules, getattr(init_model, "vocab", None))
         self.decoder = GreedyDecoder(self.vocab)  # validation's WER and CER
-        saved = saved_model_config(cfg)
         if saved is not None:  # the engine loads the weights; skip --init
             from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
 
             self.model = Wav2Vec2ForCTC(saved, self.vocab, self.text_rules)
         else:
-            self.model = build_ctc_model(cfg, self.vocab, self.text_rules, init_model)
+            self.model = build_ctc_model(cfg, self.vocab, self.text_rules, init_model, quiet=not dist.main)
         if cfg.freeze_feature_encoder:
             self.model.freeze_feature_encoder()
         self.model.wav2vec2.checkpoint_activations(cfg.checkpoint_activations)
@@ -315,6 +338,7 @@ class FinetuneTask(ManifestTask):
         if self.valid_rows:
             self.valid_rows, self.valid_targets = self._alignable(self.valid_rows, cfg.valid,
                                                                   "valid_transcripts_too_long")
+        self.summarize(f"{len(self.vocab)} units ({self.vocab.units})")
 
     def _alignable(self, rows: list[dict], manifest: str, name: str,
                    speed: float = 1.0) -> tuple[list[dict], list[list[int]]]:
@@ -384,9 +408,10 @@ class FinetuneTask(ManifestTask):
         return Validation({"loss": loss, "wer": wer, "cer": cer}, [wer, cer, loss])  # best: WER, ties by CER
 
 
-def build_ctc_model(cfg: FinetuneConfig, vocab, text_rules=None, pretrained=None):
+def build_ctc_model(cfg: FinetuneConfig, vocab, text_rules=None, pretrained=None, quiet: bool = False):
     """A CTC model for `vocab`: from --init (w2v / Hugging Face / fairseq; `pretrained` if already
-    loaded) or, with `none`, a preset."""
+    loaded) or, with `none`, a preset. A CTC --init passes on the head rows of the units both
+    vocabularies hold (`carry_head`), said in one line unless `quiet`."""
     from w2vcli.model.config import get_preset
     from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
 
@@ -402,7 +427,45 @@ def build_ctc_model(cfg: FinetuneConfig, vocab, text_rules=None, pretrained=None
         pretrained = load_init("finetune", cfg.init)  # a pretraining model, an encoder, or a CTC model
     encoder = getattr(pretrained, "wav2vec2", pretrained)  # Wav2Vec2Model
     model = Wav2Vec2ForCTC.from_pretraining(pretrained, vocab, encoder.config.replace(**overrides), text_rules)
-    old_vocab = getattr(pretrained, "vocab", None)
-    if old_vocab is not None and old_vocab.tokens == vocab.tokens:  # same units: keep the trained head
-        model.head.load_state_dict(pretrained.head.state_dict())
+    said = carry_head(model, pretrained)
+    if not quiet:
+        log(f"--init {cfg.init}: {said}")
     return model.cpu()
+
+
+def carry_head(model, pretrained) -> str:
+    """Copy into `model`'s fresh head the rows of `pretrained`'s trained head (a CTC model) whose
+    units `model`'s vocabulary holds too, matched by token, so a reordered or extended vocabulary
+    keeps what was learnt; the other rows stay freshly initialised. Returns the line that says
+    what was kept."""
+    from w2vcli.text import SPECIALS
+
+    old, new = getattr(pretrained, "vocab", None), model.vocab
+    n = len(new)
+    if old is None or not hasattr(pretrained, "head"):
+        return f"new head: {n} units (the checkpoint has no CTC head)"
+    if old.units != new.units:
+        return f"new head: {n} units ({new.units}), none shared with the checkpoint's {len(old)} {old.units}"
+    pairs = [(i, old.index[t]) for i, t in enumerate(new.tokens) if t in old.index]
+    if not any(new.tokens[i] not in SPECIALS for i, _ in pairs):
+        return f"new head: {n} units, none shared with the checkpoint's {len(old)}{_case_hint(old, new)}"
+    rows, old_rows = torch.tensor([i for i, _ in pairs]), torch.tensor([j for _, j in pairs])
+    with torch.no_grad():
+        for mine, theirs in ((model.head.weight, pretrained.head.weight), (model.head.bias, pretrained.head.bias)):
+            mine[rows] = theirs[old_rows].to(mine)
+    if len(pairs) == n == len(old):
+        order = "" if new.tokens == old.tokens else ", rows reordered to this vocabulary"
+        return f"kept the checkpoint's head ({n} units{order})"
+    return (f"mapped {len(pairs)} of {n} head rows from the checkpoint's {len(old)}, {n - len(pairs)} new"
+            + _case_hint(old, new))
+
+
+def _case_hint(old, new) -> str:
+    """A note when the units would be shared but for their case (an upper-case model, lower-case text)."""
+    folded = {t.lower() for t in old.tokens}
+    unshared = [t for t in new.tokens if t not in old.index and t.lower() != t.upper()]
+    if unshared and sum(t.lower() in folded for t in unshared) > len(unshared) / 2:
+        case = "upper" if any(t.isupper() for t in old.tokens) else "lower"
+        return (f" (its units are {case} case, the transcripts are not: a text_rules.json with \"case\": \"{case}\" "
+                "given to --text-rules keeps its head)")
+    return ""
