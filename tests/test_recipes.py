@@ -74,7 +74,7 @@ def test_demo_configs_load_and_the_baseline_matches(conf):
     sc_layer, sc, sc_model = _load(d / "finetune-scratch.toml", FinetuneConfig)
     assert pt.max_updates >= 1 and ft.max_updates >= 1
     # the baseline differs only in what a random init needs: same labels/updates/schedule/masking
-    extra = {"preset", "freeze_feature_encoder", "model"}
+    extra = {"preset", "freeze_feature_encoder", "reinit_layers", "model"}
     assert {k: v for k, v in sc_layer.items() if k not in extra} == {k: v for k, v in ft_layer.items() if k not in extra}
     assert sc.preset == pt.preset and sc.freeze_feature_encoder is False
     assert sc_model.feature_grad_mult == 1.0

@@ -24,6 +24,7 @@ def finetune(
     vocab: Annotated[Optional[str], typer.Option("--vocab", help="Output units: a vocab.json / dict.ltr.txt, a sentencepiece .model, or `letters` (the training transcripts' own). Default: a CTC --init's own if they hold every training letter, else the vocab.json `w2v prepare` wrote beside --train, else letters.", rich_help_panel="Model and units")] = None,
     text_rules: Annotated[Optional[str], typer.Option("--text-rules", help="text_rules.json with the transcripts' normalisation (default: the one `w2v prepare` wrote beside --train, else English).", rich_help_panel="Model and units")] = None,
     train_spm: Annotated[Optional[int], typer.Option("--train-spm", help="Train a sentencepiece model of N units on the training transcripts and use it.", min=2, rich_help_panel="Model and units")] = None,
+    reinit_layers: Annotated[Optional[int], typer.Option("--reinit-layers", help="Initialise the top N Transformer layers of --init afresh (keeps the conv encoder, projection and positional conv): at small scale the top layers serve the pretraining task, not letters.", min=0, rich_help_panel="Model and units")] = None,
     freeze_updates: Annotated[Optional[int], typer.Option("--freeze-updates", help="Train only the output layer for the first N updates.", min=0, rich_help_panel="Schedule")] = None,
     mask_time_prob: Annotated[Optional[float], typer.Option("--mask-time-prob", "--mask-prob", help="Time masking, fairseq convention (span starts p × span length; paper's 0.065 × 10 = 0.65).", min=0, rich_help_panel="Regularisation")] = None,
     mask_channel_prob: Annotated[Optional[float], typer.Option("--mask-channel-prob", help="Channel masking probability (fairseq convention).", min=0, rich_help_panel="Regularisation")] = None,
@@ -72,7 +73,7 @@ def finetune(
     if noise is not None:  # a folder is kept as an absolute path, so that --resume finds it from anywhere
         noise = "" if noise.lower() in ("", "none") else noise if noise in NOISE_COLOURS else str(Path(noise).resolve())
     cli = common_layer(train=train, valid=valid, preset=preset, init=init, vocab=vocab, text_rules=text_rules, train_spm=train_spm,
-                       freeze_updates=freeze_updates, mask_time_prob=mask_time_prob, mask_channel_prob=mask_channel_prob,
+                       reinit_layers=reinit_layers, freeze_updates=freeze_updates, mask_time_prob=mask_time_prob, mask_channel_prob=mask_channel_prob,
                        layer_drop=layer_drop, lr_schedule=lr_schedule, max_updates=max_updates,
                        speed_perturb=numbers(speed_perturb, "--speed-perturb"), noise=noise,
                        noise_snr=numbers(noise_snr, "--noise-snr", 2), noise_prob=noise_prob,

@@ -119,6 +119,7 @@ class FinetuneConfig(TrainConfig):
     train_spm: int = 0  # train a sentencepiece model of this many units on the transcripts
     freeze_updates: int = 0  # train only the output layer for this many updates
     freeze_feature_encoder: bool = True  # never train the conv feature encoder
+    reinit_layers: int = 0  # initialise the top N Transformer layers of --init afresh (docs/train.md)
     lr_schedule: str = "tri_stage"  # tri_stage | polynomial
     tri_stage: tuple = (0.1, 0.4, 0.5)  # warmup / hold / decay fractions of the schedule
     mask_time_prob: float | None = None  # time masking, fairseq mask_prob (None = model preset's)
@@ -139,6 +140,8 @@ class FinetuneConfig(TrainConfig):
         super().check()
         if not self.init:
             raise W2VError("--init is required (a pretrained checkpoint, or `none` with --preset)")
+        if self.reinit_layers < 0:
+            raise W2VError(f"--reinit-layers must be 0 or more, got {self.reinit_layers}")
         if self.lr_schedule not in ("tri_stage", "polynomial"):
             raise W2VError(f"lr_schedule must be tri_stage or polynomial, got {self.lr_schedule!r}")
         if len(self.tri_stage) != 3 or abs(sum(self.tri_stage) - 1) > 1e-6:

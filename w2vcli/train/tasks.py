@@ -428,6 +428,13 @@ def build_ctc_model(cfg: FinetuneConfig, vocab, text_rules=None, pretrained=None
     encoder = getattr(pretrained, "wav2vec2", pretrained)  # Wav2Vec2Model
     model = Wav2Vec2ForCTC.from_pretraining(pretrained, vocab, encoder.config.replace(**overrides), text_rules)
     said = carry_head(model, pretrained)
+    if cfg.reinit_layers:
+        layers = model.wav2vec2.encoder.layers
+        if cfg.reinit_layers > len(layers):
+            raise W2VError(f"--reinit-layers {cfg.reinit_layers}: --init {cfg.init} has only {len(layers)} Transformer layers")
+        model.wav2vec2.encoder.reinit_top(cfg.reinit_layers)
+        top = "all" if cfg.reinit_layers == len(layers) else f"the top {cfg.reinit_layers}"
+        said += f"; {top} of its {len(layers)} Transformer layers initialised afresh (--reinit-layers)"
     if not quiet:
         log(f"--init {cfg.init}: {said}")
     return model.cpu()
