@@ -179,6 +179,51 @@ def test_fairseq_tsv_bad_lines(tmp_path, text, line):
         read_manifest(path)
 
 
+@pytest.mark.parametrize("text, message", [
+    ('{"id": "a", "audio": "/a.wav", "num_samples": 1%s, "sample_rate": 16000}' % ("0" * 400), "field num_samples must be "),
+    ('{"id": "a", "audio": "/a.wav", "num_samples": 1, "sample_rate": 1%s}' % ("0" * 400), "field sample_rate must be "),
+    ('{"id": "a", "audio": "/a.wav", "num_samples": %s, "sample_rate": 16000}' % ("9" * 5000), "not valid JSON"),
+    ("[" * 100000, "not valid JSON"),
+])
+def test_jsonl_manifest_huge_numbers_and_nesting(tmp_path, text, message):
+    """Numbers past int64 (their duration overflowed a float), past Python's int digit limit, and
+    arrays nested past the recursion limit: one error line, in the reader and `prepare subset`."""
+    from w2vcli.data.manifest import read_manifest
+
+    path = tmp_path / "m.jsonl"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(W2VError, match=rf"^{re.escape(str(path))}:1: {message}"):
+        read_manifest(path)
+    cli_gives_0_or_one_line("prepare", "subset", path, "--minutes", "1", "--out", tmp_path / "sub.jsonl")
+
+
+@pytest.mark.parametrize("count", ["9" * 19, "9" * 5000])
+def test_fairseq_tsv_huge_count(tmp_path, count):
+    from w2vcli.data.manifest import read_manifest
+
+    path = tmp_path / "train.tsv"
+    path.write_text(f"/\na.wav\t{count}\n", encoding="utf-8")
+    with pytest.raises(W2VError, match=rf"^{re.escape(str(path))}:2: expected "):
+        read_manifest(path)
+
+
+def test_deep_json_in_score_and_lm_text(tmp_path):
+    """`w2v score` and the LM's sentence reader on JSON nested too deep, or a non-string text."""
+    from w2vcli.decode.lm import read_sentences
+    from w2vcli.score import read_transcripts
+
+    deep = tmp_path / "hyp.jsonl"
+    deep.write_text("[" * 100000 + "\n", encoding="utf-8")
+    for read in (read_transcripts, lambda p: list(read_sentences(p))):
+        with pytest.raises(W2VError, match=rf"^{re.escape(str(deep))}:1: not a JSON object"):
+            read(deep)
+    cli_gives_0_or_one_line("score", "--ref", deep, "--hyp", deep)
+    listed = tmp_path / "text.jsonl"
+    listed.write_text('{"text": ["a"]}\n', encoding="utf-8")
+    with pytest.raises(W2VError, match=rf"^{re.escape(str(listed))}:1: field text must be a string"):
+        list(read_sentences(listed))
+
+
 # --- transcripts --------------------------------------------------------------------------------
 
 

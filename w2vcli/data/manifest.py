@@ -24,6 +24,7 @@ from w2vcli.utils import atomic_open, log, warn, write_jsonl
 
 REQUIRED = ("id", "audio", "num_samples", "sample_rate")
 FAIRSEQ_RATE = 16000  # Hz, what fairseq's tsv manifests assume
+MAX_COUNT = 2**63 - 1  # num_samples and sample_rate fit in int64 (and their ratio in a float)
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
@@ -46,8 +47,10 @@ def _read_jsonl(path: Path) -> list[dict]:
                 continue
             try:
                 row = json.loads(line)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise W2VError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            except (ValueError, RecursionError):  # a number past Python's digit limit, arrays nested too deep
+                raise W2VError(f"{path}:{n}: not valid JSON (a number too long or nesting too deep)") from None
             if not isinstance(row, dict):
                 raise W2VError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
             missing = [k for k in REQUIRED if k not in row]
@@ -79,8 +82,8 @@ def _check_fields(row: dict, where: str) -> None:
         return isinstance(v, int) and not isinstance(v, bool)
 
     for key in ("num_samples", "sample_rate"):
-        if not is_int(row[key]) or row[key] <= 0:
-            raise W2VError(f"{where}: field {key} must be a positive integer, got {_short(row[key])}")
+        if not is_int(row[key]) or not 0 < row[key] <= MAX_COUNT:
+            raise W2VError(f"{where}: field {key} must be a positive 64-bit integer, got {_short(row[key])}")
     if not (isinstance(row["id"], str) and row["id"]) and not is_int(row["id"]):
         raise W2VError(f"{where}: field id must be a non-empty string or an integer, got {_short(row['id'])}")
     row["id"] = str(row["id"])
@@ -99,7 +102,7 @@ def _check_fields(row: dict, where: str) -> None:
 
 def _short(value, limit: int = 40) -> str:
     """`repr(value)` cut to `limit` characters, for one-line errors."""
-    text = repr(value)
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -116,7 +119,8 @@ def _read_tsv(path: Path) -> list[dict]:
             continue
         parts = line.split("\t")
         count = parts[1].strip() if len(parts) >= 2 else ""
-        if not (count.isascii() and count.isdigit()) or int(count) <= 0:  # isdigit alone takes '¹'
+        # isdigit alone takes '¹'; 19 digits at most keeps int() within its digit limit and int64
+        if not (count.isascii() and count.isdigit() and len(count) <= 19) or not 0 < int(count) <= MAX_COUNT:
             raise W2VError(f"{path}:{n}: expected 'relpath<TAB>num_samples', got {_short(line, 60)}")
         if Path(parts[0]).name in ("", "..") or parts[0].endswith(("/", os.sep)):
             raise W2VError(f"{path}:{n}: expected an audio file path before the tab, got {parts[0]!r}")
