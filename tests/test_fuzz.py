@@ -9,6 +9,7 @@ no deadline) so the file runs in seconds.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -111,6 +112,116 @@ def test_fairseq_tsv_manifest(root, entries, side, side_lines, data):
         if side:
             path.with_suffix(side).write_bytes(mutated(lines(side_lines), data))
         reads_or_one_line_error(read_manifest, path)
+
+
+# cases hypothesis found, pinned: each gave a traceback before the fix
+
+@pytest.mark.parametrize("row, field", [
+    ({"id": None, "audio": "0", "num_samples": 1, "sample_rate": 16000, "speaker": []}, "id"),
+    ({"id": "a", "audio": "0", "num_samples": 1, "sample_rate": 16000, "speaker": []}, "speaker"),
+    ({"id": "a", "audio": "0", "num_samples": 1, "sample_rate": 16000, "speaker": {"x": 1}}, "speaker"),
+    ({"id": [1], "audio": "0", "num_samples": 1, "sample_rate": 16000}, "id"),
+    ({"id": True, "audio": "0", "num_samples": 1, "sample_rate": 16000}, "id"),
+    ({"id": "", "audio": "0", "num_samples": 1, "sample_rate": 16000}, "id"),
+    ({"id": "a", "audio": 0, "num_samples": 1, "sample_rate": 16000}, "audio"),
+    ({"id": "a", "audio": "0", "num_samples": 1.0, "sample_rate": 16000}, "num_samples"),
+    ({"id": "a", "audio": "0", "num_samples": 1, "sample_rate": True}, "sample_rate"),
+])
+def test_jsonl_manifest_wrong_types(tmp_path, row, field):
+    """A field of the wrong type is one error line naming the file, line and field, in the reader and the CLI."""
+    from w2vcli.data.manifest import read_manifest
+
+    path = tmp_path / "m.jsonl"
+    path.write_text(lines([{"id": "ok", "audio": "0", "num_samples": 1, "sample_rate": 16000}, row]), encoding="utf-8")
+    with pytest.raises(W2VError, match=rf"^{re.escape(str(path))}:2: field {field} must be "):
+        read_manifest(path)
+    res = CliRunner().invoke(app, ["prepare", "subset", str(path), "--minutes", "1", "--out", str(tmp_path / "sub.jsonl")])
+    assert res.exit_code == 1 and f"{path}:2: field {field} must be " in res.stderr, (res.output, res.exception)
+
+
+def test_jsonl_manifest_speaker_kinds(tmp_path):
+    """Integer ids and speakers are read as strings, a null speaker as none (one speaker per row)."""
+    from w2vcli.data.manifest import read_manifest
+
+    path = tmp_path / "m.jsonl"
+    path.write_text(lines([{"id": 7, "audio": "/a.wav", "num_samples": 1, "sample_rate": 16000, "speaker": 19},
+                           {"id": "b", "audio": "/b.wav", "num_samples": 1, "sample_rate": 16000, "speaker": None}]),
+                    encoding="utf-8")
+    rows = read_manifest(path)
+    assert [r["id"] for r in rows] == ["7", "b"] and rows[0]["speaker"] == "19" and "speaker" not in rows[1]
+    res = CliRunner().invoke(app, ["prepare", "subset", str(path), "--minutes", "1", "--out", str(tmp_path / "sub.jsonl")])
+    assert res.exit_code == 0 and "2 utterances" in res.stderr + res.stdout, res.output
+
+
+def test_jsonl_manifest_lone_surrogate(tmp_path):
+    """A lone \\ud800 escape parses as JSON but could not be written back: an error naming the line."""
+    from w2vcli.data.manifest import read_manifest
+
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"id": "a\\ud800", "audio": "/a.wav", "num_samples": 1, "sample_rate": 16000}\n', encoding="utf-8")
+    with pytest.raises(W2VError, match=rf"^{re.escape(str(path))}:1: not valid Unicode"):
+        read_manifest(path)
+
+
+@pytest.mark.parametrize("text, line", [
+    ("0\n\t1\n", 2),  # empty path: Path('.').with_suffix raised ValueError
+    ("0\na.wav\t1\n..\t1\n", 3),  # a directory, not a file
+    ("0\nsub/\t1\n", 2),
+    ("0\na.wav\t\u00b9\n", 2),  # '¹' passes str.isdigit but not int()
+    ("0\na.wav\t\u0663\n", 2),  # Arabic-Indic three: int() takes it, fairseq would not
+])
+def test_fairseq_tsv_bad_lines(tmp_path, text, line):
+    from w2vcli.data.manifest import read_manifest
+
+    path = tmp_path / "train.tsv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(W2VError, match=rf"^{re.escape(str(path))}:{line}: expected "):
+        read_manifest(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"id": "a", "audio": "/a.wav", "num_samples": 1%s, "sample_rate": 16000}' % ("0" * 400), "field num_samples must be "),
+    ('{"id": "a", "audio": "/a.wav", "num_samples": 1, "sample_rate": 1%s}' % ("0" * 400), "field sample_rate must be "),
+    ('{"id": "a", "audio": "/a.wav", "num_samples": %s, "sample_rate": 16000}' % ("9" * 5000), "not valid JSON"),
+    ("[" * 100000, "not valid JSON"),
+])
+def test_jsonl_manifest_huge_numbers_and_nesting(tmp_path, text, message):
+    """Numbers past int64 (their duration overflowed a float), past Python's int digit limit, and
+    arrays nested past the recursion limit: one error line, in the reader and `prepare subset`."""
+    from w2vcli.data.manifest import read_manifest
+
+    path = tmp_path / "m.jsonl"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(W2VError, match=rf"^{re.escape(str(path))}:1: {message}"):
+        read_manifest(path)
+    cli_gives_0_or_one_line("prepare", "subset", path, "--minutes", "1", "--out", tmp_path / "sub.jsonl")
+
+
+@pytest.mark.parametrize("count", ["9" * 19, "9" * 5000])
+def test_fairseq_tsv_huge_count(tmp_path, count):
+    from w2vcli.data.manifest import read_manifest
+
+    path = tmp_path / "train.tsv"
+    path.write_text(f"/\na.wav\t{count}\n", encoding="utf-8")
+    with pytest.raises(W2VError, match=rf"^{re.escape(str(path))}:2: expected "):
+        read_manifest(path)
+
+
+def test_deep_json_in_score_and_lm_text(tmp_path):
+    """`w2v score` and the LM's sentence reader on JSON nested too deep, or a non-string text."""
+    from w2vcli.decode.lm import read_sentences
+    from w2vcli.score import read_transcripts
+
+    deep = tmp_path / "hyp.jsonl"
+    deep.write_text("[" * 100000 + "\n", encoding="utf-8")
+    for read in (read_transcripts, lambda p: list(read_sentences(p))):
+        with pytest.raises(W2VError, match=rf"^{re.escape(str(deep))}:1: not a JSON object"):
+            read(deep)
+    cli_gives_0_or_one_line("score", "--ref", deep, "--hyp", deep)
+    listed = tmp_path / "text.jsonl"
+    listed.write_text('{"text": ["a"]}\n', encoding="utf-8")
+    with pytest.raises(W2VError, match=rf"^{re.escape(str(listed))}:1: field text must be a string"):
+        list(read_sentences(listed))
 
 
 # --- transcripts --------------------------------------------------------------------------------

@@ -278,7 +278,7 @@ def read_transcripts(path: str | os.PathLike) -> dict[str, str]:
                 if is_json:
                     try:
                         row = json.loads(line)
-                    except ValueError as exc:
+                    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested too deep
                         raise W2VError(f"{path}:{n}: not a JSON object ({exc})") from None
                     if not isinstance(row, dict) or "id" not in row:
                         raise W2VError(f"{path}:{n}: JSON line has no 'id' field")

@@ -177,7 +177,7 @@ class TextRules:
             d = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise W2VError(f"cannot read text rules {path}: {exc.strerror}") from None
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested too deep
             raise W2VError(f"{path}: not JSON ({exc})") from None
         return cls.from_dict(d, str(path))
 
@@ -323,7 +323,7 @@ class Vocabulary:
             try:
                 mapping = json.loads(raw)
                 tokens = [t for t, _ in sorted(mapping.items(), key=lambda kv: int(kv[1]))]
-            except (ValueError, TypeError, AttributeError) as exc:
+            except (ValueError, TypeError, AttributeError, RecursionError) as exc:
                 raise W2VError(f"{path}: not a token -> index JSON object ({exc})") from None
             if sorted(int(i) for i in mapping.values()) != list(range(len(tokens))):
                 raise W2VError(f"{path}: token indices must be 0..{len(tokens) - 1} without gaps")

@@ -24,6 +24,7 @@ from w2vcli.utils import atomic_open, log, warn, write_jsonl
 
 REQUIRED = ("id", "audio", "num_samples", "sample_rate")
 FAIRSEQ_RATE = 16000  # Hz, what fairseq's tsv manifests assume
+MAX_COUNT = 2**63 - 1  # num_samples and sample_rate fit in int64 (and their ratio in a float)
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
@@ -46,21 +47,21 @@ def _read_jsonl(path: Path) -> list[dict]:
                 continue
             try:
                 row = json.loads(line)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise W2VError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            except (ValueError, RecursionError):  # a number past Python's digit limit, arrays nested too deep
+                raise W2VError(f"{path}:{n}: not valid JSON (a number too long or nesting too deep)") from None
             if not isinstance(row, dict):
                 raise W2VError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
             missing = [k for k in REQUIRED if k not in row]
             if missing:
                 raise W2VError(f"{path}:{n}: missing field(s) {', '.join(missing)}")
-            for key in ("num_samples", "sample_rate"):
-                if not isinstance(row[key], int) or isinstance(row[key], bool) or row[key] <= 0:
-                    raise W2VError(f"{path}:{n}: field {key} must be a positive integer, got {row[key]!r}")
-            if not isinstance(row["audio"], str) or not row["audio"] or "\0" in row["audio"]:
-                raise W2VError(f"{path}:{n}: field audio must be a path string")
-            if "text" in row and not isinstance(row["text"], str):
-                raise W2VError(f"{path}:{n}: field text must be a string")
-            row["id"] = str(row["id"])
+            _check_fields(row, f"{path}:{n}")
+            if "\\u" in line:  # a lone surrogate escape parses but can never be written back as UTF-8
+                try:
+                    json.dumps(row, ensure_ascii=False).encode("utf-8")
+                except UnicodeEncodeError:
+                    raise W2VError(f"{path}:{n}: not valid Unicode (a lone surrogate \\u escape)") from None
             if row["id"] in seen:
                 raise W2VError(f"{path}:{n}: duplicate id {row['id']!r}")
             seen.add(row["id"])
@@ -68,6 +69,41 @@ def _read_jsonl(path: Path) -> list[dict]:
                 row["audio"] = str((path.parent / row["audio"]).resolve())
             rows.append(row)
     return rows
+
+
+def _check_fields(row: dict, where: str) -> None:
+    """Check the types of a JSONL row's known fields (in place: `id`/`speaker` become strings).
+
+    `id`: a non-empty string or an integer; `audio`: a non-empty path string; `num_samples`,
+    `sample_rate`: positive integers; `text` (optional): a string; `speaker` (optional): a string
+    or an integer, `null` meaning no speaker. Booleans are not integers here.
+    """
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for key in ("num_samples", "sample_rate"):
+        if not is_int(row[key]) or not 0 < row[key] <= MAX_COUNT:
+            raise W2VError(f"{where}: field {key} must be a positive 64-bit integer, got {_short(row[key])}")
+    if not (isinstance(row["id"], str) and row["id"]) and not is_int(row["id"]):
+        raise W2VError(f"{where}: field id must be a non-empty string or an integer, got {_short(row['id'])}")
+    row["id"] = str(row["id"])
+    if not isinstance(row["audio"], str) or not row["audio"] or "\0" in row["audio"]:
+        raise W2VError(f"{where}: field audio must be a path string, got {_short(row['audio'])}")
+    if "text" in row and not isinstance(row["text"], str):
+        raise W2VError(f"{where}: field text must be a string, got {_short(row['text'])}")
+    if "speaker" in row:
+        if row["speaker"] is None:
+            del row["speaker"]
+        elif isinstance(row["speaker"], str) or is_int(row["speaker"]):
+            row["speaker"] = str(row["speaker"])
+        else:
+            raise W2VError(f"{where}: field speaker must be a string or an integer, got {_short(row['speaker'])}")
+
+
+def _short(value, limit: int = 40) -> str:
+    """`repr(value)` cut to `limit` characters, for one-line errors."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _read_tsv(path: Path) -> list[dict]:
@@ -82,9 +118,13 @@ def _read_tsv(path: Path) -> list[dict]:
         if not line.strip():
             continue
         parts = line.split("\t")
-        if len(parts) < 2 or not parts[1].strip().isdigit() or int(parts[1]) <= 0:
-            raise W2VError(f"{path}:{n}: expected 'relpath<TAB>num_samples', got {line!r}")
-        entries.append((parts[0], int(parts[1])))
+        count = parts[1].strip() if len(parts) >= 2 else ""
+        # isdigit alone takes '¹'; 19 digits at most keeps int() within its digit limit and int64
+        if not (count.isascii() and count.isdigit() and len(count) <= 19) or not 0 < int(count) <= MAX_COUNT:
+            raise W2VError(f"{path}:{n}: expected 'relpath<TAB>num_samples', got {_short(line, 60)}")
+        if Path(parts[0]).name in ("", "..") or parts[0].endswith(("/", os.sep)):
+            raise W2VError(f"{path}:{n}: expected an audio file path before the tab, got {parts[0]!r}")
+        entries.append((parts[0], int(count)))
     texts = _read_fairseq_text(path, len(entries))
     stems = [Path(rel).with_suffix("").name for rel, _ in entries]
     unique = len(set(stems)) == len(stems)

@@ -157,8 +157,10 @@ def read_sentences(path: str | os.PathLike, rules: TextRules = ENGLISH):
                         continue
                     try:
                         line = json.loads(line).get("text") or ""
-                    except (ValueError, AttributeError):
+                    except (ValueError, AttributeError, RecursionError):
                         raise W2VError(f"{path}:{n}: not a JSON object") from None
+                    if not isinstance(line, str):
+                        raise W2VError(f"{path}:{n}: field text must be a string")
                 text = rules.normalize(line)
                 if text:
                     yield text

@@ -74,7 +74,7 @@ HF_RULES_FILE = "w2v_text_rules.json"  # a CTC model's text rules, beside the fi
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise W2VError(f"cannot read {path}: {exc}") from None
 
 
