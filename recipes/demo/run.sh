@@ -281,23 +281,17 @@ for s in $seed_list; do
   fi
 done
 
-for s in $seed_list; do
-  for a in $amounts; do
-    if run_stage 3 finetune "seed-$s" "3-$a"; then
-      mkdir -p "$out/seed-$s/log"
-      finetune pretrained "$s" "$a" 2>&1 | tee "$out/seed-$s/log/stage-3-$a.log"
-      finish_stage 3 finetune "seed-$s" "3-$a"
-    fi
-  done
-done
-
-for s in $seed_list; do
-  for a in $amounts; do
-    if run_stage 4 scratch "seed-$s" "4-$a"; then
-      mkdir -p "$out/seed-$s/log"
-      finetune scratch "$s" "$a" 2>&1 | tee "$out/seed-$s/log/stage-4-$a.log"
-      finish_stage 4 scratch "seed-$s" "4-$a"
-    fi
+# stage 3 fine-tunes the pretrained row, stage 4 the baseline: each for every seed and amount
+for spec in "3 finetune pretrained" "4 scratch scratch"; do
+  read -r n name row <<< "$spec"
+  for s in $seed_list; do
+    for a in $amounts; do
+      if run_stage "$n" "$name" "seed-$s" "$n-$a"; then
+        mkdir -p "$out/seed-$s/log"
+        finetune "$row" "$s" "$a" 2>&1 | tee "$out/seed-$s/log/stage-$n-$a.log"
+        finish_stage "$n" "$name" "seed-$s" "$n-$a"
+      fi
+    done
   done
 done
 
