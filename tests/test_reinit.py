@@ -33,7 +33,7 @@ def test_reinit_layers_replaces_only_the_top_layers(n):
                                                        src.layers[i].state_dict().values()))
         assert same == (i < L - n), i
         if i >= L - n:  # as built: BERT-style linear init, LayerNorms at 1 and 0
-            assert abs(float(enc.layers[i].ffn.fc1.weight.std()) - 0.02) < 0.003
+            assert abs(float(enc.layers[i].ffn.fc1.weight.detach().std()) - 0.02) < 0.003
             assert torch.equal(enc.layers[i].attn_norm.weight, torch.ones_like(enc.layers[i].attn_norm.weight))
     assert torch.equal(enc.layer_norm.weight, src.layer_norm.weight) == (n == 0)  # pre-LN: the norm after the top
     for a, b in zip(model.wav2vec2.feature_encoder.parameters(), pt.wav2vec2.feature_encoder.parameters()):
