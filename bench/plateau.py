@@ -4,8 +4,10 @@
         --config recipes/demo/conf/pretrain.toml [--seeds 0 1 2 3 4] [--threads 1 2] [--updates 300] \
         [--out /tmp/plateau]
 
-Runs `w2v pretrain` for `--updates` updates with each seed and thread count (one run at a time,
-so the thread counts are real), validating at the end, and prints one line per run with the dev
+Runs `w2v pretrain` for the first `--updates` updates of the config's schedule (the learning
+rate and temperature follow the full run's: `--schedule-updates` = the config's max_updates)
+with each seed and thread count (one run at a time, so the thread counts are real), validating
+at the end, and prints one line per run with the dev
 contrastive accuracy against chance: the mean over masked frames of 1/(1 + distractors left),
 which is 1/(K+1) unless distractors equal to the target drop out (w2v's `chance` metric).
 A run has left the plateau when its dev accuracy is at least 1.5x chance (the threshold of
@@ -21,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 
@@ -39,6 +42,8 @@ def main() -> int:
     p.add_argument("--updates", type=int, default=300)
     p.add_argument("--out", type=Path, default=Path("/tmp/w2v-plateau"))
     args = p.parse_args()
+    with open(args.config, "rb") as f:
+        schedule = tomllib.load(f).get("max_updates", args.updates)
     left = total = 0
     for threads in args.threads:
         for seed in args.seeds:
@@ -47,9 +52,12 @@ def main() -> int:
                 subprocess.run(["rm", "-rf", str(out)], check=True)
                 cmd = [sys.executable, "-m", "w2vcli", "pretrain", "--config", args.config, "--train", args.train,
                        "--valid", args.valid, "--seed", str(seed), "--threads", str(threads),
-                       "--max-updates", str(args.updates), "--valid-interval", str(args.updates), "--out", str(out)]
+                       "--max-updates", str(args.updates), "--schedule-updates", str(max(schedule, args.updates)),
+                       "--valid-interval", str(args.updates), "--out", str(out)]
                 env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-                subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+                args.out.mkdir(parents=True, exist_ok=True)
+                with open(args.out / f"t{threads}-s{seed}.log", "w") as log:
+                    subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
             train = last_row(out / "metrics.jsonl", "accuracy")
             valid = last_row(out / "metrics.jsonl", "valid_accuracy")
             chance = valid.get("valid_chance", train.get("chance"))

@@ -213,6 +213,9 @@ def test_thresholds_scale_with_the_run():
     from w2vcli.model.config import get_preset
 
     assert Diagnostics(base, get_preset("base")).after == 5000
+    # pretraining is not judged before 3 x the warm-up: the demo's 1500 updates, warm-up 100 -> 300
+    demo = resolve(PretrainConfig, "small", [{"train": "t", "out": "o", "max_updates": 1500, "warmup_updates": 100}])
+    assert Diagnostics(demo, get_preset("small")).after == 300
     ft = resolve(FinetuneConfig, "base", [{"train": "t", "out": "o", "init": "none"}])  # 20k updates, 10k frozen
     assert Diagnostics(ft, get_preset("base")).after == 10_000 + 2500
     # collapse: 10 % of each codebook beyond its first codeword, at most the masked frames of a batch

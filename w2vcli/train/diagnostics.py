@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # trains (pretraining: all of them; fine-tuning: those after --freeze-updates), within bounds
 JUDGE_FRACTION = {"pretrain": 0.1, "finetune": 0.25}
 JUDGE_MIN, JUDGE_MAX = 50, 5000  # updates
+WARMUP_MULTIPLE = 3  # pretraining: judged stuck no earlier than 3 x --warmup-updates (still at most JUDGE_MAX)
 CHANCE_FACTOR = 1.5  # near chance: contrastive accuracy below 1.5 x the chance level
 COLLAPSE_SHARE = 0.1  # collapse: code perplexity per codebook below 1 + 10 % of (V - 1)
 FEATURE_GROWTH = 50.0  # blow-up: conv feature rms above 50 x its first logged value
@@ -65,6 +66,8 @@ class Diagnostics:
         self.feature_base = (first["update"], first["feature_rms"]) if first else None
         frozen = getattr(cfg, "freeze_updates", 0) if self.task == "finetune" else 0
         self.after = frozen + judge_after(cfg.max_updates - frozen, JUDGE_FRACTION[self.task])
+        if self.task == "pretrain":  # not before the learning rate has warmed up for a while
+            self.after = min(max(self.after, WARMUP_MULTIPLE * cfg.warmup_updates), JUDGE_MAX)
 
     def check_train(self, row: dict, stats) -> list[Finding]:
         """After a training metrics row (`stats`: the task's sums over the same updates). A row with
