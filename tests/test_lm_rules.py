@@ -61,3 +61,23 @@ def test_an_lm_in_the_other_case_is_refused_a_milder_difference_warns(capsys):
     assert "keep \"'-\" (model: \"'\")" in capsys.readouterr().err
     check_lm_rules(TextRules(case="lower"), TextRules(case="lower"), "lm.bin")
     assert capsys.readouterr().err == ""
+
+
+def test_finetune_and_score_say_which_rules_they_use(tmp_path, capsys):
+    """docs/languages.md: `finetune`, `lm build` and `score` each say in a log line which rules they use."""
+    from types import SimpleNamespace
+
+    from w2vcli.train.vocab import resolve_text_rules
+
+    data = tmp_path / "de"
+    data.mkdir()
+    TextRules(case="lower").save(data / "text_rules.json")
+    manifest = data / "test.jsonl"
+    manifest.write_text('{"id": "a", "audio": "a.flac", "text": "über den fluß"}\n', encoding="utf-8")
+    (tmp_path / "hyp.txt").write_text("a über den fluss\n", encoding="utf-8")
+    rules = resolve_text_rules(SimpleNamespace(text_rules="", train=str(manifest), init="none"))
+    assert rules.case == "lower"
+    assert f"text rules: {data / 'text_rules.json'} (case lower), beside --train" in capsys.readouterr().err
+    res = CliRunner().invoke(app, ["score", "--ref", str(manifest), "--hyp", str(tmp_path / "hyp.txt"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert f"score: normalising with {data / 'text_rules.json'} (case lower)" in res.output
