@@ -81,3 +81,9 @@ def test_finetune_and_score_say_which_rules_they_use(tmp_path, capsys):
     res = CliRunner().invoke(app, ["score", "--ref", str(manifest), "--hyp", str(tmp_path / "hyp.txt"), "--json"])
     assert res.exit_code == 0, res.output
     assert f"score: normalising with {data / 'text_rules.json'} (case lower)" in res.output
+    _need_kenlm()
+    (tmp_path / "text.txt").write_text("über den fluß\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["lm", "build", str(tmp_path / "text.txt"), "--order", "2", "--arpa",
+                                   "--rules", str(data / "text_rules.json"), "--out", str(tmp_path / "lm.arpa")])
+    assert res.exit_code == 0, res.output
+    assert f"lm: normalising with {data / 'text_rules.json'} (case lower)" in res.output
