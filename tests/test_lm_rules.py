@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -78,9 +80,11 @@ def test_finetune_and_score_say_which_rules_they_use(tmp_path, capsys):
     rules = resolve_text_rules(SimpleNamespace(text_rules="", train=str(manifest), init="none"))
     assert rules.case == "lower"
     assert f"text rules: {data / 'text_rules.json'} (case lower), beside --train" in capsys.readouterr().err
-    res = CliRunner().invoke(app, ["score", "--ref", str(manifest), "--hyp", str(tmp_path / "hyp.txt"), "--json"])
+    res = CliRunner().invoke(app, ["score", "--ref", str(manifest), "--hyp", str(tmp_path / "hyp.txt")])
     assert res.exit_code == 0, res.output
     assert f"score: normalising with {data / 'text_rules.json'} (case lower)" in res.output
+    res = CliRunner().invoke(app, ["score", "--ref", str(manifest), "--hyp", str(tmp_path / "hyp.txt"), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["utterances"] == 1, res.output  # --json: only the JSON
     _need_kenlm()
     (tmp_path / "text.txt").write_text("über den fluß\n", encoding="utf-8")
     res = CliRunner().invoke(app, ["lm", "build", str(tmp_path / "text.txt"), "--order", "2", "--arpa",
