@@ -182,4 +182,3 @@ def grid_edge_note(alpha: float, beta: float, alphas: list[float], betas: list[f
     if not edges:
         return None
     return f"note: the best {' and '.join(edges)}: a grid reaching beyond it may find a lower WER"
-
