@@ -252,3 +252,23 @@ def test_a_row_with_skipped_steps_is_not_judged():
            "feature_rms": float("nan"), "skipped": 1}
     assert diagnostics.check_train(nan, stats) == []
     assert diagnostics.check_train({**nan, "skipped": 0, "code_perplexity": 8.0, "chance": 0.1}, stats) == []
+
+
+def test_the_demos_pretraining_is_not_called_stuck_while_it_leaves_chance():
+    """The demo (1500 updates) left chance at update 150-250 (0.066 at 150, 0.084 at 300, chance 0.048 in the
+    walk-through of 2026-12-03): it is judged at 300, not at 150; a run still at chance there is named."""
+    from pathlib import Path
+
+    from w2vcli.model.config import get_preset
+    from w2vcli.train.config import read_toml
+
+    toml = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "conf" / "pretrain.toml"
+    cfg = resolve(PretrainConfig, None, [read_toml(toml, PretrainConfig), {"train": "t", "out": "o"}])
+    diag = Diagnostics(cfg, get_preset(cfg.preset).replace(**cfg.model))
+    assert cfg.max_updates == 1500 and diag.after == 300
+    stats = type("S", (), {"sample_size": 4000.0, "batches": 1.0})
+    row = {"code_perplexity": 58.0, "temperature": 0.5, "chance": 0.048, "feature_rms": 1.0}
+    assert not diag.check_train({**row, "update": 150, "accuracy": 0.066}, stats)
+    assert not diag.check_train({**row, "update": 300, "accuracy": 0.084}, stats)
+    stuck = Diagnostics(cfg, get_preset(cfg.preset).replace(**cfg.model))
+    assert [f.name for f in stuck.check_train({**row, "update": 300, "accuracy": 0.05}, stats)] == ["accuracy_at_chance"]

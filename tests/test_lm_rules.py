@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -61,3 +63,31 @@ def test_an_lm_in_the_other_case_is_refused_a_milder_difference_warns(capsys):
     assert "keep \"'-\" (model: \"'\")" in capsys.readouterr().err
     check_lm_rules(TextRules(case="lower"), TextRules(case="lower"), "lm.bin")
     assert capsys.readouterr().err == ""
+
+
+def test_finetune_and_score_say_which_rules_they_use(tmp_path, capsys):
+    """docs/languages.md: `finetune`, `lm build` and `score` each say in a log line which rules they use."""
+    from types import SimpleNamespace
+
+    from w2vcli.train.vocab import resolve_text_rules
+
+    data = tmp_path / "de"
+    data.mkdir()
+    TextRules(case="lower").save(data / "text_rules.json")
+    manifest = data / "test.jsonl"
+    manifest.write_text('{"id": "a", "audio": "a.flac", "text": "über den fluß"}\n', encoding="utf-8")
+    (tmp_path / "hyp.txt").write_text("a über den fluss\n", encoding="utf-8")
+    rules = resolve_text_rules(SimpleNamespace(text_rules="", train=str(manifest), init="none"))
+    assert rules.case == "lower"
+    assert f"text rules: {data / 'text_rules.json'} (case lower), beside --train" in capsys.readouterr().err
+    res = CliRunner().invoke(app, ["score", "--ref", str(manifest), "--hyp", str(tmp_path / "hyp.txt")])
+    assert res.exit_code == 0, res.output
+    assert f"score: normalising with {data / 'text_rules.json'} (case lower)" in res.output
+    res = CliRunner().invoke(app, ["score", "--ref", str(manifest), "--hyp", str(tmp_path / "hyp.txt"), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["utterances"] == 1, res.output  # --json: only the JSON
+    _need_kenlm()
+    (tmp_path / "text.txt").write_text("über den fluß\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["lm", "build", str(tmp_path / "text.txt"), "--order", "2", "--arpa",
+                                   "--rules", str(data / "text_rules.json"), "--out", str(tmp_path / "lm.arpa")])
+    assert res.exit_code == 0, res.output
+    assert f"lm: normalising with {data / 'text_rules.json'} (case lower)" in res.output

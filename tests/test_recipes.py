@@ -259,6 +259,16 @@ def test_demo_help_lists_the_options_and_bad_values_fail():
         assert bad.returncode == 1 and message in bad.stderr, (args, bad.stderr)
 
 
+def test_demo_domain_writes_into_a_folder_not_made_yet_and_says_so(tmp_path):
+    """The quickstart's first step in a fresh clone: `domain.py --out exp/sentences.txt` before exp/ exists."""
+    out = tmp_path / "exp" / "sentences.txt"
+    result = _run([sys.executable, str(DEMO / "local" / "domain.py"), "--out", str(out), "--n", "300"])
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(set(lines)) == 300 and all(line == line.upper() for line in lines)
+    assert "wrote 300 sentences" in result.stdout and str(out) in result.stdout, result.stdout
+    assert not list(out.parent.glob("*.tmp"))
+
+
 def _fake_demo_exp(exp: Path, wers: dict) -> None:
     """The files stage 7's results.py reads, for seeds 0-1 and amounts 1m/10m: wers[(seed, amount, row,
     decoding)] is the WER as a fraction (CER = WER / 2); 8 test utterances with per-utterance details."""

@@ -64,3 +64,16 @@ def test_tune_subsets_the_manifest_and_refines_the_grid(ckpt, real_mini, tiny_lm
     res = CliRunner().invoke(app, [*base, "--tune-full"])
     assert res.exit_code == 0, res.output
     assert "tuning on" not in res.output and "15 (α, β) pairs on 4 utterances" in res.output
+
+
+def test_a_best_pair_on_the_grids_edge_is_said():
+    """The demo walk-through's --tune picked α 0.5, the smallest of its grid, without a word."""
+    from w2vcli.commands.transcribe import grid_edge_note
+
+    grid_a, grid_b = [0.5, 1.0, 1.5, 2.0], [0.0, 1.0, 2.0]
+    assert grid_edge_note(0.5, 1.0, grid_a, grid_b) == ("note: the best α 0.5 is the smallest of --tune-alpha: "
+                                                        "a grid reaching beyond it may find a lower WER")
+    assert "β 2 is the largest of --tune-beta" in grid_edge_note(1.0, 2.0, grid_a, grid_b)
+    assert grid_edge_note(1.0, 1.0, grid_a, grid_b) is None
+    assert grid_edge_note(1.0, 0.0, grid_a, grid_b) is None  # β 0 is as low as it goes
+    assert grid_edge_note(1.0, 1.0, [1.0], [1.0]) is None  # a single value is the user's choice

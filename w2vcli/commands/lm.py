@@ -34,7 +34,11 @@ def build(
     from w2vcli.errors import W2VError
     from w2vcli.text import TextRules
 
-    text_rules = TextRules.load(rules) if rules else rules_beside(texts)
+    if rules:
+        text_rules = TextRules.load(rules)
+        log(f"lm: normalising with {rules} (case {text_rules.case})")
+    else:
+        text_rules = rules_beside(texts)
     try:
         thresholds = tuple(int(x) for x in prune.replace(",", " ").split())
     except ValueError:

@@ -36,6 +36,8 @@ def score(
         text_rules = ENGLISH
         if normalize:
             log(f"no {RULES_FILE} beside {ref}: normalising with the English rules (--rules to choose)")
+    elif normalize and not as_json:  # --json: stdout and stderr are often read together
+        log(f"score: normalising with {rules or ref.parent / RULES_FILE} (case {text_rules.case})")
     refs, hyps = read_transcripts(ref), read_transcripts(hyp)
     check_ids(refs, hyps, str(ref), str(hyp))
     report = score_texts(refs, hyps, normalize=normalize, rules=text_rules)

@@ -164,3 +164,21 @@ def _tune(model, rows, options, search: tuple, seed: int, out: Path | None) -> N
     log(f"{tried} (α, β) pairs{searched} on {stats.files} utterances in {stats.wall_seconds:.1f} s "
         f"(emissions once: {stats.model_seconds:.1f} s; beam search in {stats.decode_jobs} process(es))")  # fmt: skip
     typer.echo(f"best: --alpha {best.alpha:g} --beta {best.beta:g}  (WER {100 * best.wer:.2f}%)")
+    note = grid_edge_note(best.alpha, best.beta, alphas, betas)
+    if note:
+        log(note)
+
+
+def grid_edge_note(alpha: float, beta: float, alphas: list[float], betas: list[float]) -> str | None:
+    """A line when the best (α, β) lies on an outer edge of its grid, where the optimum may lie
+    beyond it, which the table alone does not say. A smallest value of 0 or less is no edge: an LM
+    weight or word bonus below it is rarely wanted."""
+    edges = []
+    for name, value, grid in (("α", alpha, alphas), ("β", beta, betas)):
+        if len(grid) > 1 and value == grid[-1]:
+            edges.append(f"{name} {value:g} is the largest of --tune-{'alpha' if name == 'α' else 'beta'}")
+        elif len(grid) > 1 and value == grid[0] and value > 0:
+            edges.append(f"{name} {value:g} is the smallest of --tune-{'alpha' if name == 'α' else 'beta'}")
+    if not edges:
+        return None
+    return f"note: the best {' and '.join(edges)}: a grid reaching beyond it may find a lower WER"

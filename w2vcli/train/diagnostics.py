@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from w2vcli.train.config import TrainConfig
 
 # "after N updates" for the checks of a run that is still stuck: a fraction of the updates it
-# trains (pretraining: all of them; fine-tuning: those after --freeze-updates), within bounds
+# trains (pretraining: all of them, and no fewer than WARMUP_MULTIPLE x --warmup-updates: the
+# demo's own run (1500 updates, warm-up 100) leaves chance between updates 150 and 250, and at
+# update 150 it was told "pretraining is not learning" on one run of two; fine-tuning: those
+# after --freeze-updates), within bounds
 JUDGE_FRACTION = {"pretrain": 0.1, "finetune": 0.25}
 JUDGE_MIN, JUDGE_MAX = 50, 5000  # updates
 WARMUP_MULTIPLE = 3  # pretraining: judged stuck no earlier than 3 x --warmup-updates (still at most JUDGE_MAX)

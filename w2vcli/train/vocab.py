@@ -28,9 +28,12 @@ def resolve_text_rules(cfg, init_rules: TextRules | None = None) -> TextRules:
     `w2v prepare` wrote beside the training manifest, else those of the CTC model it continues
     (`init_rules`), else LibriSpeech's (said in a log line)."""
     if cfg.text_rules:
-        return TextRules.load(cfg.text_rules)
+        rules = TextRules.load(cfg.text_rules)
+        log(f"text rules: {cfg.text_rules} (case {rules.case})")
+        return rules
     found = TextRules.beside(cfg.train)
     if found is not None:
+        log(f"text rules: {Path(cfg.train).parent / RULES_FILE} (case {found.case}), beside --train")
         return found
     if init_rules is not None:
         log(f"no {RULES_FILE} beside {cfg.train}: using the text rules of --init {cfg.init}")

@@ -18,7 +18,9 @@ training. The same list, without the dev and test sentences, is the demo's LM te
 from __future__ import annotations
 
 import argparse
+import os
 import random
+from pathlib import Path
 
 NAMES = ("ALICE BRIAN CAROL DIANA EDWARD FIONA GEORGE HANNAH ISAAC JULIA KEVIN LAURA MARTIN NORA "
          "OSCAR PETER RACHEL SIMON TERESA VICTOR WENDY HELEN DANIEL SOPHIE").split()
@@ -116,8 +118,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.writelines(s + "\n" for s in sentences(args.n, args.seed))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the quickstart writes exp/sentences.txt into a fresh clone
+    lines = sentences(args.n, args.seed)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(s + "\n" for s in lines)
+    os.replace(tmp, out)
+    words = len({w for s in lines for w in s.split()})
+    print(f"domain.py: wrote {len(lines)} sentences ({words} distinct words) to {out}")
 
 
 if __name__ == "__main__":
