@@ -169,11 +169,13 @@ class PreLNLayer(PostLNLayer):
 
 
 def init_block(block: nn.Module) -> None:
-    """BERT-style init of a block's linear layers, as fairseq's init_bert_params."""
+    """A block's weights as built: BERT-style linear layers (fairseq's init_bert_params), LayerNorms at 1 and 0."""
     for module in block.modules():
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            module.reset_parameters()  # draws no random numbers: construction is unchanged
 
 
 class TransformerEncoder(nn.Module):
@@ -224,10 +226,7 @@ class TransformerEncoder(nn.Module):
         construction: fine-tuning's --reinit-layers (the top layers of a pretrained network serve
         its pretraining task; Pasad et al. 2021, "Layer-wise analysis of a self-supervised speech
         representation model")."""
-        for layer in self.layers[len(self.layers) - n:] if n > 0 else []:
-            for module in layer.modules():
-                if isinstance(module, nn.LayerNorm):
-                    module.reset_parameters()
+        for layer in self.layers[len(self.layers) - n:]:
             init_block(layer)
         if n > 0 and self.layer_norm_first:
             self.layer_norm.reset_parameters()
