@@ -147,6 +147,12 @@ class ErrorCounts:
         return cls(ops["="], ops["S"], ops["D"], ops["I"])
 
 
+def headline(unspaced: bool) -> str:
+    """The rate to quote: "cer" for scripts written without spaces (where a transcript is one
+    "word" and WER the sentence error rate), else "wer"."""
+    return "cer" if unspaced else "wer"
+
+
 def tokenize(text: str, normalize: bool = True, rules: TextRules = ENGLISH) -> list[str]:
     """Words of a transcript, normalised by `rules` first unless `normalize` is False."""
     return (rules.normalize(text) if normalize else text).split()
@@ -199,7 +205,12 @@ class ScoreReport:
     @property
     def headline(self) -> str:
         """The figure to quote: "cer" for scripts written without spaces, else "wer"."""
-        return "cer" if self.unspaced else "wer"
+        return headline(self.unspaced)
+
+    def ranking(self) -> list[float]:
+        """The rates in the order a better result is told by (lower is better): the headline
+        first, the other rate to break ties (fine-tuning's best.pt)."""
+        return [self.cer, self.wer] if self.unspaced else [self.wer, self.cer]
 
     @property
     def note(self) -> str | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -83,10 +83,29 @@ def all_reduce_sum(t: torch.Tensor, dist: Dist) -> torch.Tensor:
 
 
 def sum_over_processes(sums, dist: Dist):
-    """A dataclass of float sums (a task's StepStats, validation counts) summed over all
-    processes, in float64; the same dataclass back."""
-    t = torch.tensor(astuple(sums), dtype=torch.float64, device=dist.device)
-    return type(sums)(*all_reduce_sum(t, dist).tolist())
+    """A dataclass of sums (a task's StepStats, validation's loss and `ErrorCounts`, nested
+    dataclasses too) summed over all processes, in float64; the same dataclass back, each
+    field of its own type (counts stay ints)."""
+    t = torch.tensor(_flat(sums), dtype=torch.float64, device=dist.device)
+    return _rebuilt(sums, iter(all_reduce_sum(t, dist).tolist()))
+
+
+def _flat(sums) -> list[float]:
+    values = [getattr(sums, f.name) for f in fields(sums)]
+    return [x for v in values for x in (_flat(v) if is_dataclass(v) else [v])]
+
+
+def _rebuilt(like, values):
+    """A dataclass shaped like `like`, its numbers taken in order from `values`."""
+    out = {}
+    for f in fields(like):
+        v = getattr(like, f.name)
+        if is_dataclass(v):
+            out[f.name] = _rebuilt(v, values)
+        else:
+            x = next(values)
+            out[f.name] = round(x) if isinstance(v, int) else x
+    return type(like)(**out)
 
 
 def all_gather_object(obj, dist: Dist) -> list:

@@ -21,7 +21,7 @@ CTC, "targets" [B,L], "target_lengths" [B].
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +33,7 @@ from w2vcli.data.dataset import (AudioDataset, BucketBatchSampler, Loader, batch
 from w2vcli.data.manifest import check_audio, read_manifest
 from w2vcli.errors import W2VError
 from w2vcli.model.checkpoint import read_model_config
+from w2vcli.score import ErrorCounts, ScoreReport, score_texts
 from w2vcli.text import RULES_FILE
 from w2vcli.train.config import FinetuneConfig, PretrainConfig, TrainConfig
 from w2vcli.train.diagnostics import Finding, drop_unalignable
@@ -136,14 +137,12 @@ class Validation:
 
 @dataclass
 class CTCValidationSums:
-    """CTC validation sums: loss, and word and character errors of greedy decoding."""
+    """CTC validation sums: loss, and `w2v score`'s word and character counts of greedy decoding."""
 
     loss: float = 0.0
     sample_size: float = 0.0
-    word_errors: float = 0.0
-    words: float = 0.0
-    char_errors: float = 0.0
-    chars: float = 0.0
+    words: ErrorCounts = field(default_factory=ErrorCounts)
+    chars: ErrorCounts = field(default_factory=ErrorCounts)
 
 
 class Task(Protocol):
@@ -385,9 +384,10 @@ class FinetuneTask(ManifestTask):
         return StepOutput(loss, stats)
 
     def validate(self, model: torch.nn.Module, loader: Loader) -> Validation:
-        from w2vcli.score import score_utterance
-
+        """Loss, WER and CER of greedy decoding, scored as `w2v score` scores (the run's text
+        rules); the score ranks by the rate `score` quotes: CER for unspaced scripts."""
         texts = {r["id"]: r.get("text", "") for r in self.valid_rows}
+        hyps: dict[str, str] = {}
         sums = CTCValidationSums()
         for batch in loader:
             batch = batch_to(batch, self.dist.device)
@@ -396,16 +396,13 @@ class FinetuneTask(ManifestTask):
             sums.sample_size += float(len(batch["ids"]))
             best = logits.float().cpu().numpy()
             for uid, row, n in zip(batch["ids"], best, frame_lengths.tolist()):
-                hyp = self.decoder.decode(row[:n]).text
-                utt = score_utterance(uid, texts[uid].split(), hyp.split())
-                sums.word_errors += utt.words.errors
-                sums.words += utt.words.ref_len
-                sums.char_errors += utt.chars.errors
-                sums.chars += utt.chars.ref_len
+                hyps[uid] = self.decoder.decode(row[:n]).text
+        report = score_texts({k: texts[k] for k in hyps}, hyps, rules=self.text_rules)
+        sums.words, sums.chars = report.words, report.chars
         s = sum_over_processes(sums, self.dist)
         loss = s.loss / max(s.sample_size, 1.0)
-        wer, cer = s.word_errors / max(s.words, 1.0), s.char_errors / max(s.chars, 1.0)
-        return Validation({"loss": loss, "wer": wer, "cer": cer}, [wer, cer, loss])  # best: WER, ties by CER
+        report = ScoreReport([], words=s.words, chars=s.chars, unspaced=report.unspaced)  # all processes
+        return Validation({"loss": loss, "wer": report.wer, "cer": report.cer}, [*report.ranking(), loss])
 
 
 def build_ctc_model(cfg: FinetuneConfig, vocab, text_rules=None, pretrained=None, quiet: bool = False):
