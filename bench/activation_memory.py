@@ -24,7 +24,7 @@ from bench.models import audio_batch
 
 
 def build(task: str, preset: str):
-    from w2vcli.model.checkpoint import build_model, librispeech_vocab
+    from w2vcli.model.build import build_model, librispeech_vocab
     from w2vcli.model.config import get_preset
 
     torch.manual_seed(0)

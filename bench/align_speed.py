@@ -74,7 +74,7 @@ def own_memory(minutes_list: list[float]) -> None:
     from transcribe_speed import real_mini, trained_like
     from w2vcli.alignment.align import AlignOptions, align_emissions
     from w2vcli.alignment.text import text_words
-    from w2vcli.model.checkpoint import librispeech_vocab
+    from w2vcli.model.build import librispeech_vocab
     from w2vcli.text import TextRules
 
     vocab = librispeech_vocab()
@@ -113,7 +113,8 @@ def main() -> None:
         return
     import torch
 
-    from w2vcli.model.checkpoint import build_model, librispeech_vocab, save_checkpoint
+    from w2vcli.model.build import build_model, librispeech_vocab
+    from w2vcli.model.checkpoint import save_checkpoint
     from w2vcli.model.config import get_preset
 
     tmp = Path(tempfile.mkdtemp(prefix="align-bench-"))

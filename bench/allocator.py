@@ -45,7 +45,7 @@ def child(preset: str, steps: int, threads: int) -> dict:
     from bench.models import audio_batch
     from w2vcli.audio import load_audio
     from w2vcli.decode.emissions import EmissionOptions, Emitter
-    from w2vcli.model.checkpoint import build_model, librispeech_vocab
+    from w2vcli.model.build import build_model, librispeech_vocab
     from w2vcli.model.config import get_preset
     from w2vcli.train.engine import make_optimizer
 

@@ -67,7 +67,7 @@ class Runtime:
 def build_model(preset: str, norm: str, checkpoint: str | None, dry_run: bool):
     """The w2v CTC model all runtimes share (eval mode)."""
     import w2vcli
-    from w2vcli.model.checkpoint import build_model as build, librispeech_vocab
+    from w2vcli.model.build import build_model as build, librispeech_vocab
     from w2vcli.model.config import get_preset
 
     if checkpoint:

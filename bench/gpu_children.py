@@ -108,7 +108,7 @@ def child_w2v_base(s: Settings, rec: Recorder) -> None:
 
 
 def finetune_throughput(rec: Recorder, s: Settings, cfg, preset: str, device: torch.device) -> None:
-    from w2vcli.model.checkpoint import build_model, librispeech_vocab
+    from w2vcli.model.build import build_model, librispeech_vocab
 
     torch.manual_seed(0)
     with device:

@@ -261,7 +261,7 @@ def peaked_ctc_model(config: ModelConfig, device: torch.device, seed: int = 0):
     """A random CTC model whose output layer is scaled so its emissions are about as peaked as a
     trained model's (logit standard deviation ~10): beam-search speed depends on that, and a
     random model's flat emissions would make the LM runs unrepresentatively slow."""
-    from w2vcli.model.checkpoint import build_model, librispeech_vocab
+    from w2vcli.model.build import build_model, librispeech_vocab
 
     torch.manual_seed(seed)
     with device:

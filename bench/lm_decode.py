@@ -64,7 +64,7 @@ def run(beam: int, repeat: int, reps: int, preset: str, threads: int = 2) -> flo
     from w2vcli.decode.ctc import DecodingOptions, make_decoder
     from w2vcli.decode.emissions import EmissionOptions
     from w2vcli.decode.transcribe import TranscribeOptions, transcribe_files
-    from w2vcli.model.checkpoint import build_model, librispeech_vocab
+    from w2vcli.model.build import build_model, librispeech_vocab
     from w2vcli.model.config import get_preset
 
     torch.set_num_threads(threads)

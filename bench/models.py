@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from bench.common import REAL_MINI
-from w2vcli.model.checkpoint import build_model, librispeech_vocab
+from w2vcli.model.build import build_model, librispeech_vocab
 from w2vcli.model.config import get_preset
 from w2vcli.model.hf_dir import export_hf
 

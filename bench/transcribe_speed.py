@@ -26,7 +26,7 @@ import torch
 from w2vcli.decode.ctc import DecodingOptions, make_decoder
 from w2vcli.decode.emissions import EmissionOptions
 from w2vcli.decode.transcribe import TranscribeOptions, transcribe_files
-from w2vcli.model.checkpoint import build_model, librispeech_vocab
+from w2vcli.model.build import build_model, librispeech_vocab
 from w2vcli.model.config import get_preset
 from w2vcli.text import letters
 

@@ -63,7 +63,8 @@ def main() -> None:
     from typer.testing import CliRunner
 
     from w2vcli.cli import app
-    from w2vcli.model.checkpoint import build_model, librispeech_vocab, save_checkpoint
+    from w2vcli.model.build import build_model, librispeech_vocab
+    from w2vcli.model.checkpoint import save_checkpoint
     from w2vcli.model.config import tiny
 
     tmp = Path(tempfile.mkdtemp(prefix="tune-speed-"))

@@ -136,7 +136,8 @@ def test_text_errors_are_one_line():
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from w2vcli.model.checkpoint import build_model, save_checkpoint
+    from w2vcli.model.build import build_model
+    from w2vcli.model.checkpoint import save_checkpoint
     from w2vcli.model.config import tiny
 
     torch.manual_seed(0)

@@ -36,7 +36,8 @@ def error_line(res) -> str:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A tiny CTC checkpoint with random weights."""
-    from w2vcli.model.checkpoint import build_model, save_checkpoint
+    from w2vcli.model.build import build_model
+    from w2vcli.model.checkpoint import save_checkpoint
     from w2vcli.model.config import tiny
 
     torch.manual_seed(0)

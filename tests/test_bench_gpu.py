@@ -119,7 +119,7 @@ def test_flop_count_matches_torch_counter(variant):
 def test_flop_count_of_ctc_fine_tuning():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from w2vcli.model.checkpoint import build_model, librispeech_vocab
+    from w2vcli.model.build import build_model, librispeech_vocab
     from w2vcli.model.config import tiny
 
     cfg = tiny().replace(pos_conv_groups=1, feature_grad_mult=0.0, mask_time_prob=0.0)

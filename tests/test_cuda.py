@@ -91,7 +91,7 @@ def padded_batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch
 def test_cpu_and_cuda_agree_in_fp32(variant, fp32_matmuls):
     """Same weights, mask and distractors: the same pretraining loss, logits and gradients, and
     the same CTC logits (group-norm post-LN and layer-norm pre-LN models; padded rows)."""
-    from w2vcli.model.checkpoint import librispeech_vocab
+    from w2vcli.model.build import librispeech_vocab
     from w2vcli.model.config import small
     from w2vcli.model.masking import sample_negatives, span_mask
     from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
@@ -177,7 +177,7 @@ def test_mixed_precision_steps_and_fp16_overflow(corpus, tmp_path, capsys, devic
 
 def peaked_ctc(seed: int = 0):
     """A tiny CTC model with random weights and a sharpened head (varied, confident output)."""
-    from w2vcli.model.checkpoint import build_model, librispeech_vocab
+    from w2vcli.model.build import build_model, librispeech_vocab
     from w2vcli.model.config import tiny
 
     torch.manual_seed(seed)

@@ -277,7 +277,7 @@ def test_tiny_inputs_give_empty_emissions():
 def test_batch_equals_each_utterance_alone(real_mini, feature_norm):
     """`Emitter.batch` on different lengths gives each utterance its emissions when run alone
     (with zero padding and statistics over the padded time axis, a group-norm encoder would not)."""
-    from w2vcli.model.checkpoint import build_model
+    from w2vcli.model.build import build_model
     from w2vcli.model.config import tiny
 
     torch.manual_seed(0)

@@ -68,7 +68,8 @@ def test_strict_lexicon_makes_other_words_impossible(tiny_lm, tmp_path):
 def test_transcribe_command_options(tmp_path, real_mini):
     import torch
 
-    from w2vcli.model.checkpoint import build_model, save_checkpoint
+    from w2vcli.model.build import build_model
+    from w2vcli.model.checkpoint import save_checkpoint
     from w2vcli.model.config import tiny
 
     torch.manual_seed(0)

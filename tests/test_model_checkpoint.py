@@ -263,7 +263,7 @@ def test_fairseq_ctc_checkpoint_with_omegaconf_cfg(tmp_path):
 
 def test_fairseq_ctc_checkpoint_without_dict_ltr(tmp_path, capsys):
     """No dict.ltr.txt beside it: --vocab supplies one; only a 32-output head is read as LibriSpeech's letters, loudly."""
-    from w2vcli.model.checkpoint import librispeech_vocab
+    from w2vcli.model.build import librispeech_vocab
 
     def save(model, name):
         cfg = {"model": {"_name": "wav2vec_ctc", "w2v_args": {"model": _fairseq_model_args(model.config), "task": {}}},

@@ -32,7 +32,7 @@ def w2v(*args) -> str:
 
 
 def build(style: str):
-    from w2vcli.model.checkpoint import build_model
+    from w2vcli.model.build import build_model
     from w2vcli.model.config import tiny
 
     torch.manual_seed(0 if style == "group" else 1)
@@ -162,7 +162,7 @@ def test_transcribe_runs_onnx_like_the_checkpoint(exported, real_mini, tiny_lm):
 
 
 def test_onnx_models_refuse_what_they_cannot_do(exported, real_mini, tmp_path):
-    from w2vcli.model.checkpoint import build_model
+    from w2vcli.model.build import build_model
     from w2vcli.model.config import tiny
     from w2vcli.model.onnx import export_onnx
 

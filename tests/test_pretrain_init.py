@@ -102,11 +102,14 @@ def test_loss_equals_transformers(tmp_path, corpus, variant):
 
 
 def test_cli_from_hf_dir_keeps_its_config(tmp_path, corpus, monkeypatch):
-    from w2vcli.model import checkpoint
+    from w2vcli.model import load as loader
+    from w2vcli.train import tasks
 
     _, hf_dir = hf_pretraining_dir(tmp_path, "large_like")
     loads = []
-    monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: loads.append(a) or load_model(*a, **k))
+    counted = lambda *a, **k: loads.append(a) or load_model(*a, **k)  # noqa: E731
+    for module in (loader, tasks):  # tasks.load_init's binding, and the loader's for everyone else
+        monkeypatch.setattr(module, "load_model", counted)
     out = tmp_path / "cpt"
     w2v("pretrain", "--init", hf_dir, "--train", corpus, "--out", out, "--max-updates", 3)
     assert len(loads) == 1  # one load serves the training defaults, the checks and the weights

@@ -91,7 +91,8 @@ def test_engine_divides_the_cores_among_local_processes(eight_cores, restore_thr
 
 
 def test_transcribe_takes_threads(tmp_path, restore_threads, real_mini):
-    from w2vcli.model.checkpoint import build_model, save_checkpoint
+    from w2vcli.model.build import build_model
+    from w2vcli.model.checkpoint import save_checkpoint
     from w2vcli.model.config import tiny
     from w2vcli.text import SPECIALS, Vocabulary
 

@@ -20,7 +20,8 @@ VOCAB = Vocabulary(list(SPECIALS) + list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ"))
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A w2v CTC checkpoint of the tiny preset with random weights (varied output)."""
-    from w2vcli.model.checkpoint import build_model, save_checkpoint
+    from w2vcli.model.build import build_model
+    from w2vcli.model.checkpoint import save_checkpoint
     from w2vcli.model.config import tiny
 
     torch.manual_seed(0)
@@ -167,7 +168,8 @@ def test_models_without_a_head_are_named_not_transcribed(files, tmp_path):
     """`load_ctc_model` says what the file holds when it is not a CTC model; `transcribe` prints that line."""
     import w2vcli
     from w2vcli.errors import W2VError
-    from w2vcli.model.checkpoint import build_model, save_checkpoint
+    from w2vcli.model.build import build_model
+    from w2vcli.model.checkpoint import save_checkpoint
     from w2vcli.model.config import tiny
 
     pt = tmp_path / "pt.pt"

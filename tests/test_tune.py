@@ -35,7 +35,8 @@ def test_refined_search_finds_the_grid_minimum_of_a_smooth_surface_in_fewer_pair
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from w2vcli.model.checkpoint import build_model, save_checkpoint
+    from w2vcli.model.build import build_model
+    from w2vcli.model.checkpoint import save_checkpoint
     from w2vcli.model.config import tiny
 
     torch.manual_seed(0)

@@ -4,15 +4,17 @@ __version__ = "0.1.0"
 
 
 def load_model(path, device="cpu", vocab=None):
-    """Load a w2v, Hugging Face or fairseq checkpoint; see `w2vcli.model.checkpoint.load_model`."""
-    from w2vcli.model.checkpoint import load_model as _load_model
+    """Load a w2v, Hugging Face or fairseq checkpoint; see `w2vcli.model.load.load_model`."""
+    # lazy: `import w2vcli` stays light; torch loads (1.3 s) when a model does
+    from w2vcli.model.load import load_model as _load_model
 
     return _load_model(path, device=device, vocab=vocab)
 
 
 def load_ctc_model(path, device="cpu", vocab=None):
     """A CTC model (for `w2vcli.decode`), or a W2VError saying what `path` holds; see `load_model`."""
-    from w2vcli.model.checkpoint import load_ctc_model as _load_ctc_model
+    # lazy: `import w2vcli` stays light; torch loads (1.3 s) when a model does
+    from w2vcli.model.load import load_ctc_model as _load_ctc_model
 
     return _load_ctc_model(path, device=device, vocab=vocab)
 
@@ -20,6 +22,7 @@ def load_ctc_model(path, device="cpu", vocab=None):
 def align(model, audio, text, options=None, emission=None):
     """Forced alignment of `text` to `audio` (a path or a 16 kHz waveform [S]) with a CTC model:
     an `Alignment` of words and characters with times and scores; see `w2vcli.alignment.align`."""
+    # lazy: `import w2vcli` stays light; torch loads (1.3 s) when a model does
     from w2vcli.alignment.align import AlignOptions
     from w2vcli.alignment.align import align as _align
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import soundfile as sf
 import soxr
 
 from w2vcli.errors import W2VError
-from w2vcli.utils import quiet_stderr
+from w2vcli.utils import atomic_open, quiet_stderr
 
 SAMPLE_RATE = 16000  # Hz, what every model in w2v consumes
 TAIL_FRAMES = 4096  # samples decoded at the end of a file to detect truncation
@@ -198,8 +198,6 @@ def resampled_length(num_samples: int, from_rate: int, to_rate: int = SAMPLE_RAT
 
 def write_flac(path: str | os.PathLike, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write float32 mono audio as 16-bit FLAC (clipped to [-1, 1]), via a temp file + rename."""
-    from w2vcli.utils import atomic_open
-
     pcm = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
     pcm = np.round(pcm * 32767.0).astype(np.int16)
     with atomic_open(Path(path), "wb") as f:

@@ -111,6 +111,7 @@ def _root(
 
 
 def _register() -> None:
+    # lazy: commands register when the app is built, so `import w2vcli.cli` stays light
     from w2vcli.commands import align, export, finetune, lm, prepare, pretrain, score, transcribe
 
     app.add_typer(prepare.app, name="prepare")

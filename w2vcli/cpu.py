@@ -37,9 +37,11 @@ Two separate runs on one machine cannot see each other: give each `--threads` (c
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +87,7 @@ def _cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str]:
 @functools.lru_cache(maxsize=1)
 def cpu_features() -> CpuFeatures:
     """This machine's features, from /proc/cpuinfo's flags and torch's own dispatch level."""
+    # lazy: cpu.py is read before torch loads (option checks, `w2v --help`): torch (1.3 s) only when asked
     import torch
 
     flags = _cpuinfo_flags()
@@ -148,10 +151,12 @@ def check_cpu_bf16(option: str = "--precision bf16", features: CpuFeatures | Non
 
 def train_precision(precision: str, device_type: str) -> str:
     """`--precision` of `w2v pretrain` / `w2v finetune` resolved for the device: fp32 | bf16 | fp16."""
+    # lazy: cpu.py is read before torch loads (option checks, `w2v --help`): torch (1.3 s) only when asked
     import torch
 
     if precision != "auto":
         if precision == "bf16" and device_type == "cpu" and not cpu_features().bf16 and _pinned() is None:
+            # lazy: cpu.py is read before torch loads (option checks, `w2v --help`): torch (1.3 s) only when asked
             from w2vcli.utils import warn
 
             warn("--precision bf16: this CPU has no native bfloat16 (AVX512_BF16 or AMX); "
@@ -252,6 +257,7 @@ def inference_threads(requested: int, decoder_processes: int) -> int:
 def set_threads(n: int) -> None:
     """torch.set_num_threads(n) unless n is 0 (torch's default)."""
     if n > 0:
+        # lazy: cpu.py is read before torch loads (option checks, `w2v --help`): torch (1.3 s) only when asked
         import torch
 
         torch.set_num_threads(n)
@@ -281,9 +287,6 @@ def keep_freed_memory() -> bool:
     glibc), a preloaded allocator (jemalloc, tcmalloc), or another C library. Returns whether it
     was set.
     """
-    import ctypes
-    import sys
-
     if not sys.platform.startswith("linux") or "LD_PRELOAD" in os.environ:
         return False
     if os.environ.get(KEEP_MEMORY_ENV) == "0" or any(name.startswith("MALLOC_") for name in os.environ):

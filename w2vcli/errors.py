@@ -11,6 +11,7 @@ class W2VError(Exception):
 
 def report_error(exc: BaseException) -> None:
     """Print a user-facing error as one red line on stderr."""
+    # lazy: rich (60 ms) only when an error is shown
     from rich.console import Console
     from rich.markup import escape
 

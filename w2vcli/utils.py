@@ -15,6 +15,7 @@ from typing import IO, Iterable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from w2vcli.errors import W2VError
 
@@ -50,8 +51,6 @@ class ProgressBar:
     def __enter__(self) -> "ProgressBar":
         self.t0 = self.last = time.monotonic()
         if console.is_terminal:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
             self.rich = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn(f"{{task.completed:.0f}}/{{task.total:.0f}} {self.unit}"),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)

@@ -33,8 +33,9 @@ import numpy as np
 
 from w2vcli.alignment.text import STAR, TextWord, text_words
 from w2vcli.alignment.viterbi import BEAM, MAX_WIDTH, ctc_graph, forced_align, frame_scores
-from w2vcli.audio import SAMPLE_RATE
+from w2vcli.audio import SAMPLE_RATE, audio_info, load_audio, resampled_length
 from w2vcli.errors import W2VError
+from w2vcli.utils import ProgressBar
 
 STAR_PENALTY = 0.5  # nats per frame the garbage unit pays below the frame's best unit (blank included)
 LOW_SCORE = 0.05  # words below this score are flagged
@@ -185,7 +186,7 @@ def align_emissions(log_probs: np.ndarray, words: list[TextWord], boundary: int 
 
 def _emissions(emitter, audio: str | np.ndarray) -> tuple[np.ndarray, int]:
     """(log-probs [T,V], samples at 16 kHz) of a file or of a waveform [S] at 16 kHz."""
-    from w2vcli.audio import audio_info, load_audio, resampled_length
+    # lazy: torch (1.3 s) only when a model's emissions are computed, not for given emissions
     from w2vcli.decode.emissions import iter_windows
 
     if isinstance(audio, np.ndarray):
@@ -205,6 +206,7 @@ def _emissions(emitter, audio: str | np.ndarray) -> tuple[np.ndarray, int]:
 def align(model, audio, text: str, options: AlignOptions = AlignOptions(), emission=None) -> Alignment:
     """Align `text` to `audio` (a file path, or a 16 kHz mono waveform [S]) with a CTC model
     (`w2vcli.load_ctc_model`); `emission`: `w2vcli.decode.emissions.EmissionOptions`."""
+    # lazy: torch (1.3 s) only when a model's emissions are computed, not for given emissions
     from w2vcli.decode.emissions import EmissionOptions, Emitter
 
     emitter = Emitter(model, emission or EmissionOptions())
@@ -227,9 +229,9 @@ def align_items(model, items: list[tuple[str, str, str]], options: AlignOptions,
     """Align (key, audio path, text) items in order: `on_result(key, Alignment)` for each, or
     `on_error(path, message)` for a file that cannot be read or a text that cannot be aligned.
     Returns (files aligned, seconds of audio, w2vcli.decode.transcribe.Stats of the model run)."""
+    # lazy: torch (1.3 s) only when a model's emissions are computed, not for given emissions
     from w2vcli.decode.emissions import Emitter
     from w2vcli.decode.transcribe import Stats, iter_emissions
-    from w2vcli.utils import ProgressBar
 
     emitter = Emitter(model, emission)
     stats = Stats()

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
-from w2vcli.alignment.align import Alignment, AlignedWord
+from w2vcli.alignment.align import AlignedWord, Alignment
 from w2vcli.audio import SAMPLE_RATE, write_flac
 from w2vcli.errors import W2VError
 from w2vcli.utils import write_jsonl
@@ -78,8 +79,6 @@ def write_segments(a: Alignment, max_seconds: float, min_score: float, manifest:
                           dtype="float32", always_2d=True)  # fmt: skip
         wav = wav.mean(axis=1)
         if sr != SAMPLE_RATE:
-            import soxr
-
             wav = soxr.resample(wav, sr, SAMPLE_RATE, quality="HQ").astype(np.float32)
         uid = f"{stem}-{n:04d}"
         path = out_dir / f"{uid}.flac"

@@ -8,7 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from w2vcli.alignment.align import LOW_SCORE, STAR_PENALTY
+import w2vcli
+from w2vcli import cpu
+from w2vcli.alignment.align import LOW_SCORE, STAR_PENALTY, AlignOptions, align_items
+from w2vcli.alignment.formats import FORMATS, SUFFIX, render
+from w2vcli.alignment.segment import write_segments
+from w2vcli.data.manifest import read_manifest
+from w2vcli.decode.output import Output, transcript_writer
 from w2vcli.errors import W2VError
 from w2vcli.utils import log, warn
 
@@ -41,12 +47,8 @@ def align(
     over the model's units); the output keeps the words as written. Words the audio does not
     support are flagged "low", audio the text does not cover is listed as "unaligned" (docs/align.md).
     """
-    import w2vcli
-    from w2vcli import cpu
-    from w2vcli.alignment.align import AlignOptions, align_items
-    from w2vcli.alignment.formats import FORMATS, SUFFIX, render
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.decode.emissions import EmissionOptions
-    from w2vcli.decode.output import Output, transcript_writer
 
     if (audio is None) != (text is None) or (audio is None) == (manifest is None):
         raise W2VError("give AUDIO and TEXT, or --manifest M (rows with 'text'), not both")
@@ -62,8 +64,6 @@ def align(
             raise W2VError(f"{text}: cannot read the text ({getattr(exc, 'strerror', None) or exc})") from None
         items = [(str(audio), str(audio), text_str)]
     else:
-        from w2vcli.data.manifest import read_manifest
-
         rows = read_manifest(manifest)
         missing = [str(r.get("id")) for r in rows if not isinstance(r.get("text"), str)]
         if missing:
@@ -82,8 +82,6 @@ def align(
         warn(message)
 
     if segment is not None:
-        from w2vcli.alignment.segment import write_segments
-
         results = []
         align_items(model, items, options, emission, lambda _k, a: results.append(a), on_error)
         if results:

@@ -29,8 +29,10 @@ def export(
     and lengths, outputs logits and frame_lengths; vocabulary and text rules in its metadata)
     that `w2v transcribe OUT.onnx` runs with onnxruntime (docs/export.md).
     """
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     import torch
 
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.model import export_hf, load_model, save_checkpoint
 
     if to not in ("hf", "w2v", "onnx"):
@@ -41,6 +43,7 @@ def export(
     if not isinstance(model, torch.nn.Module):
         raise W2VError(f"{checkpoint}: an ONNX model cannot be converted further; export from the checkpoint it came from")
     if to == "onnx":
+        # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
         from w2vcli.model.onnx import export_onnx
 
         if out.is_dir():

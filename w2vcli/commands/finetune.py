@@ -7,10 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from w2vcli.commands.pretrain import (CheckpointActivations, ClipNorm, ConfigFile, Gpus, LogInterval, Lr, Manifest, MaxSampleSize,
-                                      MaxTokens, MaxUpdates, Nproc, NumWorkers, Out, Precision, Preset, Resume,
-                                      ScheduleUpdates, Seed, SkipBadAudio, Threads, UpdateFreq, Valid,
-                                      ValidInterval, Warmup, common_layer, run)
+from w2vcli.commands.pretrain import (
+    CheckpointActivations, ClipNorm, ConfigFile, Gpus, LogInterval, Lr, Manifest, MaxSampleSize, MaxTokens, MaxUpdates,
+    Nproc, NumWorkers, Out, Precision, Preset, Resume, ScheduleUpdates, Seed, SkipBadAudio, Threads, UpdateFreq, Valid,
+    ValidInterval, Warmup, common_layer, run,
+)  # fmt: skip
+from w2vcli.errors import W2VError
 
 
 def finetune(
@@ -65,6 +67,7 @@ def finetune(
     Example:
       w2v finetune --init exp/pt/best.pt --train data/train-10m.jsonl --valid data/dev.jsonl --out exp/ft
     """
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.data.augment import NOISE_COLOURS
     from w2vcli.train.config import FinetuneConfig
 
@@ -87,8 +90,6 @@ def finetune(
 
 def numbers(text: str | None, option: str, count: int | None = None) -> list[float] | None:
     """`0.9,1.0,1.1` -> [0.9, 1.0, 1.1]; None when not given, [] for `none`."""
-    from w2vcli.errors import W2VError
-
     if text is None:
         return None
     if text.strip().lower() in ("", "none") and count is None:

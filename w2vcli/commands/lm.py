@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from w2vcli.commands.layout import W2VCommand, W2VHelpGroup
-
+from w2vcli.decode.lm import LMBuildConfig, build_lm, rules_beside
+from w2vcli.errors import W2VError
+from w2vcli.text import TextRules
 from w2vcli.utils import count_text, log
 
 app = typer.Typer(cls=W2VHelpGroup, help="Build n-gram language models with KenLM.", no_args_is_help=True, rich_markup_mode=None)
@@ -30,10 +32,6 @@ def build(
     Also writes OUT.unigrams.txt, the word list `w2v transcribe --lm OUT` picks up for pyctcdecode,
     and OUT.text_rules.json. KenLM's programs come from `scripts/install_kenlm.sh`.
     """
-    from w2vcli.decode.lm import LMBuildConfig, build_lm, rules_beside
-    from w2vcli.errors import W2VError
-    from w2vcli.text import TextRules
-
     if rules:
         text_rules = TextRules.load(rules)
         log(f"lm: normalising with {rules} (case {text_rules.case})")

@@ -9,6 +9,7 @@ from typing import Annotated, Callable, Iterator, Optional
 import typer
 
 from w2vcli.commands.layout import W2VCommand, W2VHelpGroup
+from w2vcli.errors import W2VError
 
 app = typer.Typer(cls=W2VHelpGroup, help="Write JSONL manifests, a vocabulary and transcripts from a corpus.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -30,6 +31,7 @@ def _interrupted(left: Callable[[], str]) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
+        # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
         from w2vcli.utils import log
 
         log(f"interrupted: {left()}")
@@ -61,8 +63,6 @@ def _split(value: str | None) -> list[str] | None:
 
 def _out_folder(out: Path) -> Path:
     """--out names a folder to write into: not an existing file."""
-    from w2vcli.errors import W2VError
-
     if out.exists() and not out.is_dir():
         raise W2VError(f"--out {out}: a file, not a folder (give a folder for the outputs)")
     return out
@@ -70,8 +70,6 @@ def _out_folder(out: Path) -> Path:
 
 def _out_file(out: Path) -> Path:
     """--out names a manifest file to write: not an existing folder."""
-    from w2vcli.errors import W2VError
-
     if out.is_dir():
         raise W2VError(f"--out {out}: a folder, not a file (give the manifest's name, e.g. {out / 'train.jsonl'})")
     return out
@@ -98,6 +96,7 @@ def librispeech(
     Transcripts that normalising changes beyond case and punctuation are counted, with examples.
     Finished subsets are skipped on a re-run unless --force.
     """
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.data.librispeech import prepare_librispeech, sample_transcripts
     from w2vcli.data.transcripts import choose_rules
 
@@ -118,6 +117,7 @@ def fairseq(
     rules: RulesFile = None,
 ) -> None:
     """Convert fairseq .tsv (+ .wrd/.ltr) manifests to w2v JSONL manifests, checking every audio file."""
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.data.fairseq import prepare_fairseq
     from w2vcli.data.manifest import read_manifest
     from w2vcli.data.transcripts import choose_rules
@@ -154,6 +154,7 @@ def commonvoice(
     of fields, an empty sentence, or a missing or unreadable clip are named in warnings and in
     OUT/<split>.problems.txt, and left out. Columns are read by name (old and new releases).
     """
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.data.commonvoice import VoteFilter, prepare_commonvoice, sample_sentences
     from w2vcli.data.transcripts import choose_rules
 
@@ -188,6 +189,7 @@ def table(
     transcript, or missing or unreadable audio are named in warnings and in OUT.problems.txt,
     and left out.
     """
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.data.table import Columns, prepare_table, read_table
     from w2vcli.data.transcripts import choose_rules
 
@@ -205,6 +207,7 @@ def folder(
     jobs: Jobs = None,
 ) -> None:
     """An unlabeled manifest (for pretraining) of every audio file soundfile reads under DIRECTORY."""
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.data.folder import prepare_folder
 
     with _interrupted(lambda: _nothing_written(out)):
@@ -230,6 +233,7 @@ def synth(
     SPK-CHAP.trans.txt and OUT/SPEAKERS.TXT; dev and test speakers and sentences are disjoint
     from training and from each other. Then run `w2v prepare librispeech OUT --out DATA`.
     """
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.data.synth import SynthConfig, synthesize
 
     cfg = SynthConfig(train_hours=hours, dev_minutes=dev_minutes, test_minutes=test_minutes,
@@ -252,8 +256,8 @@ def subset(
     Deterministic for a given --seed and keeps the input order; like Libri-Light's 10 min / 1 h
     splits, e.g. `w2v prepare subset data/train-clean.jsonl --minutes 10 --out data/train-10m.jsonl`.
     """
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.data.manifest import duration, read_manifest, subset_manifest, write_manifest
-    from w2vcli.errors import W2VError
     from w2vcli.utils import log
 
     _out_file(out)

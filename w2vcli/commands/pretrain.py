@@ -48,6 +48,7 @@ def run(cfg_cls, preset: str | None, config: Path | None, out: Path, resume: boo
     The --init checkpoint is loaded here, once: its config sets the defaults and is checked
     against the options, and the same model starts the run. A resumed run reads OUT/last.pt instead.
     """
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.train.config import check_options, read_toml, resolve
 
     layers = []
@@ -59,6 +60,7 @@ def run(cfg_cls, preset: str | None, config: Path | None, out: Path, resume: boo
     layers.append({**cli, "out": str(out.resolve()), "resume": resume})
     check_options(cfg_cls, layers)  # before torch loads: a bad option is reported at once
 
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.train.engine import refuse_to_replace, train
     from w2vcli.train.tasks import load_init
 
@@ -108,6 +110,7 @@ def pretrain(
       w2v pretrain --train data/train.jsonl --valid data/dev.jsonl --preset small --out exp/pt
       w2v pretrain --init wav2vec2-base/ --train data/mine.jsonl --out exp/cpt   # continue a published model
     """
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
     from w2vcli.train.config import PretrainConfig
 
     cli = common_layer(train=train, valid=valid, init=init, preset=preset, max_updates=max_updates, max_tokens=max_tokens,

@@ -7,7 +7,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from w2vcli.score import check_ids, read_transcripts, score_texts, write_details
+from w2vcli.text import ENGLISH, RULES_FILE, TextRules
 from w2vcli.utils import log
 
 
@@ -28,9 +32,6 @@ def score(
     WER and CER equal jiwer's on the same (normalised) strings; CER counts spaces between words.
     For scripts written without spaces CER is the headline figure (WER is then the sentence error rate).
     """
-    from w2vcli.score import check_ids, read_transcripts, score_texts, write_details
-    from w2vcli.text import ENGLISH, RULES_FILE, TextRules
-
     text_rules = TextRules.load(rules) if rules else TextRules.beside(ref)
     if text_rules is None:
         text_rules = ENGLISH
@@ -51,9 +52,6 @@ def score(
 
 
 def _print_table(report, ref: Path, hyp: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"{hyp} vs {ref}  ({len(report.utterances)} utterances)")
     for name in ("", "rate %", "errors", "sub", "del", "ins", "correct", "ref tokens"):
         table.add_column(name, justify="left" if not name else "right")

@@ -30,6 +30,7 @@ import numpy as np
 import soxr
 
 from w2vcli.audio import SAMPLE_RATE, audio_info, load_audio, load_audio_segment
+from w2vcli.data.folder import audio_extensions
 from w2vcli.errors import W2VError
 from w2vcli.utils import warn
 
@@ -80,8 +81,6 @@ def scan_noise_folder(folder: str, quiet: bool = False) -> tuple[NoiseFile, ...]
     Unreadable ones are left out with one warning (unless `quiet`: ranks other than the first);
     a folder with none is a W2VError naming it.
     """
-    from w2vcli.data.folder import audio_extensions
-
     root = Path(folder)
     if not root.is_dir():
         raise W2VError(f"--noise {folder}: neither {', '.join(NOISE_COLOURS)} nor a folder")

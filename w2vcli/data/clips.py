@@ -15,8 +15,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
 from w2vcli.audio import SAMPLE_RATE, audio_info, load_audio, write_flac
 from w2vcli.errors import W2VError
+from w2vcli.utils import console
 
 CHUNK = 32  # files per worker task
 
@@ -59,10 +62,6 @@ def _read_chunk(paths: list[str], convert_to: str | None, force: bool) -> list[C
 def read_clips(paths: list[str], jobs: int, convert_to: str | os.PathLike | None = None,
                force: bool = False) -> dict[str, Clip | str]:  # fmt: skip
     """Path -> Clip (or the problem line) for every path, `jobs` worker processes at once."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from w2vcli.utils import console
-
     target = None if convert_to is None else str(Path(convert_to).resolve())
     if target is not None:
         Path(target).mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import soundfile as sf
 from w2vcli.audio import audio_info
 from w2vcli.data.manifest import write_manifest
 from w2vcli.errors import W2VError
-from w2vcli.utils import log, warn
+from w2vcli.utils import ProgressBar, log, warn
 
 CHUNK = 256  # files per worker task
 
@@ -46,8 +46,6 @@ def _infos(paths: list[str]) -> list[tuple[str, int, int] | str]:
 
 def prepare_folder(folder: str | os.PathLike, out: str | os.PathLike, jobs: int | None = None) -> list[dict]:
     """Write `out` (JSONL) listing every readable audio file under `folder`, sorted by path."""
-    from w2vcli.utils import ProgressBar
-
     root = Path(folder).resolve()
     if not root.is_dir():
         raise W2VError(f"{folder}: directory not found")

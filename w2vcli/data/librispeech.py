@@ -26,12 +26,14 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
 from w2vcli.audio import audio_info
 from w2vcli.data.manifest import read_manifest, write_manifest
-from w2vcli.errors import W2VError
 from w2vcli.data.transcripts import TextReport, check_same_rules, write_text_files
+from w2vcli.errors import W2VError
 from w2vcli.text import ENGLISH, RULES_FILE, TextRules
-from w2vcli.utils import atomic_open, log, warn
+from w2vcli.utils import atomic_open, console, log, warn
 
 AUDIO_EXTS = (".flac", ".wav")
 MAX_WARNINGS = 20  # per subset on the console; all of them go to <subset>.problems.txt
@@ -155,10 +157,6 @@ def _chapters(subset_dir: Path) -> list[Path]:
 
 def scan_subsets(subsets: dict[str, Path], jobs: int, rules: TextRules = ENGLISH) -> dict[str, SubsetResult]:
     """Scan every chapter of the given subsets, `jobs` worker processes at once, with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from w2vcli.utils import console
-
     tasks = [(name, str(chap)) for name, d in subsets.items() for chap in _chapters(d)]
     results = {name: SubsetResult(name, report=TextReport(rules)) for name in subsets}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("chapters"),

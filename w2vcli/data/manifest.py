@@ -170,6 +170,7 @@ def check_audio(rows: list[dict], name: str, skip: bool = False, threads: int = 
     disagrees with their `num_samples`/`sample_rate` are counted in a warning (a stale
     manifest). Headers are read in `threads` threads. Returns the usable rows.
     """
+    # lazy: the audio libraries only when audio is checked
     from w2vcli.audio import audio_info
 
     def header(path: str):

@@ -37,7 +37,7 @@ import soxr
 from w2vcli.audio import SAMPLE_RATE, write_flac
 from w2vcli.errors import W2VError
 from w2vcli.text import normalize_text
-from w2vcli.utils import atomic_open, log
+from w2vcli.utils import ProgressBar, atomic_open, log
 
 SUBSETS = ("train-clean", "dev-clean", "test-clean")
 CHAPTER_SECONDS = 600.0  # a speaker's audio is split into chapters of at most this much
@@ -352,8 +352,6 @@ def write_speakers(out: Path, tasks: list[Task], seconds: dict[int, float]) -> N
 
 def synthesize(cfg: SynthConfig, out: str | os.PathLike, jobs: int | None = None, force: bool = False) -> dict:
     """Make the corpus in `out`; returns {subset: {"utterances", "hours"}}. Skips a finished identical corpus."""
-    from w2vcli.utils import ProgressBar
-
     out = Path(out)
     marker = out / "synth.done"
     settings = json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, sort_keys=True)

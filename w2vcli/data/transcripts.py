@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from w2vcli.errors import W2VError
-from w2vcli.text import CHANGE_KINDS, RULES_FILE, TextRules, Vocabulary, letter_counts
+from w2vcli.text import CHANGE_KINDS, RULES_FILE, TextRules, Vocabulary, is_unspaced, letter_counts
 from w2vcli.utils import atomic_open, log, warn
 
 MAX_EXAMPLES = 3  # shown per kind of change
@@ -129,8 +129,6 @@ def choose_rules(case: str, keep: str | None = None, digits: str = "keep", word_
                  sample: list[str] | None = None, rules_file: str | None = None) -> TextRules:
     """The text rules of a `prepare` run: `rules_file` as it is, or the options; `word_boundary=None`
     decides from a `sample` of raw transcripts (no word boundary for scripts written without spaces)."""
-    from w2vcli.text import is_unspaced
-
     if rules_file:
         return TextRules.load(rules_file)
     if word_boundary is None:

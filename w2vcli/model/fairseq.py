@@ -1,6 +1,6 @@
 """fairseq checkpoints: `wav2vec_small.pt` (pretraining) and `wav2vec_small_960h.pt` (CTC) layouts.
 
-`load_model` (w2vcli/model/checkpoint.py) unpickles the file with `safe_torch_load`, which
+`load_model` (w2vcli/model/load.py) unpickles the file with `safe_torch_load` (safe_load.py), which
 rebuilds fairseq's configuration objects (argparse.Namespace, omegaconf containers) as inert
 stand-ins; `plain` turns them into dicts, and `model_from_fairseq` maps the parameter names.
 """
@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from w2vcli.errors import W2VError
-from w2vcli.model.checkpoint import LIBRISPEECH_LETTERS, Model, _Stub, check_vocab, librispeech_vocab, load_state
+from w2vcli.model.build import LIBRISPEECH_LETTERS, Model, check_vocab, librispeech_vocab, load_state
 from w2vcli.model.convert import (
     FAIRSEQ_ENCODER_NAMES, FAIRSEQ_HEAD_NAMES, FAIRSEQ_UNUSED, codevectors_from_flat, config_from_fairseq, rename,
 )  # fmt: skip
+from w2vcli.model.safe_load import Stub
 from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 from w2vcli.text import Vocabulary
 from w2vcli.utils import warn
@@ -22,7 +23,7 @@ from w2vcli.utils import warn
 
 def plain(obj: Any) -> Any:
     """Turn stand-ins (argparse.Namespace, omegaconf DictConfig/ListConfig/nodes) into dicts, lists, values."""
-    if isinstance(obj, _Stub):
+    if isinstance(obj, Stub):
         state = obj.state
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], (dict, type(None))):
             state = {**(state[0] or {}), **(state[1] or {})}

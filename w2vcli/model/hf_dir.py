@@ -43,14 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file, save_file
+
 from w2vcli.audio import SAMPLE_RATE  # the only rate w2v feeds its models
 from w2vcli.errors import W2VError
-from w2vcli.model.checkpoint import (
-    Model, build_model, check_vocab, load_state, model_kind, safe_torch_load,
-)
+from w2vcli.model.build import Model, build_model, check_vocab, load_state, model_kind
 from w2vcli.model.convert import (
     HF_ENCODER_NAMES, HF_HEAD_NAMES, codevectors_from_flat, config_from_hf, config_to_hf, rename,
 )  # fmt: skip
+from w2vcli.model.safe_load import safe_torch_load
 from w2vcli.text import BLANK, WORD_BOUNDARY, TextRules, Vocabulary
 from w2vcli.utils import atomic_open, warn
 
@@ -364,8 +365,6 @@ def _read_weights(directory: Path) -> dict:
         raise W2VError(f"{directory}: MMS language adapters ({', '.join(adapters[:3])}{more}) are not supported; "
                        "w2v loads plain wav2vec 2.0 weights")  # fmt: skip
     if (directory / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
         return load_file(str(directory / "model.safetensors"))
     if (directory / "pytorch_model.bin").is_file():
         return safe_torch_load(directory / "pytorch_model.bin")
@@ -399,8 +398,6 @@ def export_hf(model: Model, out_dir: str | os.PathLike) -> Path:
     while Wav2Vec2Processor.from_pretrained of transformers 4.40, 4.46 and 4.52 fails on the nested
     form ("got multiple values for argument 'feature_extractor'"; 4.57 reads it).
     """
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kind = model_kind(model)

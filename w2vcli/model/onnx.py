@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import json
 import logging
 import os
@@ -42,6 +43,10 @@ from pathlib import Path
 import torch
 
 from w2vcli.errors import W2VError
+from w2vcli.model.checkpoint import checkpoint_dict, vocab_from_checkpoint
+from w2vcli.model.config import ModelConfig
+from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
+from w2vcli.text import TextRules
 
 INPUTS = ("waveform", "lengths")
 OUTPUTS = ("logits", "frame_lengths")
@@ -52,8 +57,6 @@ EXTRA = "pip install 'w2vcli[onnx]' (onnx, onnxruntime, onnxscript)"
 
 
 def _require(*modules: str, what: str) -> None:
-    import importlib.util
-
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise W2VError(f"{what} needs {', '.join(missing)}: {EXTRA}")
@@ -82,16 +85,12 @@ def quiet():
 
 def metadata(model) -> dict[str, str]:
     """The metadata_props an fp32 export of `model` carries (see the module docstring)."""
-    from w2vcli.model.checkpoint import checkpoint_dict
-
     meta = {k: v for k, v in checkpoint_dict(model).items() if k != "model"}
     return {META_KEY: json.dumps(meta, ensure_ascii=False), QUANTIZE_KEY: "none"}
 
 
 def export_onnx(model, path: str | os.PathLike, quantize: str = "none") -> Path:
     """Write a w2v CTC model as an ONNX file (atomically: temp file + rename). Returns the path."""
-    from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
-
     if not isinstance(model, Wav2Vec2ForCTC):
         raise W2VError(f"--to onnx exports CTC models; this is a {type(model).__name__} (fine-tune it first)")
     if quantize not in ("none", "int8"):
@@ -167,6 +166,7 @@ def _transformer_matmuls(model_proto) -> list[str]:
 def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Write an int8 copy of an fp32 file from `export_onnx` (its Transformer MatMuls quantized)."""
     _require("onnx", "onnxruntime", what="ONNX int8 quantization")
+    # lazy: optional extra [onnx]: onnx / onnxruntime, where installed
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -216,6 +216,7 @@ class OnnxCTCModel:
 
     def session(self):
         if self._session is None:
+            # lazy: optional extra [onnx]: onnx / onnxruntime, where installed
             import onnxruntime as ort
 
             opts = ort.SessionOptions()
@@ -233,6 +234,7 @@ class OnnxCTCModel:
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata_props of an ONNX file (without loading its weights into a session)."""
+    # lazy: optional extra [onnx]: onnx / onnxruntime, where installed
     import onnx
 
     try:
@@ -244,10 +246,6 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def load_onnx(path: str | os.PathLike, vocab=None) -> OnnxCTCModel:
     """An `OnnxCTCModel` for a file written by `export_onnx`; `vocab` overrides the stored vocabulary."""
-    from w2vcli.model.checkpoint import vocab_from_checkpoint
-    from w2vcli.model.config import ModelConfig
-    from w2vcli.text import TextRules
-
     _require("onnx", "onnxruntime", what=f"{path}: running an ONNX model")
     meta = read_metadata(path)
     if META_KEY not in meta:

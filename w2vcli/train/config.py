@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from w2vcli.errors import W2VError
-from w2vcli.model.config import ModelConfig, get_preset
-from w2vcli.utils import atomic_open
+from w2vcli.model.config import ModelConfig, check_fields, get_preset
+from w2vcli.utils import atomic_open, warn
 
 try:
     import tomllib
@@ -152,6 +152,7 @@ class FinetuneConfig(TrainConfig):
             raise W2VError(f"--noise-snr must be MIN,MAX in dB with MIN <= MAX, got {list(self.noise_snr)}")
         if not 0 <= self.noise_prob <= 1:
             raise W2VError(f"--noise-prob must be between 0 and 1, got {self.noise_prob}")
+        # lazy: commands read configs before torch (1.3 s) loads
         from w2vcli.data.augment import NOISE_COLOURS
 
         if self.noise and self.noise not in NOISE_COLOURS and not Path(self.noise).is_dir():
@@ -243,7 +244,8 @@ def preset_for_width(hidden_size: int) -> str:
 
 def preset_of_checkpoint(init: str) -> str:
     """`preset_for_width` of a checkpoint on disk (loads it; `w2v` itself passes the loaded config)."""
-    from w2vcli.model.checkpoint import load_model
+    # lazy: commands read configs before torch (1.3 s) loads
+    from w2vcli.model.load import load_model
 
     return preset_for_width(load_model(init).config.hidden_size)
 
@@ -323,13 +325,10 @@ def read_toml(path: str | os.PathLike, cfg_cls) -> dict:
         raise W2VError(f"{path}: not a TOML file (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise W2VError(f"{path}: not valid TOML ({exc})") from None
-    from w2vcli.model.config import check_fields
 
     out = {}
     for name, value in raw.items():
         if name in RENAMED and RENAMED[name] in {f.name for f in fields(cfg_cls)}:
-            from w2vcli.utils import warn
-
             warn(f"{path}: option {name!r} is now spelled {RENAMED[name]!r} (as in [model]); please rename it")
             name = RENAMED[name]
         out[name] = check_fields(value, f"{path}: [model]") if name == "model" else _coerce(cfg_cls, name, value, str(path))

@@ -27,17 +27,17 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from w2vcli import cpu
 from w2vcli.cpu import train_precision
 from w2vcli.data.dataset import DataPosition, batch_to, worker_error
 from w2vcli.errors import W2VError
-from w2vcli.model.checkpoint import (
-    read_training_checkpoint, rng_state, seed_everything, set_rng_state, training_checkpoint, write_checkpoint,
-)  # fmt: skip
+from w2vcli.model.checkpoint import read_training_checkpoint, training_checkpoint, write_checkpoint
 from w2vcli.train import distributed
 from w2vcli.train.config import PolynomialDecay, TrainConfig, TriStage, save_config, to_dict
 from w2vcli.train.diagnostics import Diagnostics, Finding
 from w2vcli.train.distributed import Dist
 from w2vcli.train.progress import MetricsLog, MetricsWindow, TrainProgress, UpdateOutput
+from w2vcli.train.rng import rng_state, seed_everything, set_rng_state
 from w2vcli.train.tasks import make_task
 from w2vcli.utils import log, warn
 
@@ -96,8 +96,6 @@ def _run(cfg: TrainConfig, init_model: torch.nn.Module | None = None) -> None:
 
 def set_threads(cfg: TrainConfig, dist: Dist) -> None:
     """Intra-op threads of this training process: w2vcli/cpu.py; --threads 0 leaves torch's."""
-    from w2vcli import cpu
-
     processes = int(os.environ.get("LOCAL_WORLD_SIZE") or dist.world_size)  # on this machine
     cpu.set_threads(cpu.training_threads(cfg.threads, processes, cfg.num_workers, dist.device.type))
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from w2vcli.errors import W2VError
-from w2vcli.utils import console
+from w2vcli.utils import atomic_open, console
 
 if TYPE_CHECKING:
     from w2vcli.train.tasks import StepStats
@@ -97,13 +97,12 @@ class MetricsLog:
                 rows = [line for line in f if line.strip()]
             keep = [line for line in rows if _update_of(line) <= truncate_after]
             if len(keep) != len(rows):
-                from w2vcli.utils import atomic_open
-
                 with atomic_open(path, "w", encoding="utf-8") as f:
                     f.writelines(keep)
             self.previous = [json.loads(line) for line in keep]
             self.recorded = {r["diagnostic"] for r in self.previous if "diagnostic" in r}
         try:
+            # lazy: optional: tensorboard, where installed
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(path.parent / "tensorboard"))

@@ -27,19 +27,25 @@ from typing import Protocol
 
 import torch
 
+from w2vcli.audio import SAMPLE_RATE
 from w2vcli.data.augment import Augment, speed_length
-from w2vcli.data.dataset import (AudioDataset, BucketBatchSampler, Loader, batch_to, filter_rows,
-                                 make_loader, row_length)
+from w2vcli.data.dataset import AudioDataset, BucketBatchSampler, Loader, batch_to, filter_rows, make_loader, row_length
 from w2vcli.data.manifest import check_audio, read_manifest
+from w2vcli.decode.ctc import GreedyDecoder
 from w2vcli.errors import W2VError
 from w2vcli.model.checkpoint import read_model_config
+from w2vcli.model.config import get_preset
+from w2vcli.model.load import load_model
+from w2vcli.model.losses import chance_correct
+from w2vcli.model.masking import padding_mask
+from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, ctc_loss
 from w2vcli.score import ErrorCounts, ScoreReport, score_texts
-from w2vcli.text import RULES_FILE
-from w2vcli.train.config import FinetuneConfig, PretrainConfig, TrainConfig
+from w2vcli.text import RULES_FILE, SPECIALS
+from w2vcli.train.config import FinetuneConfig, PretrainConfig, TrainConfig, continued_config
 from w2vcli.train.diagnostics import Finding, drop_unalignable
 from w2vcli.train.distributed import Dist, sum_over_processes
 from w2vcli.train.vocab import build_vocab, encode_targets, normalize_rows, resolve_text_rules
-from w2vcli.utils import log
+from w2vcli.utils import count_text, log
 
 
 def make_task(cfg: TrainConfig, dist: Dist, init_model: torch.nn.Module | None = None) -> Task:
@@ -56,9 +62,6 @@ def load_init(task: str, init: str):
     Returns None for fine-tuning's `none` / `scratch`. Continued pretraining needs the whole
     pretraining model: a CTC or encoder-only checkpoint is refused, saying why.
     """
-    from w2vcli.model.checkpoint import load_model
-    from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
-
     if task == "finetune" and init.lower() in ("none", "scratch"):
         return None
     if not Path(init).exists():
@@ -215,8 +218,6 @@ class ManifestTask:
         """One line before training: model size and units, where it starts, what an update holds, how many."""
         if not self.dist.main:
             return
-        from w2vcli.audio import SAMPLE_RATE
-        from w2vcli.utils import count_text
 
         cfg, c = self.cfg, self.model.config
         params = count_text(sum(p.numel() for p in self.model.parameters()))
@@ -247,9 +248,6 @@ class PretrainTask(ManifestTask):
 
     def __init__(self, cfg: PretrainConfig, dist: Dist, init_model: torch.nn.Module | None = None):
         super().__init__(cfg, dist)
-        from w2vcli.model.config import get_preset
-        from w2vcli.model.wav2vec2 import Wav2Vec2ForPreTraining
-        from w2vcli.train.config import continued_config
 
         saved = saved_model_config(cfg)
         if saved is not None:
@@ -273,8 +271,6 @@ class PretrainTask(ManifestTask):
         return {"temperature": self.temperature(update)}
 
     def step(self, model: torch.nn.Module, batch: dict, update: int) -> StepOutput:
-        from w2vcli.model.losses import chance_correct
-
         out = model(batch["wav"], batch["lengths"], temperature=self.temperature(update))
         chance = chance_correct(out.logits, out.mask_indices)
         # one copy to the host (one device sync) for every statistic
@@ -306,11 +302,8 @@ class FinetuneTask(ManifestTask):
         self.augment = Augment.from_options(cfg.seed, cfg.speed_perturb, cfg.noise, cfg.noise_snr, cfg.noise_prob,
                                             quiet=not dist.main)
         if self.augment is not None and dist.main:
-            from w2vcli.utils import log
-
             log(self.augment.describe(cfg.max_tokens))
         super().__init__(cfg, dist)
-        from w2vcli.decode.ctc import GreedyDecoder
 
         saved = saved_model_config(cfg)
         if saved is None and init_model is None and cfg.init.lower() not in ("none", "scratch"):
@@ -322,7 +315,6 @@ class FinetuneTask(ManifestTask):
         self.vocab, self.spm = build_vocab(cfg, self.train_rows, self.text_rules, getattr(init_model, "vocab", None))
         self.decoder = GreedyDecoder(self.vocab)  # validation's WER and CER
         if saved is not None:  # the engine loads the weights; skip --init
-            from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
 
             self.model = Wav2Vec2ForCTC(saved, self.vocab, self.text_rules)
         else:
@@ -363,14 +355,10 @@ class FinetuneTask(ManifestTask):
 
     def _forward(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(summed CTC loss, logits [B,T,V], frame lengths [B])."""
-        from w2vcli.model.wav2vec2 import ctc_loss
-
         logits, frame_lengths = model(batch["wav"], batch["lengths"])  # [B,T,V], [B]
         return ctc_loss(logits, frame_lengths, batch["targets"], batch["target_lengths"]), logits, frame_lengths
 
     def step(self, model: torch.nn.Module, batch: dict, update: int) -> StepOutput:
-        from w2vcli.model.masking import padding_mask
-
         loss, logits, frame_lengths = self._forward(model, batch)
         with torch.no_grad():  # greedy output's non-blank frames, for the all-blank diagnostic
             emitted = ((logits.argmax(dim=-1) != 0) & padding_mask(frame_lengths, logits.shape[1])).sum()
@@ -409,9 +397,6 @@ def build_ctc_model(cfg: FinetuneConfig, vocab, text_rules=None, pretrained=None
     """A CTC model for `vocab`: from --init (w2v / Hugging Face / fairseq; `pretrained` if already
     loaded) or, with `none`, a preset. A CTC --init passes on the head rows of the units both
     vocabularies hold (`carry_head`), said in one line unless `quiet`."""
-    from w2vcli.model.config import get_preset
-    from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
-
     overrides = {k: v for k, v in {"mask_time_prob": cfg.mask_time_prob, "mask_channel_prob": cfg.mask_channel_prob,
                                    "layer_drop": cfg.layer_drop, "final_dropout": cfg.final_dropout}.items()
                  if v is not None}
@@ -442,8 +427,6 @@ def carry_head(model, pretrained) -> str:
     units `model`'s vocabulary holds too, matched by token, so a reordered or extended vocabulary
     keeps what was learnt; the other rows stay freshly initialised. Returns the line that says
     what was kept."""
-    from w2vcli.text import SPECIALS
-
     old, new = getattr(pretrained, "vocab", None), model.vocab
     n = len(new)
     if old is None or not hasattr(pretrained, "head"):

@@ -16,11 +16,13 @@ that leaves more than MAX_UNKNOWN_SHARE of them unknown is refused with the like
 
 from __future__ import annotations
 
+import io
+import unicodedata
 from pathlib import Path
 
 from w2vcli.errors import W2VError
 from w2vcli.text import ENGLISH, RULES_FILE, SPECIALS, TextRules, Vocabulary
-from w2vcli.utils import log, warn
+from w2vcli.utils import atomic_open, log, warn
 
 
 def resolve_text_rules(cfg, init_rules: TextRules | None = None) -> TextRules:
@@ -118,8 +120,6 @@ def check_coverage(vocab: Vocabulary, texts: list[str], rules: TextRules, where:
 
 def _likely_cause(vocab: Vocabulary, missing, rules: TextRules) -> str:
     """Why a vocabulary misses a transcript's characters, and the option that fixes it."""
-    import unicodedata
-
     def share(known) -> float:
         return sum(n for c, n in missing.items() if known(c)) / sum(missing.values())
 
@@ -144,12 +144,11 @@ def _likely_cause(vocab: Vocabulary, missing, rules: TextRules) -> str:
 
 def _scripts(chars) -> set[str]:
     """The scripts (first word of the Unicode name: LATIN, CYRILLIC, CJK, ...) of the letters among `chars`."""
-    import unicodedata
-
     return {unicodedata.name(c, "?").split()[0] for c in chars if unicodedata.category(c)[0] == "L"}
 
 
 def _spm_vocab(path: Path):
+    # lazy: sentencepiece only for --units pieces
     import sentencepiece as spm
 
     try:
@@ -163,8 +162,7 @@ def _spm_vocab(path: Path):
 
 def train_spm(texts: list[str], size: int, out: Path) -> Path:
     """Train a unigram sentencepiece model on `texts`; written to `out` (and `out`.vocab)."""
-    import io
-
+    # lazy: sentencepiece only for --units pieces
     import sentencepiece as spm
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +173,6 @@ def train_spm(texts: list[str], size: int, out: Path) -> Path:
                                        bos_id=-1, eos_id=-1, minloglevel=2)
     except RuntimeError as exc:
         raise W2VError(f"--train-spm {size}: {str(exc).strip().splitlines()[-1]}") from None
-    from w2vcli.utils import atomic_open
 
     with atomic_open(out, "wb") as f:
         f.write(model.getvalue())

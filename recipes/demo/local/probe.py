@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from w2vcli.data.manifest import read_manifest
 from w2vcli.decode.ctc import GreedyDecoder
-from w2vcli.model.checkpoint import load_model
+from w2vcli.model.load import load_model
 from w2vcli.score import score_utterance
 from w2vcli.text import Vocabulary
 
