@@ -43,12 +43,41 @@ import math
 import os
 import sys
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from w2vcli.errors import W2VError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-QUANTIZE = ("auto", "none", "int8")
+
+class Precision(StrEnum):
+    """What the model computes in (`--precision`); AUTO is resolved per device before use."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"  # CUDA; training with dynamic loss scaling
+
+    @property
+    def dtype(self):
+        """The autocast dtype (None: float32 throughout); the one precision -> dtype table."""
+        # lazy: cpu.py is read before torch loads (option checks, `w2v --help`): torch (1.3 s) only when asked
+        import torch
+
+        if self is Precision.AUTO:
+            raise ValueError("precision auto has no dtype: resolve it for the device first")
+        return {Precision.FP32: None, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}[self]
+
+
+class Quantize(StrEnum):
+    """How the Transformer's Linear layers run (`--quantize`); AUTO as precision auto decides."""
+
+    AUTO = "auto"
+    NONE = "none"
+    INT8 = "int8"  # dynamic int8 Linear layers (CPU)
+
+
+PRECISIONS = tuple(Precision)  # members are strings: "bf16" in PRECISIONS, ", ".join(PRECISIONS)
+QUANTIZE = tuple(Quantize)
 MODE_ENV = "W2V_CPU_MODE"  # pins `auto` on a CPU: fp32 | bf16 | int8
 
 
@@ -66,11 +95,17 @@ class CpuFeatures:
 class Mode:
     """How the acoustic model runs: the autocast precision and the quantization of its Transformer."""
 
-    precision: str  # fp32 | bf16 | fp16 (autocast dtype; fp32 = none)
-    quantize: str = "none"  # none | int8 (dynamic int8 Linear layers in the Transformer)
+    precision: Precision  # fp32 | bf16 | fp16 (autocast dtype; fp32 = none), never auto
+    quantize: Quantize = Quantize.NONE  # none | int8 (dynamic int8 Linear layers in the Transformer)
+
+    def __post_init__(self) -> None:  # the strings a caller passes become the types (a bad one: ValueError)
+        object.__setattr__(self, "precision", Precision(self.precision))
+        object.__setattr__(self, "quantize", Quantize(self.quantize))
+        if self.precision is Precision.AUTO or self.quantize is Quantize.AUTO:
+            raise ValueError(f"a Mode is resolved: {self.precision} / {self.quantize}")
 
     def __str__(self) -> str:
-        return "int8" if self.quantize == "int8" else self.precision
+        return str(Quantize.INT8) if self.quantize is Quantize.INT8 else str(self.precision)
 
 
 def _cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str]:
@@ -149,22 +184,22 @@ def check_cpu_bf16(option: str = "--precision bf16", features: CpuFeatures | Non
         )
 
 
-def train_precision(precision: str, device_type: str) -> str:
+def train_precision(precision: str, device_type: str) -> Precision:
     """`--precision` of `w2v pretrain` / `w2v finetune` resolved for the device: fp32 | bf16 | fp16."""
     # lazy: cpu.py is read before torch loads (option checks, `w2v --help`): torch (1.3 s) only when asked
     import torch
 
     if precision != "auto":
         if precision == "bf16" and device_type == "cpu" and not cpu_features().bf16 and _pinned() is None:
-            # lazy: cpu.py is read before torch loads (option checks, `w2v --help`): torch (1.3 s) only when asked
+            # lazy: rich (60 ms, through utils) only when a warning is shown
             from w2vcli.utils import warn
 
             warn("--precision bf16: this CPU has no native bfloat16 (AVX512_BF16 or AMX); "
                  "bf16 runs emulated there, slower than fp32")  # fmt: skip
-        return precision
+        return Precision(precision)
     if device_type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return auto_train_precision()
+        return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP16
+    return Precision(auto_train_precision())
 
 
 # --- threads ------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def run(cfg_cls, preset: str | None, config: Path | None, out: Path, resume: boo
 
     refuse_to_replace(out, resume)  # before a large --init checkpoint is loaded
     init = next((layer["init"] for layer in reversed(layers) if layer.get("init")), "")
-    init_model = load_init(cfg_cls().task, init) if init and not resume else None
+    init_model = load_init(cfg_cls.task, init) if init and not resume else None
     train(resolve(cfg_cls, preset, layers, init_model.config if init_model is not None else None), init_model)
 
 

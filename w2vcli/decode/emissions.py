@@ -103,7 +103,7 @@ def resolve_mode(device: torch.device, precision: str, quantize: str = "auto", e
 
 def autocast_dtype(mode: Mode) -> torch.dtype | None:
     """The autocast dtype of a mode (None: float32 throughout)."""
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode.precision]
+    return mode.precision.dtype
 
 
 @dataclass

@@ -17,8 +17,11 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
+from typing import ClassVar
 
+from w2vcli.cpu import PRECISIONS
 from w2vcli.errors import W2VError
 from w2vcli.model.config import ModelConfig, check_fields, get_preset
 from w2vcli.utils import atomic_open, warn
@@ -28,7 +31,18 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
+class TaskKind(StrEnum):
+    """What a training run does: the config class, the task (w2vcli/train/tasks.py), the preset defaults."""
+
+    PRETRAIN = "pretrain"
+    FINETUNE = "finetune"
+
+
+class LrSchedule(StrEnum):
+    POLYNOMIAL = "polynomial"  # fairseq's polynomial_decay (pretraining's)
+    TRI_STAGE = "tri_stage"  # fairseq's tri_stage (fine-tuning's default)
 
 
 @dataclass
@@ -70,9 +84,7 @@ class TrainConfig:
     max_bad_updates: int = 10  # stop after this many non-finite steps in a row
     resume: bool = False  # continue from OUT/last.pt
 
-    @property
-    def task(self) -> str:
-        raise NotImplementedError
+    task: ClassVar[TaskKind]  # each config class says which
 
     def check(self) -> None:
         """Raise W2VError naming the option at fault."""
@@ -96,6 +108,10 @@ class TrainConfig:
     def total_updates(self) -> int:
         return self.schedule_updates or self.max_updates
 
+    def schedule(self) -> PolynomialDecay | TriStage:
+        """The learning rate per update that the engine follows."""
+        return PolynomialDecay(self.lr, self.warmup_updates, self.total_updates, self.end_lr)
+
 
 @dataclass
 class PretrainConfig(TrainConfig):
@@ -104,9 +120,7 @@ class PretrainConfig(TrainConfig):
 
     init: str = ""  # continue from this pretraining checkpoint (w2v .pt, HF dir, fairseq .pt); "" = preset
 
-    @property
-    def task(self) -> str:
-        return "pretrain"
+    task: ClassVar[TaskKind] = TaskKind.PRETRAIN
 
 
 @dataclass
@@ -120,7 +134,7 @@ class FinetuneConfig(TrainConfig):
     freeze_updates: int = 0  # train only the output layer for this many updates
     freeze_feature_encoder: bool = True  # never train the conv feature encoder
     reinit_layers: int = 0  # initialise the top N Transformer layers of --init afresh (docs/train.md)
-    lr_schedule: str = "tri_stage"  # tri_stage | polynomial
+    lr_schedule: str = LrSchedule.TRI_STAGE.value  # tri_stage | polynomial (LrSchedule)
     tri_stage: tuple = (0.1, 0.4, 0.5)  # warmup / hold / decay fractions of the schedule
     mask_time_prob: float | None = None  # time masking, fairseq mask_prob (None = model preset's)
     mask_channel_prob: float | None = None  # channel-mask probability (None = model preset's)
@@ -132,9 +146,12 @@ class FinetuneConfig(TrainConfig):
     noise_snr: tuple = (10.0, 30.0)  # SNR range in dB against the utterance's power, drawn uniformly
     noise_prob: float = 0.5  # share of training utterances that get noise
 
-    @property
-    def task(self) -> str:
-        return "finetune"
+    task: ClassVar[TaskKind] = TaskKind.FINETUNE
+
+    def schedule(self) -> PolynomialDecay | TriStage:
+        if self.lr_schedule == LrSchedule.TRI_STAGE:
+            return TriStage(self.lr, self.total_updates, tuple(self.tri_stage))
+        return super().schedule()
 
     def check(self) -> None:
         super().check()
@@ -142,7 +159,7 @@ class FinetuneConfig(TrainConfig):
             raise W2VError("--init is required (a pretrained checkpoint, or `none` with --preset)")
         if self.reinit_layers < 0:
             raise W2VError(f"--reinit-layers must be 0 or more, got {self.reinit_layers}")
-        if self.lr_schedule not in ("tri_stage", "polynomial"):
+        if self.lr_schedule not in tuple(LrSchedule):
             raise W2VError(f"lr_schedule must be tri_stage or polynomial, got {self.lr_schedule!r}")
         if len(self.tri_stage) != 3 or abs(sum(self.tri_stage) - 1) > 1e-6:
             raise W2VError(f"tri_stage must be three fractions adding up to 1, got {self.tri_stage}")
@@ -219,10 +236,10 @@ class TriStage:
         return {"name": "tri_stage", **asdict(self)}
 
 
-def preset_defaults(task: str, preset: str) -> dict:
+def preset_defaults(task: TaskKind, preset: str) -> dict:
     """Training defaults that go with a model preset (the paper's for base/large)."""
     if preset in ("base", "large"):
-        if task == "pretrain":  # paper §4.2; 64 (base) / 128 (large) GPUs there: raise update_freq
+        if task is TaskKind.PRETRAIN:  # paper §4.2; 64 (base) / 128 (large) GPUs there: raise update_freq
             return {"max_updates": 400_000, "max_tokens": 1_400_000, "max_sample_size": 250_000,
                     "min_sample_size": 32_000, "lr": 5e-4 if preset == "base" else 3e-4,
                     "warmup_updates": 32_000, "clip_norm": 25.0 if preset == "large" else 10.0}
@@ -230,7 +247,7 @@ def preset_defaults(task: str, preset: str) -> dict:
                 "lr": 5e-5 if preset == "base" else 3e-5, "freeze_updates": 10_000,
                 "valid_interval": 1000, "clip_norm": 0.0}
     # tiny / small: minutes on a CPU
-    if task == "pretrain":
+    if task is TaskKind.PRETRAIN:
         return {"max_updates": 20_000, "max_tokens": 200_000, "max_sample_size": 48_000,
                 "lr": 2e-3, "warmup_updates": 500, "valid_interval": 500}
     return {"max_updates": 5000, "max_tokens": 400_000, "max_sample_size": 400_000,
@@ -357,16 +374,16 @@ def resolve(cfg_cls, preset: str | None, layers: list[dict], init_config: ModelC
                 model.update(v or {})
             elif v is not None:
                 merged[k] = v
-    task = cfg_cls().task
+    task = cfg_cls.task
     preset = merged.get("preset") or preset
     init = merged.get("init") or ""
     if init_config is not None:
-        if task == "pretrain":
+        if task is TaskKind.PRETRAIN:
             if preset:
                 check_preset_fits(preset, init_config, init, model)
             continued_config(init_config, model, f"--init {init}")
         preset = preset or preset_for_width(init_config.hidden_size)
-    elif not preset and task == "finetune" and init.lower() not in ("", "none", "scratch"):
+    elif not preset and task is TaskKind.FINETUNE and init.lower() not in ("", "none", "scratch"):
         preset = preset_of_checkpoint(init)  # a caller that did not load the checkpoint
     preset = preset or "small"
     values = {**preset_defaults(task, preset), **merged, "preset": preset, "model": model}

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from w2vcli.errors import W2VError
+from w2vcli.train.config import TaskKind
 
 if TYPE_CHECKING:
     from w2vcli.model.config import ModelConfig
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 # demo's own run (1500 updates, warm-up 100) leaves chance between updates 150 and 250, and at
 # update 150 it was told "pretraining is not learning" on one run of two; fine-tuning: those
 # after --freeze-updates), within bounds
-JUDGE_FRACTION = {"pretrain": 0.1, "finetune": 0.25}
+JUDGE_FRACTION = {TaskKind.PRETRAIN: 0.1, TaskKind.FINETUNE: 0.25}
 JUDGE_MIN, JUDGE_MAX = 50, 5000  # updates
 WARMUP_MULTIPLE = 3  # pretraining: judged stuck no earlier than 3 x --warmup-updates (still at most JUDGE_MAX)
 CHANCE_FACTOR = 1.5  # near chance: contrastive accuracy below 1.5 x the chance level
@@ -67,9 +68,9 @@ class Diagnostics:
         self.fired = {r["diagnostic"] for r in previous if "diagnostic" in r}
         first = next((r for r in previous if 0 < r.get("feature_rms", 0) < math.inf), None)
         self.feature_base = (first["update"], first["feature_rms"]) if first else None
-        frozen = getattr(cfg, "freeze_updates", 0) if self.task == "finetune" else 0
+        frozen = getattr(cfg, "freeze_updates", 0) if self.task is TaskKind.FINETUNE else 0
         self.after = frozen + judge_after(cfg.max_updates - frozen, JUDGE_FRACTION[self.task])
-        if self.task == "pretrain":  # not before the learning rate has warmed up for a while
+        if self.task is TaskKind.PRETRAIN:  # not before the learning rate has warmed up for a while
             self.after = min(max(self.after, WARMUP_MULTIPLE * cfg.warmup_updates), JUDGE_MAX)
 
     def check_train(self, row: dict, stats) -> list[Finding]:
@@ -77,7 +78,7 @@ class Diagnostics:
         skipped steps is not judged: its means hold the non-finite batch the engine warned about."""
         if row.get("skipped"):
             return []
-        if self.task == "pretrain":
+        if self.task is TaskKind.PRETRAIN:
             found = [self._chance(row), self._collapse(row, stats), self._features(row)]
         else:
             found = [self._blank(row, stats)]
@@ -85,7 +86,7 @@ class Diagnostics:
 
     def check_valid(self, update: int, metrics: dict) -> list[Finding]:
         """After a validation (`metrics` without the valid_ prefix)."""
-        return self._fire([self._wer(update, metrics)] if self.task == "finetune" else [])
+        return self._fire([self._wer(update, metrics)] if self.task is TaskKind.FINETUNE else [])
 
     def _fire(self, found: list[Finding | None]) -> list[Finding]:
         new = [f for f in found if f is not None and f.name not in self.fired]

@@ -28,21 +28,18 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from w2vcli import cpu
-from w2vcli.cpu import train_precision
+from w2vcli.cpu import Precision, train_precision
 from w2vcli.data.dataset import DataPosition, batch_to, worker_error
 from w2vcli.errors import W2VError
 from w2vcli.model.checkpoint import read_training_checkpoint, training_checkpoint, write_checkpoint
 from w2vcli.train import distributed
-from w2vcli.train.config import PolynomialDecay, TrainConfig, TriStage, save_config, to_dict
+from w2vcli.train.config import TrainConfig, save_config, to_dict
 from w2vcli.train.diagnostics import Diagnostics, Finding
 from w2vcli.train.distributed import Dist
 from w2vcli.train.progress import MetricsLog, MetricsWindow, TrainProgress, UpdateOutput
 from w2vcli.train.rng import rng_state, seed_everything, set_rng_state
 from w2vcli.train.tasks import make_task
 from w2vcli.utils import log, warn
-
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def train(cfg: TrainConfig, init_model: torch.nn.Module | None = None) -> None:
     """Run a training job described by a resolved PretrainConfig/FinetuneConfig.
@@ -153,15 +150,12 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                         eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
-        if getattr(cfg, "lr_schedule", "polynomial") == "tri_stage":
-            self.schedule = TriStage(cfg.lr, cfg.total_updates, tuple(cfg.tri_stage))
-        else:
-            self.schedule = PolynomialDecay(cfg.lr, cfg.warmup_updates, cfg.total_updates, cfg.end_lr)
+        self.schedule = cfg.schedule()
         precision = train_precision(cfg.precision, dist.device.type)  # "auto" -> what this device runs fastest
-        self.dtype = DTYPES[precision]
-        if precision == "bf16" and dist.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        self.dtype = precision.dtype
+        if precision is Precision.BF16 and dist.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise W2VError("--precision bf16: this GPU has no bfloat16 support; use fp16")
-        self.scaler = torch.amp.GradScaler(dist.device.type, init_scale=2.0**7, enabled=precision == "fp16")
+        self.scaler = torch.amp.GradScaler(dist.device.type, init_scale=2.0**7, enabled=precision is Precision.FP16)
         self.update, self.best, self.position = 0, None, DataPosition()
         self.skipped = 0  # non-finite steps skipped, whole run
         self.bad_in_row = 0  # non-finite steps in a row (fp16 overflows excepted)

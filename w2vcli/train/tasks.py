@@ -41,7 +41,7 @@ from w2vcli.model.masking import padding_mask
 from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, ctc_loss
 from w2vcli.score import ErrorCounts, ScoreReport, score_texts
 from w2vcli.text import RULES_FILE, SPECIALS
-from w2vcli.train.config import FinetuneConfig, PretrainConfig, TrainConfig, continued_config
+from w2vcli.train.config import FinetuneConfig, PretrainConfig, TaskKind, TrainConfig, continued_config
 from w2vcli.train.diagnostics import Finding, drop_unalignable
 from w2vcli.train.distributed import Dist, sum_over_processes
 from w2vcli.train.vocab import build_vocab, encode_targets, normalize_rows, resolve_text_rules
@@ -50,26 +50,25 @@ from w2vcli.utils import count_text, log
 
 def make_task(cfg: TrainConfig, dist: Dist, init_model: torch.nn.Module | None = None) -> Task:
     """The task of `cfg`; `init_model` is the --init model if this process loaded it already."""
-    if cfg.task == "pretrain":
-        return PretrainTask(cfg, dist, init_model)
-    return FinetuneTask(cfg, dist, init_model)
+    return TASKS[cfg.task](cfg, dist, init_model)
 
 
-def load_init(task: str, init: str):
-    """The --init model of a `task` ("pretrain" | "finetune") run, loaded once: the command reads
-    its config (the training defaults, the checks) and the task takes its weights.
+def load_init(task: TaskKind | str, init: str):
+    """The --init model of a `task` run, loaded once: the command reads its config (the training
+    defaults, the checks) and the task takes its weights.
 
     Returns None for fine-tuning's `none` / `scratch`. Continued pretraining needs the whole
     pretraining model: a CTC or encoder-only checkpoint is refused, saying why.
     """
-    if task == "finetune" and init.lower() in ("none", "scratch"):
+    task = TaskKind(task)
+    if task is TaskKind.FINETUNE and init.lower() in ("none", "scratch"):
         return None
     if not Path(init).exists():
         raise W2VError(f"--init {init}: no such file or directory")
     model = load_model(init)
     if not isinstance(model, torch.nn.Module):
         raise W2VError(f"--init {init}: an exported ONNX model holds no trainable weights; use the checkpoint it came from")
-    if task == "pretrain" and not isinstance(model, Wav2Vec2ForPreTraining):
+    if task is TaskKind.PRETRAIN and not isinstance(model, Wav2Vec2ForPreTraining):
         what = ("a fine-tuned CTC model" if isinstance(model, Wav2Vec2ForCTC)
                 else "an encoder-only model (Hugging Face Wav2Vec2Model)")
         raise W2VError(
@@ -253,7 +252,7 @@ class PretrainTask(ManifestTask):
         if saved is not None:
             self.model = Wav2Vec2ForPreTraining(continued_config(saved, cfg.model, str(Path(cfg.out) / "last.pt")))
         elif cfg.init:
-            pretrained = init_model if init_model is not None else load_init("pretrain", cfg.init)
+            pretrained = init_model if init_model is not None else load_init(TaskKind.PRETRAIN, cfg.init)
             config = continued_config(pretrained.config, cfg.model, f"--init {cfg.init}")
             self.model = Wav2Vec2ForPreTraining(config)  # built anew: dropout and layer drop are set at construction
             self.model.load_state_dict(pretrained.state_dict())
@@ -307,7 +306,7 @@ class FinetuneTask(ManifestTask):
 
         saved = saved_model_config(cfg)
         if saved is None and init_model is None and cfg.init.lower() not in ("none", "scratch"):
-            init_model = load_init("finetune", cfg.init)  # its vocabulary may be the run's
+            init_model = load_init(TaskKind.FINETUNE, cfg.init)  # its vocabulary may be the run's
         # every transcript, training and validation, goes through the run's text rules
         self.text_rules = resolve_text_rules(cfg, getattr(init_model, "text_rules", None))
         self.train_rows = normalize_rows(self.train_rows, self.text_rules)
@@ -393,6 +392,9 @@ class FinetuneTask(ManifestTask):
         return Validation({"loss": loss, "wer": report.wer, "cer": report.cer}, [*report.ranking(), loss])
 
 
+TASKS: dict[TaskKind, type[ManifestTask]] = {TaskKind.PRETRAIN: PretrainTask, TaskKind.FINETUNE: FinetuneTask}
+
+
 def build_ctc_model(cfg: FinetuneConfig, vocab, text_rules=None, pretrained=None, quiet: bool = False):
     """A CTC model for `vocab`: from --init (w2v / Hugging Face / fairseq; `pretrained` if already
     loaded) or, with `none`, a preset. A CTC --init passes on the head rows of the units both
@@ -406,7 +408,7 @@ def build_ctc_model(cfg: FinetuneConfig, vocab, text_rules=None, pretrained=None
     if cfg.init.lower() in ("none", "scratch"):
         return Wav2Vec2ForCTC(get_preset(cfg.preset).replace(**overrides), vocab, text_rules)
     if pretrained is None:
-        pretrained = load_init("finetune", cfg.init)  # a pretraining model, an encoder, or a CTC model
+        pretrained = load_init(TaskKind.FINETUNE, cfg.init)  # a pretraining model, an encoder, or a CTC model
     encoder = getattr(pretrained, "wav2vec2", pretrained)  # Wav2Vec2Model
     model = Wav2Vec2ForCTC.from_pretraining(pretrained, vocab, encoder.config.replace(**overrides), text_rules)
     said = carry_head(model, pretrained)
