@@ -8,11 +8,25 @@ from w2vcli.cli import app
 runner = CliRunner()
 
 
-def test_help_lists_every_subcommand():
+COMMANDS = {"prepare", "pretrain", "finetune", "transcribe", "score", "align", "lm", "export"}
+
+
+def listed_commands(output: str) -> set[str]:
+    """The names in the first column of --help's Commands section."""
+    section = output[output.index("Commands:"):].splitlines()[1:]
+    return {line.split()[0] for line in section if line.startswith("  ") and not line.startswith("   ")}
+
+
+def test_every_command_is_registered_and_listed():
+    import typer
+
+    root = typer.main.get_command(app)
+    assert set(root.commands) == COMMANDS
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("prepare", "pretrain", "finetune", "transcribe", "score", "lm", "export"):
-        assert name in result.output
+    assert listed_commands(result.output) == COMMANDS, result.output
+    for name in COMMANDS:  # each answers its own --help
+        assert runner.invoke(app, [name, "--help"]).exit_code == 0, name
 
 
 def test_version():

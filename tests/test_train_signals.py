@@ -1,10 +1,12 @@
-"""Runs stopped from outside: SIGTERM writes a checkpoint and exits 0; after SIGKILL at a random
-moment, last.pt is complete and `--resume` carries on."""
+"""Runs stopped from outside: SIGTERM writes a checkpoint of the update it stopped at and exits 0;
+after SIGKILL at a seeded random moment, last.pt is complete and `--resume` carries on."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import pytest
 import torch
 from train_data import make_corpus
 
+KILL_SEED = 20261203  # the SIGKILL moment is random but the same on every run (said in a failure)
 ARGS = ["--preset", "tiny", "--max-tokens", "64000", "--num-workers", "0", "--log-interval", "1"]
 
 
@@ -53,9 +56,16 @@ def test_sigterm_writes_checkpoint_and_exits_cleanly(train, tmp_path):
     os.killpg(proc.pid, signal.SIGTERM)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
-    assert "SIGTERM: stopped at update" in output
+    stopped = int(re.search(r"SIGTERM: stopped at update (\d+)", output)[1])
+    assert stopped >= 2
     ckpt = torch.load(out / "last.pt", weights_only=True)
-    assert ckpt["update"] >= 2
+    # the state of the update it says it stopped at, and all of it
+    assert ckpt["update"] == ckpt["scheduler"]["update"] == stopped
+    assert ckpt["skipped"] == 0 and len(ckpt["rng"]) == 1 and set(ckpt["data"]) == {"epoch", "batch"}
+    steps = {float(s["step"]) for s in ckpt["optimizer"]["state"].values()}
+    assert steps == {float(stopped)}, steps  # AdamW stepped once per update, every parameter
+    rows = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert rows[-1]["update"] == stopped  # the metrics end where the checkpoint does
 
 
 def test_sigkill_then_resume(train, tmp_path):
@@ -64,7 +74,8 @@ def test_sigkill_then_resume(train, tmp_path):
     proc = start("pretrain", "--train", train, "--out", out, *ARGS, "--max-updates", 100000,
                  "--valid-interval", 2)
     wait_for(lambda: (out / "last.pt").exists(), proc)
-    time.sleep(random.uniform(0.0, 1.5))
+    delay = random.Random(KILL_SEED).uniform(0.0, 1.5)
+    time.sleep(delay)
     proc.kill()
     proc.communicate(timeout=30)
     ckpt = torch.load(out / "last.pt", weights_only=True)  # complete, whatever the moment
@@ -72,7 +83,7 @@ def test_sigkill_then_resume(train, tmp_path):
     proc = start("pretrain", "--train", train, "--out", out, *ARGS, "--max-updates", done + 3,
                  "--valid-interval", 2, "--resume")
     output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, output
+    assert proc.returncode == 0, f"killed {delay:.3f} s after the first last.pt:\n{output}"
     assert f"resuming from {out / 'last.pt'}: update {done}" in output.replace("\n", "")
     assert torch.load(out / "last.pt", weights_only=True)["update"] == done + 3
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
