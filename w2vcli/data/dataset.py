@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from w2vcli.audio import SAMPLE_RATE, load_audio, resampled_length
 from w2vcli.data.augment import Augment, speed_length, speed_perturb
 from w2vcli.errors import W2VError
+from w2vcli.messages import worker_died, worker_raised
 from w2vcli.utils import warn
 
 
@@ -303,18 +304,17 @@ def stop_workers(iterator) -> None:
 def worker_error(exc: Exception) -> W2VError | None:
     """The one-line W2VError for an exception that came out of a DataLoader worker, else None.
 
-    torch re-raises a worker's exception in the main process as the same type with the message
-    "Caught X in DataLoader worker process N.\nOriginal Traceback ...\nX: message"; a worker
-    that died (killed, out of memory) gives "DataLoader worker (pid(s) ...) exited unexpectedly".
+    A W2VError raised in a worker comes back as a W2VError (torch keeps the type), its message
+    wrapped in the worker's traceback; torch's text is read in one place, w2vcli/messages.py.
     """
-    text = str(exc).strip()
-    if "in DataLoader worker process" in text:
-        last = text.splitlines()[-1]
+    raised = worker_raised(exc)
+    if raised is not None:
         if isinstance(exc, W2VError):  # its message names the file
-            return W2VError(last.removeprefix("w2vcli.errors.W2VError: "))
-        return W2VError(f"a data loading worker failed: {last} (W2V_DEBUG=1 shows where)")
-    if "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by signal" in text):
-        return W2VError(f"{text.splitlines()[0]}; if the system ran out of memory, lower --num-workers")
+            return W2VError(raised.removeprefix("w2vcli.errors.W2VError: "))
+        return W2VError(f"a data loading worker failed: {raised} (W2V_DEBUG=1 shows where)")
+    died = worker_died(exc)
+    if died is not None:
+        return W2VError(f"{died}; if the system ran out of memory, lower --num-workers")
     return None
 
 

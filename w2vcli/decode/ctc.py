@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from w2vcli.errors import W2VError
+from w2vcli.messages import kenlm_reason
 from w2vcli.text import BLANK, SPECIALS, Vocabulary
 from w2vcli.utils import quiet_stderr, warn
 
@@ -233,9 +234,7 @@ class BeamSearchDecoder:
                     unk_score_offset=STRICT_OFFSET if options.strict else float(options.unk_score_offset),
                 )  # fmt: skip
         except (OSError, RuntimeError, ValueError) as exc:
-            reason = str(exc).strip()
-            if "threw" in reason and "Exception." in reason:  # KenLM: "... (FILE:LINE in SIGNATURE threw XException. WHY)"
-                reason = reason.split("Exception.", 1)[1].strip().rstrip(")")
+            reason = kenlm_reason(str(exc))  # KenLM's text, read in w2vcli/messages.py
             raise W2VError(f"cannot set up beam search{f' with {options.lm}' if options.lm else ''}: {reason}") from None
 
     def set_lm_weights(self, alpha: float, beta: float) -> None:

@@ -82,16 +82,14 @@ def write_checkpoint(path: str | os.PathLike, ckpt: dict) -> None:
 
 
 def write_failure(exc: BaseException) -> str | None:
-    """The OS's reason behind a failed write ("No space left on device"), found in the chain of
-    exceptions (torch.save wraps the OSError in a RuntimeError), or None if it was not one."""
+    """The OS's reason behind a failed write ("No space left on device"): the OSError in the
+    chain of exceptions (torch.save raises it, or a RuntimeError whose context it is), or None
+    if there is none."""
     seen = exc
     while seen is not None:
         if isinstance(seen, OSError):
             return seen.strerror or str(seen) or type(seen).__name__
         seen = seen.__cause__ or seen.__context__
-    text = str(exc).strip()
-    if "PytorchStreamWriter" in text or "file write failed" in text:
-        return text.splitlines()[0]
     return None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,13 @@ from typing import Any
 import torch
 
 from w2vcli.errors import W2VError
+from w2vcli.messages import unpickler_global, unpickler_reason
 
 # modules whose classes may appear in fairseq checkpoints as configuration or logging state;
 # they are never imported: an inert stand-in is built instead.
 _STUB_MODULES = ("fairseq", "omegaconf", "typing", "argparse", "numpy", "enum", "collections", "pathlib", "datetime")
 _STUB_BUILTINS = {"dict", "list", "set", "frozenset", "tuple", "int", "float", "str", "bool", "bytes", "object",
                   "complex", "slice", "range", "type", "NoneType"}  # fmt: skip
-_UNSUPPORTED = re.compile(r"GLOBAL (\S+) was not an allowed global")
-_BLOCKED = re.compile(r"unsupported GLOBAL (\S+) whose module")
 
 
 class Stub:
@@ -79,19 +77,13 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
                     warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)  # a random file
                 return torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError as exc:
-            message = str(exc)
-            m = _UNSUPPORTED.search(message)
-            if m is None:
-                blocked = _BLOCKED.search(message)
-                if blocked:
-                    raise _refuse(path, blocked.group(1)) from None
-                reason = message.rpartition("WeightsUnpickler error:")[2].strip().split("\n\n")[0].strip()
+        except pickle.UnpicklingError as exc:  # a legacy file: torch names one global at a time
+            refused = unpickler_global(str(exc))
+            if refused is None:
+                reason = unpickler_reason(str(exc))
                 raise W2VError(f"{path}: not a checkpoint, or a damaged one ({reason or 'unreadable pickle'})") from None
-            name = m.group(1)
-            if "." not in name:
-                name = f"builtins.{name}"
-            if name in stubs or not _may_stub(name):
+            kind, name = refused
+            if kind == "blocked" or name in stubs or not _may_stub(name):
                 raise _refuse(path, name) from None
             stubs[name] = _stub_for(name)
         except (RuntimeError, EOFError, OSError) as exc:
