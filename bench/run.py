@@ -35,30 +35,30 @@ PLAN = {
     "lm_decode": (dict(beam=50, repeat=2, reps=5, preset="base"), dict(beam=50, repeat=1, reps=3, preset="small")),
     "dataloader": (dict(batches=60, workers=2, steps=7, reps=3), dict(batches=20, workers=2, steps=3, reps=2)),
     "prepare": (dict(n=10_000, reps=3), dict(n=10_000, reps=1)),
-    # w2v's CPU modes against the deployment runtimes (bench/cpu_anchors.py); exports cached in bench/.cache
+    # w2v's CPU modes against the deployment runtimes (bench/suite/cpu_anchors.py); exports cached in bench/.cache
     "cpu_anchors_small": (dict(preset="small", norm="group", reps=5, files=10), dict(preset="small", norm="group", reps=2, files=3)),
     "cpu_anchors_base": (dict(preset="base", norm="group", reps=5, files=10), dict(preset="base", norm="group", reps=2, files=3)),
     "cpu_anchors_base_layer": (dict(preset="base", norm="layer", reps=5, files=10), dict(preset="base", norm="layer", reps=2, files=3)),
-    # the `w2v` command's malloc setting against glibc's default, in child processes (bench/allocator.py)
+    # the `w2v` command's malloc setting against glibc's default, in child processes (bench/suite/allocator.py)
     "cpu_memory": (dict(preset="base", rounds=2, steps=4), dict(preset="small", rounds=1, steps=3)),
 }
 
 
 def run_one(name: str, kw: dict, threads: int) -> None:
     if name.startswith("pretrain_step"):
-        from bench.pretrain_step import run
+        from bench.suite.pretrain_step import run
     elif name.startswith("ctc_inference"):
-        from bench.ctc_inference import run
+        from bench.suite.ctc_inference import run
     elif name == "lm_decode":
-        from bench.lm_decode import run
+        from bench.suite.lm_decode import run
     elif name == "dataloader":
-        from bench.dataloader import run
+        from bench.suite.dataloader import run
     elif name.startswith("cpu_anchors"):
-        from bench.cpu_anchors import run
+        from bench.suite.cpu_anchors import run
     elif name == "cpu_memory":
-        from bench.allocator import run
+        from bench.suite.allocator import run
     else:
-        from bench.prepare import run
+        from bench.suite.prepare import run
         return run(**kw)
     return run(**kw, threads=threads)
 

@@ -5,7 +5,7 @@
 #   bench/run.sh --quick    every RATIO line in under 5 minutes
 #   bench/run.sh --only ctc_inference_base --no-docs
 #   bench/run.sh --only cpu_anchors_small cpu_anchors_base cpu_anchors_base_layer   # CPU modes vs runtimes
-#   python -m bench.cpu_anchors --dry-run    # every runtime once on a tiny model (no results)
+#   python -m bench.suite.cpu_anchors --dry-run    # every runtime once on a tiny model (no results)
 #
 # Needs the dev environment (.venv with transformers, pyctcdecode, kenlm) and KenLM's programs
 # (scripts/install_kenlm.sh) for the 4-gram, which is built once into bench/.cache/.

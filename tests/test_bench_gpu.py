@@ -1,4 +1,4 @@
-"""bench/gpu.py without a GPU: its dry run writes every field, its time limits hold, its FLOP
+"""bench/gpu/harness.py without a GPU: its dry run writes every field, its time limits hold, its FLOP
 count agrees with torch's FLOP counter, and its largest-batch search and peak table are right."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import gpu
-from bench.flops import conv_frames, forward_flops, peak_bf16_tflops, train_step_flops
-from bench.gpu_measure import Settings, largest_batch
+from bench.gpu import harness as gpu
+from bench.gpu.flops import conv_frames, forward_flops, peak_bf16_tflops, train_step_flops
+from bench.gpu.measure import Settings, largest_batch
 
 REPO = Path(__file__).resolve().parents[1]
 LM_ROWS = {"transcribe_base_lm", "transcribe_large_lm"}

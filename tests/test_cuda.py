@@ -243,7 +243,7 @@ def test_transcribe_on_cuda(ctc_files):
     assert [r["text"] for r in fp32] == [r["text"] for r in cpu] and any(r["text"] for r in cpu)
     auto = transcripts(w2v(*args, "--device", "cuda"))  # bf16 autocast
     assert [r["audio"] for r in auto] == files
-    lm = os.environ.get("W2V_TEST_LM")  # bench/gpu_run.sh sets it to the carried LM
+    lm = os.environ.get("W2V_TEST_LM")  # bench/gpu/gpu_run.sh sets it to the carried LM
     if not lm:
         return
     pytest.importorskip("pyctcdecode")

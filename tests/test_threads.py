@@ -106,7 +106,7 @@ def test_transcribe_takes_threads(tmp_path, restore_threads, real_mini):
 
 def test_openmp_threads_sleep_instead_of_spinning():
     """`w2v` makes waiting OpenMP threads sleep, so two runs sharing cores do not spin against each
-    other (bench/concurrent_training.py); a user's own OMP_WAIT_POLICY is kept."""
+    other (bench/studies/concurrent_training.py); a user's own OMP_WAIT_POLICY is kept."""
     import os
     import subprocess
     import sys

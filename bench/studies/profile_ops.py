@@ -1,14 +1,14 @@
 """Op-level profile of one training step or one inference pass: fp32 against bf16 autocast, w2v
 against transformers on the same weights.
 
-    OMP_NUM_THREADS=1 python -m bench.profile_ops --preset small --what pretrain --batch 4 --seconds 3
-    python -m bench.profile_ops --preset base --what pretrain --batch 1 --seconds 4 --precisions fp32 \
+    OMP_NUM_THREADS=1 python -m bench.studies.profile_ops --preset small --what pretrain --batch 4 --seconds 3
+    python -m bench.studies.profile_ops --preset base --what pretrain --batch 1 --seconds 4 --precisions fp32 \
         --impl w2v transformers --threads 2
 
 Prints torch.profiler's table of the ops with the most self CPU time for each implementation and
 precision, after a warm-up step (one thread unless --threads), then one line per implementation
 with the shares of the step spent in matrix products, convolutions, attention and the rest. A
-pretraining step is forward, backward and the optimiser step (`bench.pretrain_step`'s closures:
+pretraining step is forward, backward and the optimiser step (`bench.suite.pretrain_step`'s closures:
 w2v's fused AdamW, transformers' example-script AdamW). This is for finding what bounds a mode
 (share of the step), not for speed claims: run the RATIO benchmarks for those.
 """
@@ -19,8 +19,8 @@ import argparse
 
 import torch
 
-from bench.models import audio_batch, hf_attention_mask, model_pair
-from bench.pretrain_step import hf_step, w2v_step
+from bench.common import audio_batch, hf_attention_mask, model_pair
+from bench.common import hf_step, w2v_step
 
 # op name fragments -> the category a share is reported under (first match wins)
 CATEGORIES = (

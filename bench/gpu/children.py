@@ -1,4 +1,4 @@
-"""The child processes of `bench/gpu.py`: which measurements each makes, in which order.
+"""The child processes of `bench/gpu/harness.py`: which measurements each makes, in which order.
 
     w2v_base   machine, bf16 GEMM ceiling; BASE pretraining throughput + largest batch;
                BASE CTC fine-tuning throughput; BASE transcription, greedy and with the LM
@@ -18,10 +18,10 @@ from typing import Callable
 
 import torch
 
-from bench.gpu_measure import (SAMPLE_RATE, Recorder, Settings, free_memory, measure_compile, measure_max_batch,
+from bench.gpu.measure import (SAMPLE_RATE, Recorder, Settings, free_memory, measure_compile, measure_max_batch,
                                measure_train, measure_transcribe, model_config, peaked_ctc_model, sync,
                                train_batch)  # fmt: skip
-from bench.models import audio_batch
+from bench.common import audio_batch
 
 
 def label(size: str, s: Settings) -> str:
@@ -80,7 +80,7 @@ def gemm_ceiling(rec: Recorder, s: Settings, device: torch.device) -> None:
 
 def child_w2v_base(s: Settings, rec: Recorder) -> None:
     """BASE: pretraining throughput and largest batch, CTC fine-tuning, transcription."""
-    from bench.pretrain_step import w2v_step
+    from bench.common import w2v_step
     from w2vcli.model.wav2vec2 import Wav2Vec2ForPreTraining
 
     device = torch.device(s.device)
@@ -128,8 +128,8 @@ def transcribe_both(rec: Recorder, size: str, s: Settings) -> None:
 
 def child_hf_base(s: Settings, rec: Recorder) -> None:
     """transformers' Wav2Vec2ForPreTraining with w2v's BASE weights: throughput and largest batch."""
-    from bench.models import model_pair
-    from bench.pretrain_step import hf_step, verify
+    from bench.common import model_pair
+    from bench.common import hf_step, verify
 
     device = torch.device(s.device)
     cfg, preset = model_config("base", s.dry_run), label("base", s)
@@ -153,7 +153,7 @@ def child_hf_base(s: Settings, rec: Recorder) -> None:
 
 def child_w2v_large(s: Settings, rec: Recorder) -> None:
     """LARGE: pretraining throughput, transcription."""
-    from bench.pretrain_step import w2v_step
+    from bench.common import w2v_step
     from w2vcli.model.wav2vec2 import Wav2Vec2ForPreTraining
 
     device = torch.device(s.device)
@@ -171,7 +171,7 @@ def child_w2v_large(s: Settings, rec: Recorder) -> None:
 
 def child_compile(s: Settings, rec: Recorder) -> None:
     """BASE with torch.compile on and off: CTC inference forward, then the pretraining step."""
-    from bench.pretrain_step import w2v_step
+    from bench.common import w2v_step
     from w2vcli.model.wav2vec2 import Wav2Vec2ForPreTraining
 
     device = torch.device(s.device)

@@ -1,8 +1,8 @@
 """cpu_anchors: w2v's CPU modes against the runtimes people deploy wav2vec 2.0 with on CPUs.
 
-    python -m bench.cpu_anchors --preset base --norm group --reps 5
-    python -m bench.cpu_anchors --preset base --norm layer --files 3 --reps 2
-    python -m bench.cpu_anchors --dry-run          # every runtime once on a tiny model: proves the code runs
+    python -m bench.suite.cpu_anchors --preset base --norm group --reps 5
+    python -m bench.suite.cpu_anchors --preset base --norm layer --files 3 --reps 2
+    python -m bench.suite.cpu_anchors --dry-run          # every runtime once on a tiny model: proves the code runs
 
 Same weights everywhere: a w2v CTC model (random weights from `--preset`/`--norm`, or a trained
 `--checkpoint`) is exported with `export_hf`; the anchors are built from that Hugging Face
@@ -30,7 +30,7 @@ Lines: `ABS cpu_<preset>[_layer]_<runtime> <audio s/s> ...` and, for every runti
 vs_fp32 is the CER (%) of its transcripts against its fp32 counterpart's (w2v modes against
 w2v_fp32, ort_int8 against ort_fp32, the others against transformers_fp32), dcer the change in
 CER (points) against the reference transcripts; with random weights only vs_fp32 means anything
-(bench/cpu_accuracy.py measures accuracy on trained models). A runtime that cannot run on this
+(bench/studies/cpu_accuracy.py measures accuracy on trained models). A runtime that cannot run on this
 machine prints `SKIP <name> <why>`. Exports are cached in bench/.cache/anchors/.
 """
 
@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from bench.common import CACHE, emit, interleaved, median, set_threads, timed
-from bench.cpu_accuracy import agreement, cer, emulated_bf16, real_mini_rows
+from bench.common import agreement, cer, emulated_bf16, real_mini_rows
 from w2vcli.model.onnx import quiet
 
 ANCHORS = ("transformers_fp32", "transformers_bf16", "ort_fp32", "ort_int8", "ct2_int8")

@@ -1,6 +1,6 @@
 """Word-boundary error of `w2v align` and of ctc-segmentation on speech with exactly known boundaries.
 
-    OMP_NUM_THREADS=1 python bench/align_accuracy.py [--updates 160] [--out DIR]
+    OMP_NUM_THREADS=1 python bench/studies/align_accuracy.py [--updates 160] [--out DIR]
 
 No model the demo recipe trains can serve here: their character error rate is 73-94 %
 (docs/demo-results.md), so any aligner's times on them measure the model. Instead a tiny CTC
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from train_data import SR, make_corpus, random_text, render  # noqa: E402

@@ -1,6 +1,6 @@
 """prepare: files/s of `w2v prepare librispeech` on a synthetic LibriSpeech tree.
 
-    python -m bench.prepare --files 10000
+    python -m bench.suite.prepare --files 10000
 
 The tree is generated once into bench/.cache/prepare-<N>/: one short FLAC cut from real speech,
 copied under N names (SPK/CHAP/SPK-CHAP-UTT.flac, 100 utterances per chapter) with a

@@ -1,6 +1,6 @@
 """ctc_inference: greedy transcription throughput, audio seconds per wall second.
 
-    python -m bench.ctc_inference --preset base --seconds 10 12 13 15 --reps 5
+    python -m bench.suite.ctc_inference --preset base --seconds 10 12 13 15 --reps 5
 
 One batch of real-length utterances (cut from real speech), the same weights on both sides
 (bench.models). w2v runs what `w2v transcribe` runs for short files: `Emitter.batch` (inference
@@ -18,7 +18,7 @@ import tempfile
 import torch
 
 from bench.common import interleaved, report, set_threads, timed
-from bench.models import audio_batch, model_pair
+from bench.common import audio_batch, model_pair
 from w2vcli.decode.ctc import GreedyDecoder
 from w2vcli.decode.emissions import EmissionOptions, Emitter
 from w2vcli.model.hf_dir import export_hf

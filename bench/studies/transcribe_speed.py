@@ -1,6 +1,6 @@
 """Transcription throughput (audio seconds per wall second) and the decoder's share of the time.
 
-    OMP_NUM_THREADS=2 python bench/transcribe_speed.py --lm 4gram.bin --presets small base --beam 50
+    OMP_NUM_THREADS=2 python bench/studies/transcribe_speed.py --lm 4gram.bin --presets small base --beam 50
 
 For each preset a CTC model with random weights is built (speed does not depend on training)
 and the real-mini utterances (tests/data/real-mini, 49 s, repeated `--repeat` times) are
@@ -30,33 +30,7 @@ from w2vcli.model.build import build_model, librispeech_vocab
 from w2vcli.model.config import get_preset
 from w2vcli.text import letters
 
-REAL_MINI = Path(__file__).resolve().parents[1] / "tests" / "data" / "real-mini"
-
-
-def real_mini(root: Path) -> tuple[list[str], dict[str, str]]:
-    files = sorted(str(p) for p in root.rglob("*.flac"))
-    texts = {}
-    for trans in root.rglob("*.trans.txt"):
-        for line in trans.read_text().splitlines():
-            key, _, text = line.partition(" ")
-            texts[key] = text
-    return files, texts
-
-
-def trained_like(text: str, vocab, rng: np.random.Generator, frames_per_sec: float = 50.0) -> np.ndarray:
-    """Log-probs [T,V] resembling a trained CTC model's on `text` (see the module docstring)."""
-    ids = [vocab.index[c] for c in letters(text)]
-    rows = []
-    for tok in [None] + ids + [None]:
-        for t in range(rng.integers(2, 5)):
-            p = np.full(len(vocab), 1e-6)
-            target = 0 if (tok is None or t > 0) else tok
-            conf = rng.uniform(0.6, 0.99)
-            p[target] = conf
-            others = rng.choice(np.arange(4, len(vocab)), size=3, replace=False)
-            p[others] += (1 - conf) * rng.dirichlet(np.ones(3))
-            rows.append(np.log(p / p.sum()))
-    return np.stack(rows).astype(np.float32)
+REAL_MINI = Path(__file__).resolve().parents[2] / "tests" / "data" / "real-mini"
 
 
 def main() -> None:

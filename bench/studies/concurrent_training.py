@@ -1,8 +1,8 @@
 """concurrent_training: seconds per update when trainings share a machine, with and without
 w2v's thread choice (w2vcli/cpu.py).
 
-    python -m bench.concurrent_training                 # tiny preset: a few minutes
-    python -m bench.concurrent_training --preset small --updates 40
+    python -m bench.studies.concurrent_training                 # tiny preset: a few minutes
+    python -m bench.studies.concurrent_training --preset small --updates 40
 
 Scenarios, each timed alone and then as two runs at once (or as one `--nproc 2` run):
   torch-default   `--threads 0`: every process takes torch's default (one thread per core)

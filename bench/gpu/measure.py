@@ -1,4 +1,4 @@
-"""The measurements of `bench/gpu.py`, run in child processes (one per entry of `CHILDREN`).
+"""The measurements of `bench/gpu/harness.py`, run in child processes (one per entry of `CHILDREN`).
 
 A child appends one JSON line per measurement to the records file as soon as it has it, so a
 child stopped at its time limit keeps what it measured. Every measurement is time-boxed:
@@ -24,8 +24,8 @@ from typing import Callable
 
 import torch
 
-from bench.flops import conv_frames, train_step_flops
-from bench.models import audio_batch
+from bench.gpu.flops import conv_frames, train_step_flops
+from bench.common import audio_batch
 from w2vcli.audio import SAMPLE_RATE
 from w2vcli.model.config import ModelConfig, get_preset, tiny
 

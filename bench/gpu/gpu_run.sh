@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # The one command for a lent GPU machine (docs/benchmarks.md#gpu gives the device tool's call).
-# Runs from the repository root with .gpu/ carried (bench/gpu_pack.sh made it), within 575 s:
+# Runs from the repository root with .gpu/ carried (bench/gpu/gpu_pack.sh made it), within 575 s:
 #
 #   1. installs the carried wheels with --no-index into /tmp/w2v-site (nothing is fetched); if
 #      kenlm's wheel does not import there, builds it from the carried source in the background
 #   2. pytest -m cuda tests/test_cuda.py               (at most 170 s)
-#   3. bench/gpu.sh --out OUT with what is left         (at most 450 s of measurements)
+#   3. bench/gpu/gpu.sh --out OUT with what is left         (at most 450 s of measurements)
 #
-#   bash bench/gpu_run.sh [OUT]        OUT: $OUT when the device tool runs it, else gpu-out/
+#   bash bench/gpu/gpu_run.sh [OUT]        OUT: $OUT when the device tool runs it, else gpu-out/
 #
 # OUT gets: gpu-bench.json, gpu-bench.md, gpu-run.log (everything printed), pytest-cuda.xml,
 # env.txt (GPU, driver, Python and package versions) and, if kenlm was built there, kenlm-build.log.
 # Parts that cannot run say why in one line (no LM: the LM runs are skipped) and the rest goes on.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 out=${1:-${OUT:-gpu-out}}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -37,7 +37,7 @@ main() {
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .gpu/whl/*.whl \
       || log "warning: the carried wheels did not all install"
   else
-    log "no .gpu/whl: run bench/gpu_pack.sh here and carry .gpu (soundfile is needed)"
+    log "no .gpu/whl: run bench/gpu/gpu_pack.sh here and carry .gpu (soundfile is needed)"
   fi
   local missing=()
   for m in soundfile soxr pyctcdecode kenlm; do
@@ -66,7 +66,7 @@ main() {
   if [[ -n "$kenlm_pid" ]]; then
     wait "$kenlm_pid" && log "kenlm built and installed" || log "kenlm could not be built: the LM runs are skipped (kenlm-build.log)"
   fi
-  local left=$((DEADLINE - (SECONDS - start) - 40)) # 40 s: the report and bench/gpu.sh's margin
+  local left=$((DEADLINE - (SECONDS - start) - 40)) # 40 s: the report and bench/gpu/gpu.sh's margin
   local budget=$((left < 450 ? left : 450)) bench_rc=0
   if ((budget < 100)); then
     log "benchmark skipped: only ${left} s left"
@@ -74,7 +74,7 @@ main() {
   else
     log "benchmark, budget ${budget} s"
     # shellcheck disable=SC2086  # W2V_BENCH_ARGS: extra options (--dry-run proves this script on a CPU)
-    bash bench/gpu.sh --out "$out" --budget "$budget" ${W2V_BENCH_ARGS:-}
+    bash bench/gpu/gpu.sh --out "$out" --budget "$budget" ${W2V_BENCH_ARGS:-}
     bench_rc=$?
   fi
   log "done: CUDA tests exit $tests_rc, benchmark exit $bench_rc; results in $out"

@@ -1,6 +1,6 @@
 """Does pretraining leave the chance plateau, every time? Seeds × thread counts, one short run each.
 
-    python -m bench.plateau --train exp/data/train-clean.jsonl --valid exp/data/dev-clean.jsonl \
+    python -m bench.studies.plateau --train exp/data/train-clean.jsonl --valid exp/data/dev-clean.jsonl \
         --config recipes/demo/conf/pretrain.toml [--seeds 0 1 2 3 4] [--threads 1 2] [--updates 300] \
         [--out /tmp/plateau]
 

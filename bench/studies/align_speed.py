@@ -1,6 +1,6 @@
 """`w2v align` against greedy `w2v transcribe` on the same long recordings: wall time and peak memory.
 
-    OMP_NUM_THREADS=1 python bench/align_speed.py --minutes 10 30 60
+    OMP_NUM_THREADS=1 python bench/studies/align_speed.py --minutes 10 30 60
 
 For each length a recording is made by repeating tests/data/real-mini's ten utterances (49 s of
 real speech) and its text by repeating their transcripts. A CTC model of the `small` preset
@@ -14,7 +14,7 @@ the medians and their ratios are printed as JSON lines and a table.
 The process peaks are the model's (its windows of audio and activations, and the allocator's
 behaviour), which differ between two runs of the same command by more than the aligner holds.
 `--own-memory` measures what the aligner itself allocates (tracemalloc, in this process) on
-"trained-like" emissions of each length (bench/transcribe_speed.py), with the emissions given:
+"trained-like" emissions of each length (bench/studies/transcribe_speed.py), with the emissions given:
 the copy with the garbage column, the search, the words.
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 REAL_MINI = REPO / "tests" / "data" / "real-mini"
 

@@ -1,6 +1,6 @@
 """tune_speed: `w2v transcribe --tune` before and after issue 24, side by side in one run.
 
-    python -m bench.tune_speed --copies 2 --reps 1
+    python -m bench.studies.tune_speed --copies 2 --reps 1
 
 before: the whole 35-pair grid on the whole dev manifest, beam search in one process
         (`--tune-full --tune-minutes 0 --jobs 1`: what --tune did until then);
@@ -28,7 +28,7 @@ import soundfile as sf
 
 from bench.common import CACHE, REAL_MINI, emit, interleaved, load_average, median
 
-SENTENCES = Path(__file__).resolve().parents[1] / "w2vcli" / "resources" / "sentences.txt.gz"
+SENTENCES = Path(__file__).resolve().parents[2] / "w2vcli" / "resources" / "sentences.txt.gz"
 
 
 def dev_manifest(out: Path, copies: int) -> float:

@@ -1,6 +1,6 @@
 """commonvoice_epoch: one DataLoader epoch over Common Voice MP3 clips against their FLAC copies.
 
-    python -m bench.commonvoice_epoch --clips 200 --workers 2 --reps 3
+    python -m bench.studies.commonvoice_epoch --clips 200 --workers 2 --reps 3
 
 Makes a Common Voice-layout folder of `--clips` German sentences spoken by espeak-ng (CV-like
 lengths, about 2-5 s; 48 kHz mono MP3 as older releases ship, or `--rate 32000` as newer ones),

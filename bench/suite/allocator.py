@@ -1,6 +1,6 @@
 """allocator: w2v with glibc keeping freed memory (what the `w2v` command sets) against glibc's default.
 
-    python -m bench.allocator --preset base --rounds 3 --steps 6
+    python -m bench.suite.allocator --preset base --rounds 3 --steps 6
 
 `w2vcli.cpu.keep_freed_memory` makes malloc serve every tensor from its heap and keep freed
 memory, instead of mapping each block over 32 MiB afresh and unmapping it on free. The setting
@@ -41,8 +41,8 @@ def child(preset: str, steps: int, threads: int) -> dict:
 
     kept = keep_freed_memory()
     torch.set_num_threads(threads)
-    from bench.cpu_accuracy import real_mini_rows
-    from bench.models import audio_batch
+    from bench.common import real_mini_rows
+    from bench.common import audio_batch
     from w2vcli.audio import load_audio
     from w2vcli.decode.emissions import EmissionOptions, Emitter
     from w2vcli.model.build import build_model, librispeech_vocab
@@ -58,7 +58,7 @@ def child(preset: str, steps: int, threads: int) -> dict:
     model.train()
     opt = make_optimizer(list(model.parameters()), lr=1e-5)
 
-    def train(i: int) -> None:  # what bench.pretrain_step times: forward, backward, fused AdamW
+    def train(i: int) -> None:  # what bench.suite.pretrain_step times: forward, backward, fused AdamW
         wav, lengths = batches[i]
         model(wav, lengths, temperature=2.0).loss.backward()
         opt.step()
@@ -98,7 +98,7 @@ def run(preset: str = "base", rounds: int = 3, steps: int = 6, threads: int = 2)
     results: dict[str, list[dict]] = {"kept": [], "glibc": []}
     for r in range(rounds):
         for name in (("kept", "glibc") if r % 2 == 0 else ("glibc", "kept")):
-            code = f"import json; from bench.allocator import child; print(json.dumps(child({preset!r}, {steps}, {threads})))"
+            code = f"import json; from bench.suite.allocator import child; print(json.dumps(child({preset!r}, {steps}, {threads})))"
             out = subprocess.run([sys.executable, "-c", code], env=settings[name], cwd=REPO, capture_output=True,
                                  text=True)  # fmt: skip
             if out.returncode != 0:

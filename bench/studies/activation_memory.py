@@ -1,6 +1,6 @@
 """Peak memory of one training step with and without `--checkpoint-activations`.
 
-    python -m bench.activation_memory --preset base --task finetune --seconds 15 --batch 2
+    python -m bench.studies.activation_memory --preset base --task finetune --seconds 15 --batch 2
 
 Runs forward + backward of a model with the same weights and batch (real speech) twice, with
 each Transformer block's activations stored (the default) and recomputed in backward
@@ -20,7 +20,7 @@ import argparse
 
 import torch
 
-from bench.models import audio_batch
+from bench.common import audio_batch
 
 
 def build(task: str, preset: str):

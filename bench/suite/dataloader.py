@@ -1,6 +1,6 @@
 """dataloader: batches/s from a manifest through w2v's loader vs the training step's consumption.
 
-    python -m bench.dataloader --batches 40 --workers 2
+    python -m bench.suite.dataloader --batches 40 --workers 2
 
 The real-mini utterances are prepared once with `w2v prepare librispeech` (cached in
 bench/.cache/real-mini), their rows repeated to make an epoch, and loaded exactly as

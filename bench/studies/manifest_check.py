@@ -1,7 +1,7 @@
 """manifest_check: how long the up-front audio check of `w2v pretrain/finetune` takes on 100k rows.
 
-    python -m bench.manifest_check                  # 100k rows, 1 and 16 threads: about a minute
-    python -m bench.manifest_check --rows 20000 --threads 16 --dir /data/tmp
+    python -m bench.studies.manifest_check                  # 100k rows, 1 and 16 threads: about a minute
+    python -m bench.studies.manifest_check --rows 20000 --threads 16 --dir /data/tmp
 
 Before training, every manifest row's audio file must exist and its header must read
 (`w2vcli.data.manifest.check_audio`). The rows here point at 100k distinct paths: hard links

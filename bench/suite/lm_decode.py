@@ -1,6 +1,6 @@
 """lm_decode: pyctcdecode beam search with a KenLM 4-gram, audio seconds per wall second.
 
-    python -m bench.lm_decode --beam 50 --repeat 2 --preset base
+    python -m bench.suite.lm_decode --beam 50 --repeat 2 --preset base
 
 The 4-gram is built once with `w2v lm build` from ../shared/data/text (all but the held-out
 files) and cached in bench/.cache/lm/. A random model's emissions are flat, which makes beam
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import CACHE, REAL_MINI, TEXT, emit, interleaved, median, report, timed
-from bench.transcribe_speed import real_mini, trained_like
+from bench.common import real_mini, trained_like
 
 ALPHA, BETA = 0.5, 1.0
 

@@ -1,25 +1,25 @@
 """w2v on one GPU, measured in one time-boxed command: training, transcription, torch.compile.
 
-    bench/gpu.sh --out DIR [--budget 450] [--peak-tflops N] [--audio DIR] [--lm LM.bin]
-    bench/gpu.sh --out DIR --dry-run        # on a CPU: tiny models, the same code paths (CI)
+    bench/gpu/gpu.sh --out DIR [--budget 450] [--peak-tflops N] [--audio DIR] [--lm LM.bin]
+    bench/gpu/gpu.sh --out DIR --dry-run        # on a CPU: tiny models, the same code paths (CI)
 
 Writes DIR/gpu-bench.json (every record, with all its fields) and DIR/gpu-bench.md (tables),
 and prints the tables last. What it measures (docs/benchmarks.md#gpu has the details):
 
 - BASE pretraining in bf16 on 15.6 s crops, w2v and transformers' Wav2Vec2ForPreTraining with
   the same weights: samples/s, Transformer tokens (frames)/s, audio s/s, peak memory, the
-  largest batch that fits, TFLOP/s from the FLOP count of bench/flops.py, and MFU against the
+  largest batch that fits, TFLOP/s from the FLOP count of bench/gpu/flops.py, and MFU against the
   GPU's bf16 dense peak (looked up by device name, or --peak-tflops);
 - LARGE pretraining, BASE CTC fine-tuning (tokens/s, MFU);
 - `w2v transcribe`'s audio s/s on BASE and LARGE, greedy and with a KenLM 4-gram (--lm);
 - torch.compile off and on (BASE inference forward and pretraining step), with compile time.
 
-Time boxes. The measurements run in four child processes (bench/gpu_children.py), in order of
+Time boxes. The measurements run in four child processes (bench/gpu/children.py), in order of
 importance. A child gets at most its own limit (`Child.cap_s`) and never more than what is
 left of --budget; one that would get less than `Child.min_s` is not started, and one still
 running at its limit is killed with its process group. So the whole run ends within --budget
-seconds plus the report (bench/gpu.sh adds a hard `timeout` on top). Inside a child each
-measurement is boxed too (bench/gpu_measure.py). A child that is killed or crashes keeps the
+seconds plus the report (bench/gpu/gpu.sh adds a hard `timeout` on top). Inside a child each
+measurement is boxed too (bench/gpu/measure.py). A child that is killed or crashes keeps the
 records it wrote; the measurements it did not reach are reported as `timeout` or `failed`.
 """
 
@@ -40,10 +40,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.common import REAL_MINI, REPO, cpu_model
-from bench.flops import peak_bf16_tflops
-from bench.gpu_measure import Settings
+from bench.gpu.flops import peak_bf16_tflops
+from bench.gpu.measure import Settings
 
-CARRIED = REPO / ".gpu"  # what bench/gpu_pack.sh gathers for a GPU machine (git-ignored)
+CARRIED = REPO / ".gpu"  # what bench/gpu/gpu_pack.sh gathers for a GPU machine (git-ignored)
 DEFAULT_BUDGET_S = 450.0  # a real run: 7.5 min, under the 8 min the issue allows
 DRY_BUDGET_S = 240.0  # the dry run on a shared 2-core CPU (it needs far less)
 
@@ -175,7 +175,7 @@ def main() -> None:
     ap.add_argument("--records", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        from bench.gpu_children import run_child
+        from bench.gpu.children import run_child
 
         return run_child(args.child, args.settings, args.records)
     if args.out is None:
@@ -183,13 +183,13 @@ def main() -> None:
     import torch
 
     if not args.dry_run and not torch.cuda.is_available():  # children are new processes: no fork after CUDA
-        sys.exit("bench/gpu.py: no CUDA device here; on a CPU, --dry-run proves the script")
+        sys.exit("bench/gpu/harness.py: no CUDA device here; on a CPU, --dry-run proves the script")
     audio = args.audio or (CARRIED / "audio" if (CARRIED / "audio").is_dir() else REAL_MINI)
     lm = args.lm or (CARRIED / "lm" / "lm.bin" if (CARRIED / "lm" / "lm.bin").is_file() else None)
     settings = Settings.for_run(args.dry_run, str(audio), str(lm) if lm else None, os.cpu_count() or 1)
     budget = args.budget or (DRY_BUDGET_S if args.dry_run else DEFAULT_BUDGET_S)
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    command = " ".join(["bench/gpu.sh", *sys.argv[1:]])
+    command = " ".join(["bench/gpu/gpu.sh", *sys.argv[1:]])
     t0 = time.perf_counter()
     print(f"w2v GPU benchmark {started}{' (dry run)' if args.dry_run else ''}: budget {budget:.0f} s, audio {audio}, "
           f"LM {lm or 'none'}", flush=True)  # fmt: skip
@@ -210,7 +210,7 @@ def main() -> None:
         "peak_bf16_tflops": peak, "peak_source": source if peak else None, "settings": asdict(settings),
         "children": ended, "results": results, "targets": targets(results),
     }  # fmt: skip
-    from bench.gpu_report import markdown
+    from bench.gpu.report import markdown
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu-bench.json").write_text(json.dumps(report, indent=1) + "\n")

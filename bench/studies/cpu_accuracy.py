@@ -1,6 +1,6 @@
 """Accuracy of w2v's CPU modes against fp32 on trained models: greedy transcripts, agreement, CER.
 
-    python -m bench.cpu_accuracy recipes/demo/exp/seed-0/ft-pretrained-10m/best.pt \\
+    python -m bench.studies.cpu_accuracy recipes/demo/exp/seed-0/ft-pretrained-10m/best.pt \\
         --data real-mini recipes/demo/exp/data/test-clean.jsonl --modes fp32 bf16 int8 onnx onnx-int8
 
 For each model and data set, every mode transcribes the same audio greedily through
@@ -29,18 +29,7 @@ import numpy as np
 from bench.common import REAL_MINI
 
 MODES = ("fp32", "bf16", "int8", "onnx", "onnx-int8")
-DEMO_TEST = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "exp" / "data" / "test-clean.jsonl"
-
-
-def real_mini_rows(root: Path = REAL_MINI) -> list[dict]:
-    """Manifest rows (id, audio, text) for the real-mini utterances."""
-    texts = {}
-    for trans in root.rglob("*.trans.txt"):
-        for line in trans.read_text(encoding="utf-8").splitlines():
-            key, _, text = line.partition(" ")
-            texts[key] = text
-    rows = [{"id": p.name.split(".")[0], "audio": str(p)} for p in sorted(root.rglob("*.flac"))]
-    return [{**r, "text": texts[r["id"]]} for r in rows if r["id"] in texts]
+DEMO_TEST = Path(__file__).resolve().parents[2] / "recipes" / "demo" / "exp" / "data" / "test-clean.jsonl"
 
 
 def data_rows(name: str) -> list[dict]:
@@ -49,33 +38,6 @@ def data_rows(name: str) -> list[dict]:
     from w2vcli.data.manifest import read_manifest
 
     return [r for r in read_manifest(name) if isinstance(r.get("text"), str)]
-
-
-def agreement(ref: dict[str, str], hyp: dict[str, str]) -> float:
-    """Share of ids whose two transcripts are identical."""
-    return float(np.mean([ref[k] == hyp.get(k) for k in ref])) if ref else 1.0
-
-
-def cer(refs: dict[str, str], hyps: dict[str, str], rules) -> float:
-    from w2vcli.score import score_texts
-
-    return score_texts(refs, hyps, on_missing=lambda _m: None, rules=rules).cer
-
-
-@contextlib.contextmanager
-def emulated_bf16():
-    """`auto` pinned to bf16 (W2V_CPU_MODE), which runs even where bf16 is only emulated."""
-    from w2vcli import cpu
-
-    old = os.environ.get(cpu.MODE_ENV)
-    os.environ[cpu.MODE_ENV] = "bf16"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[cpu.MODE_ENV]
-        else:
-            os.environ[cpu.MODE_ENV] = old
 
 
 def mode_model(model, mode: str, tmp: Path):

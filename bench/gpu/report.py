@@ -1,4 +1,4 @@
-"""The markdown tables of `bench/gpu.py` (gpu-bench.md), from the report it writes as JSON."""
+"""The markdown tables of `bench/gpu/harness.py` (gpu-bench.md), from the report it writes as JSON."""
 
 from __future__ import annotations
 

@@ -5,17 +5,17 @@
 #   .gpu/whl/    wheels for the GPU machine's Python (CPython 3.12, x86-64, no registry there):
 #                soundfile cffi pycparser soxr (audio), pyctcdecode pygtrie (beam search), and
 #                kenlm, built here from its source package (PyPI has no kenlm wheels)
-#   .gpu/src/    kenlm's source package: bench/gpu_run.sh builds it there if the wheel fails to load
+#   .gpu/src/    kenlm's source package: bench/gpu/gpu_run.sh builds it there if the wheel fails to load
 #   .gpu/lm/     lm.bin + lm.bin.unigrams.txt: `w2v lm build` 4-gram (pruned 0 1 2 3, ~16 MB) of
 #                ../shared/data/text, held-out files left out
 #   .gpu/audio/  ../shared/data/real-mini (10 utterances, 49 s): training crops and transcription
 #
 # Run it in the checkout the device tool sends (the session's own), after `make setup`:
-#   bench/gpu_pack.sh           # PY312=/path/to/python3.12 builds kenlm's wheel (default: python3.12
+#   bench/gpu/gpu_pack.sh           # PY312=/path/to/python3.12 builds kenlm's wheel (default: python3.12
 #                               # on PATH, else pyenv's 3.12); without one only the source travels
 # Safe to re-run: each part is skipped when present (delete .gpu/ to start over).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 dest=.gpu
 shared=${SHARED:-$root/../shared/data}
@@ -94,4 +94,4 @@ if ((total > 60 * 1048576)); then
   log "too large for the device tool (64 MiB with the working tree): prune the LM harder"
   exit 1
 fi
-log "done: run bench/gpu_run.sh there (docs/benchmarks.md#gpu has the device tool's call)"
+log "done: run bench/gpu/gpu_run.sh there (docs/benchmarks.md#gpu has the device tool's call)"

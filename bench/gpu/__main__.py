@@ -1,0 +1,3 @@
+from bench.gpu.harness import main
+
+main()
