@@ -147,7 +147,7 @@ def test_workers_see_the_same_audio_and_batches(corpus):
         batches = []
         for epoch in (1, 2):
             sampler.set_position(epoch, 0)
-            batches += [(b["index"].tolist(), b["wav"]) for b in loader]
+            batches += [(b.index.tolist(), b.wav) for b in loader]
         loader.close()
         seen.append(batches)
     for other in seen[1:]:
@@ -168,8 +168,8 @@ def test_batches_stay_within_max_tokens_with_speed_perturbation(tmp_path):
         over += sum(ds.epoch_sizes(epoch)[b].max() * len(b) > max_tokens for b in fixed.epoch_batches(epoch))
         loader = make_loader(ds, sampler)
         for batch in loader:
-            assert batch["wav"].numel() <= max_tokens
-            assert batch["lengths"].tolist() == ds.epoch_sizes(epoch)[batch["index"].numpy()].tolist()
+            assert batch.wav.numel() <= max_tokens
+            assert batch.lengths.tolist() == ds.epoch_sizes(epoch)[batch.index.numpy()].tolist()
         assert sorted(i for b in sampler.epoch_batches(epoch) for i in b) == list(range(16))
     assert over > 0  # without the epoch's lengths the budget would break
     aug = Augment.from_options(0, (0.9, 1.0, 1.1))

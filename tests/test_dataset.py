@@ -42,8 +42,8 @@ def test_crops_depend_on_seed_epoch_and_index_only(tmp_path):
     assert not torch.equal(a, ds[(2, 2)]["wav"])
     # with workers the batches are the same as without
     sampler = BucketBatchSampler(ds.sizes, 8000, seed=0)
-    plain = [x["wav"] for x in make_loader(ds, sampler, num_workers=0)]
-    workers = [x["wav"] for x in make_loader(ds, sampler, num_workers=2)]
+    plain = [x.wav for x in make_loader(ds, sampler, num_workers=0)]
+    workers = [x.wav for x in make_loader(ds, sampler, num_workers=2)]
     assert all(torch.equal(x, y) for x, y in zip(plain, workers))
 
 
@@ -51,6 +51,6 @@ def test_collate_pads_and_keeps_lengths():
     items = [{"index": 0, "id": "a", "wav": torch.ones(5), "target": torch.tensor([5, 6])},
              {"index": 1, "id": "b", "wav": torch.ones(3), "target": torch.tensor([7])}]
     batch = collate(items)
-    assert batch["wav"].shape == (2, 5) and batch["wav"][1, 3:].abs().sum() == 0
-    assert batch["lengths"].tolist() == [5, 3] and batch["target_lengths"].tolist() == [2, 1]
-    assert batch["targets"].tolist() == [[5, 6], [7, 0]]
+    assert batch.wav.shape == (2, 5) and batch.wav[1, 3:].abs().sum() == 0
+    assert batch.lengths.tolist() == [5, 3] and batch.target_lengths.tolist() == [2, 1]
+    assert batch.targets.tolist() == [[5, 6], [7, 0]]

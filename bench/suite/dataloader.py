@@ -64,7 +64,7 @@ def run(batches: int, workers: int, steps: int, reps: int, threads: int = 2) -> 
     opt = make_optimizer(list(model.parameters()), lr=1e-5)  # what the w2v engine builds
 
     def step(b):
-        model(b["wav"], b["lengths"]).loss.backward()
+        model(b.wav, b.lengths).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 

@@ -8,7 +8,7 @@ The pieces, in the order the training loop uses them:
                         between batches per epoch from (seed, epoch), sharded across ranks, and
                         resumable at (epoch, batch index); with speed perturbation, made afresh
                         each epoch from that epoch's lengths
-    collate             pads to the longest utterance: wav[B,S], lengths[B], targets[B,L]
+    collate             pads to the longest utterance: a `Batch` of wav[B,S], lengths[B], targets[B,L]
     make_loader         a DataLoader over the three with worker processes (`Loader.close` stops them)
 
 All randomness is a pure function of (seed, epoch, utterance index), never of a worker's or
@@ -21,7 +21,7 @@ from __future__ import annotations
 import signal
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -107,34 +107,45 @@ class AudioDataset(Dataset):
         return item
 
 
-def collate(items: list[dict]) -> dict:
-    """Pad a list of items into a batch.
+@dataclass
+class Batch:
+    """Padded utterances, `collate`'s output (B utterances, S samples, L target units)."""
 
-    Returns {"ids": list[str], "index": [B], "wav": [B,S] zero-padded, "lengths": [B] samples,
-    and for CTC "targets": [B,L] padded with 0 (the blank, never a target), "target_lengths": [B]}.
-    """
+    ids: list[str]  # utterance ids
+    index: torch.Tensor  # [B] row numbers in the manifest
+    wav: torch.Tensor  # [B,S] float32, zero-padded
+    lengths: torch.Tensor  # [B] samples
+    targets: torch.Tensor | None = None  # [B,L] CTC unit ids, padded with 0 (the blank, never a target)
+    target_lengths: torch.Tensor | None = None  # [B]
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+        """The batch with its tensors on `device` (ids stay a list)."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Batch:
+        """For the DataLoader's pin_memory thread (CUDA): page-locked host tensors."""
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        tensors = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{k: fn(v) for k, v in tensors.items() if torch.is_tensor(v)})
+
+
+def collate(items: list[dict]) -> Batch:
+    """Pad a list of `AudioDataset` items into a `Batch` (targets for CTC only)."""
     lengths = torch.tensor([len(it["wav"]) for it in items], dtype=torch.long)  # [B]
     wav = torch.zeros(len(items), int(lengths.max()), dtype=torch.float32)  # [B,S]
     for b, it in enumerate(items):
         wav[b, : len(it["wav"])] = it["wav"]
-    batch = {
-        "ids": [it["id"] for it in items],
-        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
-        "wav": wav,
-        "lengths": lengths,
-    }
+    batch = Batch([it["id"] for it in items], torch.tensor([it["index"] for it in items], dtype=torch.long), wav,
+                  lengths)
     if "target" in items[0]:
         target_lengths = torch.tensor([len(it["target"]) for it in items], dtype=torch.long)
         targets = torch.zeros(len(items), max(1, int(target_lengths.max())), dtype=torch.long)  # [B,L]
         for b, it in enumerate(items):
             targets[b, : len(it["target"])] = it["target"]
-        batch["targets"], batch["target_lengths"] = targets, target_lengths
+        batch.targets, batch.target_lengths = targets, target_lengths
     return batch
-
-
-def batch_to(batch: dict, device: torch.device, non_blocking: bool = False) -> dict:
-    """A batch from `collate` with its tensors on `device` (ids stay a list)."""
-    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def make_batches(sizes: np.ndarray, max_tokens: int, seed: int = 0) -> list[list[int]]:

@@ -29,14 +29,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from w2vcli import cpu
 from w2vcli.cpu import Precision, train_precision
-from w2vcli.data.dataset import DataPosition, batch_to, worker_error
+from w2vcli.data.dataset import Batch, DataPosition, worker_error
 from w2vcli.errors import W2VError
 from w2vcli.model.checkpoint import read_training_checkpoint, training_checkpoint, write_checkpoint
 from w2vcli.train import distributed
 from w2vcli.train.config import TrainConfig, save_config, to_dict
 from w2vcli.train.diagnostics import Diagnostics, Finding
 from w2vcli.train.distributed import Dist
-from w2vcli.train.progress import MetricsLog, MetricsWindow, TrainProgress, UpdateOutput
+from w2vcli.train.progress import ENGINE_SHOWN, MetricsLog, MetricsWindow, TrainProgress, UpdateOutput
 from w2vcli.train.rng import rng_state, seed_everything, set_rng_state
 from w2vcli.train.tasks import make_task
 from w2vcli.utils import log, warn
@@ -223,7 +223,7 @@ class Trainer:
             write_checkpoint(self.out / "best.pt", ckpt)
 
     # --- one update ------------------------------------------------------------------------------
-    def _fetch(self) -> dict | None:
+    def _fetch(self) -> Batch | None:
         try:
             return next(self._iter, None)
         except Exception as exc:  # from a worker: one line naming what failed
@@ -232,7 +232,7 @@ class Trainer:
                 raise
             raise error from exc
 
-    def _next_batch(self) -> dict:
+    def _next_batch(self) -> Batch:
         batch = self._fetch()
         if batch is None:  # end of epoch
             self.position = DataPosition(self.position.epoch + 1, 0)
@@ -257,7 +257,7 @@ class Trainer:
         self.model.train()
         for i in range(cfg.update_freq):
             t = time.perf_counter()
-            batch = batch_to(self._next_batch(), dist.device, non_blocking=True)
+            batch = self._next_batch().to(dist.device, non_blocking=True)
             data_time += time.perf_counter() - t
             last = i == cfg.update_freq - 1
             sync = contextlib.nullcontext() if last or not dist.enabled else self.ddp.no_sync()
@@ -291,7 +291,7 @@ class Trainer:
         return UpdateOutput(stats, stepped, grad_norm if math.isfinite(grad_norm) else 0.0,
                             data_time, time.perf_counter() - t0 - data_time)
 
-    def _skip(self, stats, grad_norm: float, batch: dict) -> None:
+    def _skip(self, stats, grad_norm: float, batch: Batch) -> None:
         """Count a non-finite step; too many in a row stop the run."""
         self.skipped += 1
         loss_ok = math.isfinite(stats.loss)
@@ -299,7 +299,7 @@ class Trainer:
         self.bad_in_row += 0 if overflow else 1
         if self.dist.main and not overflow:
             warn(f"update {self.update + 1}: non-finite {'loss' if not loss_ok else 'gradient'} "
-                 f"(batch {', '.join(batch['ids'][:3])}...), step skipped ({self.skipped} so far)")
+                 f"(batch {', '.join(batch.ids[:3])}...), step skipped ({self.skipped} so far)")
         if self.bad_in_row >= self.cfg.max_bad_updates:
             raise W2VError(f"{self.bad_in_row} non-finite steps in a row at update {self.update}: "
                            "lower --lr, use --precision fp32, or check the data for silent/corrupt audio")
@@ -334,7 +334,7 @@ class Trainer:
             while self.update < cfg.max_updates:
                 out = self.train_step()
                 window.add(out)
-                bar.advance(self.update, out.summary(), self.schedule(self.update))
+                bar.advance(self.update, out.bar(), self.schedule(self.update))
                 if not out.stepped:
                     continue
                 stopping = self._agree(stop.signal is not None)
@@ -342,7 +342,7 @@ class Trainer:
                 if self.update % cfg.log_interval == 0 or done or stopping:
                     row = window.row(self.update, self.schedule(self.update), self.skipped,
                                      self.position.epoch, self.task.log_fields(self.update))
-                    self._write_row(row, bar)
+                    self._write_row(row, bar, {**self.task.shown, **ENGINE_SHOWN})
                     self._report(self.diagnostics.check_train(row, window.stats))
                     window = MetricsWindow()
                 best = False
@@ -365,9 +365,9 @@ class Trainer:
         t = torch.tensor([float(flag)], device=self.dist.device)
         return bool(distributed.all_reduce_sum(t, self.dist).item() > 0)
 
-    def _write_row(self, row: dict, bar: TrainProgress) -> None:
+    def _write_row(self, row: dict, bar: TrainProgress, shown: dict[str, str]) -> None:
         self.metrics.write(row)
-        bar.print_row(row)
+        bar.print_row(row, shown)
 
     def _validate_and_log(self, bar: TrainProgress) -> bool:
         result = self.validate()
@@ -375,7 +375,7 @@ class Trainer:
         if best:
             self.best = result.score
         self._write_row({"update": self.update, **{f"valid_{k}": v for k, v in result.metrics.items()},
-                         "valid_best": best}, bar)
+                         "valid_best": best}, bar, {f"valid_{k}": fmt for k, fmt in result.shown.items()})
         self._report(self.diagnostics.check_valid(self.update, result.metrics))
         return best
 

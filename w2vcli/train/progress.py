@@ -18,17 +18,15 @@ from w2vcli.utils import atomic_open, console
 if TYPE_CHECKING:
     from w2vcli.train.tasks import StepStats
 
-# order and format of the fields in a printed metric line
-_SHOWN = [("loss", ".3f"), ("contrastive", ".3f"), ("diversity", ".3f"), ("accuracy", ".3f"), ("chance", ".3f"),
-          ("code_perplexity", ".1f"), ("blank", ".3f"), ("temperature", ".3f"), ("lr", ".2e"), ("grad_norm", ".2f"),
-          ("samples_per_s", ".1f"), ("audio_per_s", ".1f"), ("data_time", ".3f"), ("step_time", ".3f"),
-          ("skipped", "d"), ("valid_loss", ".3f"), ("valid_accuracy", ".3f"), ("valid_code_perplexity", ".1f"),
-          ("valid_wer", ".4f"), ("valid_cer", ".4f")]
+# the engine's own fields of a training row, printed after the task's (`Task.shown`)
+ENGINE_SHOWN = {"lr": ".2e", "grad_norm": ".2f", "samples_per_s": ".1f", "audio_per_s": ".1f", "data_time": ".3f",
+                "step_time": ".3f", "skipped": "d"}
 
 
-def format_row(row: dict) -> str:
+def format_row(row: dict, shown: dict[str, str]) -> str:
+    """One metric line: the update, then the `shown` fields the row holds (name: format)."""
     parts = [f"update {row['update']}"]
-    for key, fmt in _SHOWN:
+    for key, fmt in shown.items():
         value = row.get(key)
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             parts.append(f"{key} {value:{fmt}}")
@@ -47,10 +45,11 @@ class UpdateOutput:
     data_time: float  # seconds waiting for batches
     step_time: float  # seconds computing
 
-    def summary(self) -> dict[str, float]:
-        """What the progress bar shows for this update."""
-        shown = self.stats.summary() if self.stepped else {}
-        return {**shown, "samples_per_s": self.stats.nsentences / max(self.data_time + self.step_time, 1e-9)}
+    def bar(self) -> list[str]:
+        """What the progress bar shows of this update: the task's `BAR` fields, then utterances/s."""
+        values = self.stats.summary() if self.stepped else {}
+        shown = [template.format(values[k]) for k, template in self.stats.BAR.items() if k in values]
+        return shown + [f"{self.stats.nsentences / max(self.data_time + self.step_time, 1e-9):.1f} utt/s"]
 
 
 class MetricsWindow:
@@ -74,7 +73,7 @@ class MetricsWindow:
         """A metrics.jsonl row: the task's metrics, then means per update and rates per second."""
         seconds = time.perf_counter() - self.start
         n = max(self.updates + self.skipped, 1)
-        return {"update": update, **self.stats.summary(), "lr": lr, "grad_norm": self.grad_norm / n,
+        return {"update": update, **self.stats.summary(), **self.stats.totals(), "lr": lr, "grad_norm": self.grad_norm / n,
                 "samples_per_s": self.stats.nsentences / seconds,
                 "audio_per_s": self.stats.nsamples / 16000 / seconds,  # seconds of 16 kHz audio
                 "data_time": self.data_time / n, "step_time": self.step_time / n,
@@ -132,7 +131,7 @@ def _update_of(line: str) -> int:
 
 
 class TrainProgress:
-    """Progress bar: update, loss, accuracy, perplexity, lr, samples/s, ETA."""
+    """Progress bar: update, the task's `BAR` fields, lr, utterances/s, ETA."""
 
     def __init__(self, total: int, start: int, enabled: bool):
         self.enabled = enabled
@@ -152,15 +151,11 @@ class TrainProgress:
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
-    def advance(self, update: int, stats: dict, lr: float) -> None:
-        shown = [f"{k[:4]} {stats[k]:.3f}" for k in ("loss", "accuracy") if k in stats]
-        if "code_perplexity" in stats:
-            shown.append(f"ppl {stats['code_perplexity']:.1f}")
-        shown.append(f"lr {lr:.1e}")
-        if "samples_per_s" in stats:
-            shown.append(f"{stats['samples_per_s']:.1f} utt/s")
-        self.progress.update(self.task, completed=update, stats=" ".join(shown))
+    def advance(self, update: int, shown: list[str], lr: float) -> None:
+        """`shown`: `UpdateOutput.bar()`, with the learning rate put before the rate of utterances."""
+        stats = [*shown[:-1], f"lr {lr:.1e}", *shown[-1:]]
+        self.progress.update(self.task, completed=update, stats=" ".join(stats))
 
-    def print_row(self, row: dict) -> None:
+    def print_row(self, row: dict, shown: dict[str, str]) -> None:
         if self.enabled:  # one line per record, however narrow the terminal or log
-            self.progress.console.print(format_row(row), highlight=False, soft_wrap=True)
+            self.progress.console.print(format_row(row, shown), highlight=False, soft_wrap=True)

@@ -14,8 +14,9 @@ The engine (w2vcli/train/engine.py) drives any `Task`:
     validate(model, loader)    Validation: metrics and a score compared in order (lower is better)
     save_assets(out)           files beside the checkpoints (fine-tuning: vocab.json, text rules)
 
-A batch is `w2vcli.data.dataset.collate`'s dict: "ids", "wav" [B,S], "lengths" [B] and, for
-CTC, "targets" [B,L], "target_lengths" [B].
+A batch is a `w2vcli.data.dataset.Batch`: ids, wav [B,S], lengths [B] and, for CTC, targets
+[B,L], target_lengths [B]. A task's statistics say how they are shown (`StepStats.SHOWN`, `BAR`;
+validation's `Validation.shown`), so w2vcli/train/progress.py renders any task's.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from __future__ import annotations
 import math
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 
 from w2vcli.audio import SAMPLE_RATE
 from w2vcli.data.augment import Augment, speed_length
-from w2vcli.data.dataset import AudioDataset, BucketBatchSampler, Loader, batch_to, filter_rows, make_loader, row_length
+from w2vcli.data.dataset import AudioDataset, Batch, BucketBatchSampler, Loader, filter_rows, make_loader, row_length
 from w2vcli.data.manifest import check_audio, read_manifest
 from w2vcli.decode.ctc import GreedyDecoder
 from w2vcli.errors import W2VError
@@ -83,6 +84,9 @@ def load_init(task: TaskKind | str, init: str):
 class StepStats:
     """Base of a task's statistics: sums that add up over micro-batches, updates and processes."""
 
+    SHOWN: ClassVar[dict[str, str]] = {"loss": ".3f"}  # summary() fields in a printed metric line: format
+    BAR: ClassVar[dict[str, str]] = {"loss": "loss {:.3f}"}  # summary() fields on the progress bar: template
+
     loss: float  # the loss summed over the batch
     sample_size: float  # what the gradient is divided by (masked frames, or utterances)
     nsentences: float  # utterances
@@ -92,12 +96,20 @@ class StepStats:
         return type(self)(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
     def summary(self) -> dict[str, float]:
-        """The metric values of these sums (a metrics.jsonl row's task fields)."""
+        """The metric values of these sums (a metrics.jsonl row's task fields; validation's metrics)."""
         return {"loss": self.loss / max(self.sample_size, 1.0)}
+
+    def totals(self) -> dict[str, float]:
+        """Counts a training row records beside the metrics (not validation's)."""
+        return {}
 
 
 @dataclass
 class PretrainStats(StepStats):
+    SHOWN: ClassVar[dict[str, str]] = {"loss": ".3f", "contrastive": ".3f", "diversity": ".3f", "accuracy": ".3f",
+                                       "chance": ".3f", "code_perplexity": ".1f"}
+    BAR: ClassVar[dict[str, str]] = {"loss": "loss {:.3f}", "accuracy": "accu {:.3f}", "code_perplexity": "ppl {:.1f}"}
+
     contrastive: float  # contrastive loss, summed over masked frames
     diversity: float  # diversity loss × masked frames
     correct: float  # masked frames whose true target scored highest
@@ -111,12 +123,16 @@ class PretrainStats(StepStats):
         n, b = max(self.sample_size, 1.0), max(self.batches, 1.0)
         return {"loss": self.loss / n, "contrastive": self.contrastive / n, "diversity": self.diversity / n,
                 "accuracy": self.correct / n, "chance": self.chance / n, "code_perplexity": self.code_perplexity / b,
-                "prob_perplexity": self.prob_perplexity / b, "feature_rms": math.sqrt(self.feature_penalty / b),
-                "num_masked": self.sample_size}
+                "prob_perplexity": self.prob_perplexity / b, "feature_rms": math.sqrt(self.feature_penalty / b)}
+
+    def totals(self) -> dict[str, float]:
+        return {"num_masked": self.sample_size}
 
 
 @dataclass
 class CTCStats(StepStats):
+    SHOWN: ClassVar[dict[str, str]] = {"loss": ".3f", "blank": ".3f"}
+
     ntokens: float  # target units
     frames: float  # output frames, padding excluded
     emitted: float  # frames whose greedy choice is not the blank
@@ -135,6 +151,7 @@ class StepOutput:
 class Validation:
     metrics: dict[str, float]  # written as valid_<name>
     score: list[float]  # compared in order, lower is better: best.pt
+    shown: dict[str, str]  # metrics printed in the metric line (as valid_<name>): format
 
 
 @dataclass
@@ -153,10 +170,11 @@ class Task(Protocol):
     model: torch.nn.Module
     find_unused_parameters: bool  # for DDP: parameters some steps leave unused (layer drop, mask embedding)
     findings: list[Finding]  # what the data checks found before update 1
+    shown: dict[str, str]  # fields of its metrics rows (stats and log_fields) a printed line shows: format
 
     def train_loader(self) -> tuple[Loader, BucketBatchSampler]: ...
     def valid_loader(self) -> Loader: ...
-    def step(self, model: torch.nn.Module, batch: dict, update: int) -> StepOutput: ...
+    def step(self, model: torch.nn.Module, batch: Batch, update: int) -> StepOutput: ...
     def before_step(self, model: torch.nn.Module, update: int) -> None: ...
     def log_fields(self, update: int) -> dict[str, float]: ...
     def validate(self, model: torch.nn.Module, loader: Loader) -> Validation: ...
@@ -244,6 +262,7 @@ class PretrainTask(ManifestTask):
     """
 
     crop = True
+    shown = {**PretrainStats.SHOWN, "temperature": ".3f"}
 
     def __init__(self, cfg: PretrainConfig, dist: Dist, init_model: torch.nn.Module | None = None):
         super().__init__(cfg, dist)
@@ -269,16 +288,16 @@ class PretrainTask(ManifestTask):
     def log_fields(self, update: int) -> dict[str, float]:
         return {"temperature": self.temperature(update)}
 
-    def step(self, model: torch.nn.Module, batch: dict, update: int) -> StepOutput:
-        out = model(batch["wav"], batch["lengths"], temperature=self.temperature(update))
+    def step(self, model: torch.nn.Module, batch: Batch, update: int) -> StepOutput:
+        out = model(batch.wav, batch.lengths, temperature=self.temperature(update))
         chance = chance_correct(out.logits, out.mask_indices)
         # one copy to the host (one device sync) for every statistic
         loss, n, closs, dloss, correct, code_ppl, prob_ppl, chance, penalty, nsamples = torch.stack([
             t.detach().double() for t in (out.loss, out.num_masked, out.contrastive_loss, out.diversity_loss,
                                           out.num_correct, out.code_perplexity, out.prob_perplexity, chance,
-                                          out.feature_penalty, batch["lengths"].sum())]).tolist()
+                                          out.feature_penalty, batch.lengths.sum())]).tolist()
         stats = PretrainStats(
-            loss=loss, sample_size=n, nsentences=float(len(batch["ids"])), nsamples=nsamples, contrastive=closs,
+            loss=loss, sample_size=n, nsentences=float(len(batch.ids)), nsamples=nsamples, contrastive=closs,
             diversity=dloss * n, correct=correct, code_perplexity=code_ppl, prob_perplexity=prob_ppl, batches=1.0,
             chance=chance, feature_penalty=penalty)
         return StepOutput(out.loss, stats)
@@ -286,16 +305,16 @@ class PretrainTask(ManifestTask):
     def validate(self, model: torch.nn.Module, loader: Loader) -> Validation:
         sums = PretrainStats(*[0.0] * len(fields(PretrainStats)))
         for batch in loader:
-            sums += self.step(model, batch_to(batch, self.dist.device), 0).stats
+            sums += self.step(model, batch.to(self.dist.device), 0).stats
         metrics = sum_over_processes(sums, self.dist).summary()
-        metrics.pop("num_masked")
-        return Validation(metrics, [metrics["loss"]])
+        return Validation(metrics, [metrics["loss"]], {"loss": ".3f", "accuracy": ".3f", "code_perplexity": ".1f"})
 
 
 class FinetuneTask(ManifestTask):
     """CTC on letters or sentencepiece units, from a pretrained model (or random init)."""
 
     find_unused_parameters = True
+    shown = CTCStats.SHOWN
 
     def __init__(self, cfg: FinetuneConfig, dist: Dist, init_model: torch.nn.Module | None = None):
         self.augment = Augment.from_options(cfg.seed, cfg.speed_perturb, cfg.noise, cfg.noise_snr, cfg.noise_prob,
@@ -352,20 +371,20 @@ class FinetuneTask(ManifestTask):
                 if id(p) not in self._head:
                     p.grad = None
 
-    def _forward(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _forward(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(summed CTC loss, logits [B,T,V], frame lengths [B])."""
-        logits, frame_lengths = model(batch["wav"], batch["lengths"])  # [B,T,V], [B]
-        return ctc_loss(logits, frame_lengths, batch["targets"], batch["target_lengths"]), logits, frame_lengths
+        logits, frame_lengths = model(batch.wav, batch.lengths)  # [B,T,V], [B]
+        return ctc_loss(logits, frame_lengths, batch.targets, batch.target_lengths), logits, frame_lengths
 
-    def step(self, model: torch.nn.Module, batch: dict, update: int) -> StepOutput:
+    def step(self, model: torch.nn.Module, batch: Batch, update: int) -> StepOutput:
         loss, logits, frame_lengths = self._forward(model, batch)
         with torch.no_grad():  # greedy output's non-blank frames, for the all-blank diagnostic
             emitted = ((logits.argmax(dim=-1) != 0) & padding_mask(frame_lengths, logits.shape[1])).sum()
         # one copy to the host (one device sync) for every statistic
         value, nsamples, ntokens, frames, emitted = torch.stack([
-            t.detach().double() for t in (loss, batch["lengths"].sum(), batch["target_lengths"].sum(),
+            t.detach().double() for t in (loss, batch.lengths.sum(), batch.target_lengths.sum(),
                                           frame_lengths.sum(), emitted)]).tolist()
-        n = float(len(batch["ids"]))
+        n = float(len(batch.ids))
         stats = CTCStats(loss=value, sample_size=n, nsentences=n, nsamples=nsamples, ntokens=ntokens,
                          frames=frames, emitted=emitted)
         return StepOutput(loss, stats)
@@ -377,19 +396,20 @@ class FinetuneTask(ManifestTask):
         hyps: dict[str, str] = {}
         sums = CTCValidationSums()
         for batch in loader:
-            batch = batch_to(batch, self.dist.device)
+            batch = batch.to(self.dist.device)
             loss, logits, frame_lengths = self._forward(model, batch)
             sums.loss += float(loss)
-            sums.sample_size += float(len(batch["ids"]))
+            sums.sample_size += float(len(batch.ids))
             best = logits.float().cpu().numpy()
-            for uid, row, n in zip(batch["ids"], best, frame_lengths.tolist()):
+            for uid, row, n in zip(batch.ids, best, frame_lengths.tolist()):
                 hyps[uid] = self.decoder.decode(row[:n]).text
         report = score_texts({k: texts[k] for k in hyps}, hyps, rules=self.text_rules)
         sums.words, sums.chars = report.words, report.chars
         s = sum_over_processes(sums, self.dist)
         loss = s.loss / max(s.sample_size, 1.0)
         report = ScoreReport([], words=s.words, chars=s.chars, unspaced=report.unspaced)  # all processes
-        return Validation({"loss": loss, "wer": report.wer, "cer": report.cer}, [*report.ranking(), loss])
+        return Validation({"loss": loss, "wer": report.wer, "cer": report.cer}, [*report.ranking(), loss],
+                          {"loss": ".3f", "wer": ".4f", "cer": ".4f"})
 
 
 TASKS: dict[TaskKind, type[ManifestTask]] = {TaskKind.PRETRAIN: PretrainTask, TaskKind.FINETUNE: FinetuneTask}
