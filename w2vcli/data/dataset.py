@@ -18,9 +18,10 @@ crops it would have seen, whatever `num_workers` is.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -327,6 +328,18 @@ def worker_error(exc: Exception) -> W2VError | None:
     if died is not None:
         return W2VError(f"{died}; if the system ran out of memory, lower --num-workers")
     return None
+
+
+@contextlib.contextmanager
+def worker_errors() -> Iterator[None]:
+    """Exceptions out of DataLoader workers become their one-line W2VError (`worker_error`)."""
+    try:
+        yield
+    except Exception as exc:
+        error = worker_error(exc)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def make_loader(dataset: AudioDataset, sampler: BucketBatchSampler, num_workers: int = 0,

@@ -40,6 +40,13 @@ class TaskKind(StrEnum):
     FINETUNE = "finetune"
 
 
+SCRATCH = ("none", "scratch")  # the --init values that mean random weights (fine-tuning from a preset)
+
+
+def from_scratch(init: str) -> bool:
+    return init.lower() in SCRATCH
+
+
 class LrSchedule(StrEnum):
     POLYNOMIAL = "polynomial"  # fairseq's polynomial_decay (pretraining's)
     TRI_STAGE = "tri_stage"  # fairseq's tri_stage (fine-tuning's default)
@@ -112,6 +119,11 @@ class TrainConfig:
         """The learning rate per update that the engine follows."""
         return PolynomialDecay(self.lr, self.warmup_updates, self.total_updates, self.end_lr)
 
+    @property
+    def frozen_updates(self) -> int:
+        """Updates at the start that train only part of the model (fine-tuning's output layer)."""
+        return 0
+
 
 @dataclass
 class PretrainConfig(TrainConfig):
@@ -147,6 +159,10 @@ class FinetuneConfig(TrainConfig):
     noise_prob: float = 0.5  # share of training utterances that get noise
 
     task: ClassVar[TaskKind] = TaskKind.FINETUNE
+
+    @property
+    def frozen_updates(self) -> int:
+        return self.freeze_updates
 
     def schedule(self) -> PolynomialDecay | TriStage:
         if self.lr_schedule == LrSchedule.TRI_STAGE:
@@ -383,7 +399,7 @@ def resolve(cfg_cls, preset: str | None, layers: list[dict], init_config: ModelC
                 check_preset_fits(preset, init_config, init, model)
             continued_config(init_config, model, f"--init {init}")
         preset = preset or preset_for_width(init_config.hidden_size)
-    elif not preset and task is TaskKind.FINETUNE and init.lower() not in ("", "none", "scratch"):
+    elif not preset and task is TaskKind.FINETUNE and init and not from_scratch(init):
         preset = preset_of_checkpoint(init)  # a caller that did not load the checkpoint
     preset = preset or "small"
     values = {**preset_defaults(task, preset), **merged, "preset": preset, "model": model}

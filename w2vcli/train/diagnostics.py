@@ -68,7 +68,7 @@ class Diagnostics:
         self.fired = {r["diagnostic"] for r in previous if "diagnostic" in r}
         first = next((r for r in previous if 0 < r.get("feature_rms", 0) < math.inf), None)
         self.feature_base = (first["update"], first["feature_rms"]) if first else None
-        frozen = getattr(cfg, "freeze_updates", 0) if self.task is TaskKind.FINETUNE else 0
+        frozen = cfg.frozen_updates
         self.after = frozen + judge_after(cfg.max_updates - frozen, JUDGE_FRACTION[self.task])
         if self.task is TaskKind.PRETRAIN:  # not before the learning rate has warmed up for a while
             self.after = min(max(self.after, WARMUP_MULTIPLE * cfg.warmup_updates), JUDGE_MAX)

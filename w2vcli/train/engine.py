@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from w2vcli import cpu
 from w2vcli.cpu import Precision, train_precision
-from w2vcli.data.dataset import Batch, DataPosition, worker_error
+from w2vcli.data.dataset import Batch, DataPosition, worker_errors
 from w2vcli.errors import W2VError
 from w2vcli.model.checkpoint import read_training_checkpoint, training_checkpoint, write_checkpoint
 from w2vcli.train import distributed
@@ -224,13 +224,8 @@ class Trainer:
 
     # --- one update ------------------------------------------------------------------------------
     def _fetch(self) -> Batch | None:
-        try:
+        with worker_errors():  # from a worker: one line naming what failed
             return next(self._iter, None)
-        except Exception as exc:  # from a worker: one line naming what failed
-            error = worker_error(exc)
-            if error is None:
-                raise
-            raise error from exc
 
     def _next_batch(self) -> Batch:
         batch = self._fetch()
@@ -312,13 +307,8 @@ class Trainer:
         with torch.random.fork_rng(devices=devices), torch.no_grad(), self._autocast():
             torch.manual_seed(self.cfg.seed)
             self.model.eval()
-            try:
+            with worker_errors():
                 result = self.task.validate(self.model, self.valid_loader)
-            except Exception as exc:  # from a worker: one line naming what failed
-                error = worker_error(exc)
-                if error is None:
-                    raise
-                raise error from exc
         self.model.train()
         return result
 

@@ -42,7 +42,7 @@ from w2vcli.model.masking import padding_mask
 from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining, ctc_loss
 from w2vcli.score import ErrorCounts, ScoreReport, score_texts
 from w2vcli.text import RULES_FILE, SPECIALS
-from w2vcli.train.config import FinetuneConfig, PretrainConfig, TaskKind, TrainConfig, continued_config
+from w2vcli.train.config import FinetuneConfig, PretrainConfig, TaskKind, TrainConfig, continued_config, from_scratch
 from w2vcli.train.diagnostics import Finding, drop_unalignable
 from w2vcli.train.distributed import Dist, sum_over_processes
 from w2vcli.train.vocab import build_vocab, encode_targets, normalize_rows, resolve_text_rules
@@ -62,7 +62,7 @@ def load_init(task: TaskKind | str, init: str):
     pretraining model: a CTC or encoder-only checkpoint is refused, saying why.
     """
     task = TaskKind(task)
-    if task is TaskKind.FINETUNE and init.lower() in ("none", "scratch"):
+    if task is TaskKind.FINETUNE and from_scratch(init):
         return None
     if not Path(init).exists():
         raise W2VError(f"--init {init}: no such file or directory")
@@ -239,7 +239,7 @@ class ManifestTask:
         cfg, c = self.cfg, self.model.config
         params = count_text(sum(p.numel() for p in self.model.parameters()))
         start = (f"resuming {Path(cfg.out) / 'last.pt'}" if saved_model_config(cfg) is not None
-                 else f"from {cfg.init}" if getattr(cfg, "init", "") and cfg.init.lower() not in ("none", "scratch")
+                 else f"from {cfg.init}" if cfg.init and not from_scratch(cfg.init)
                  else "random init")
         seconds = cfg.max_tokens * cfg.update_freq * self.dist.world_size / SAMPLE_RATE
         log(f"{cfg.task}: {params} parameters ({c.num_layers} layers × {c.hidden_size} wide, {start}; "
@@ -324,7 +324,7 @@ class FinetuneTask(ManifestTask):
         super().__init__(cfg, dist)
 
         saved = saved_model_config(cfg)
-        if saved is None and init_model is None and cfg.init.lower() not in ("none", "scratch"):
+        if saved is None and init_model is None and not from_scratch(cfg.init):
             init_model = load_init(TaskKind.FINETUNE, cfg.init)  # its vocabulary may be the run's
         # every transcript, training and validation, goes through the run's text rules
         self.text_rules = resolve_text_rules(cfg, getattr(init_model, "text_rules", None))
@@ -425,7 +425,7 @@ def build_ctc_model(cfg: FinetuneConfig, vocab, text_rules=None, pretrained=None
     overrides.update(cfg.model)
     if cfg.freeze_feature_encoder:
         overrides["feature_grad_mult"] = 0.0
-    if cfg.init.lower() in ("none", "scratch"):
+    if from_scratch(cfg.init):
         return Wav2Vec2ForCTC(get_preset(cfg.preset).replace(**overrides), vocab, text_rules)
     if pretrained is None:
         pretrained = load_init(TaskKind.FINETUNE, cfg.init)  # a pretraining model, an encoder, or a CTC model
