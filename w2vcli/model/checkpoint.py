@@ -11,6 +11,7 @@ The model checkpoint (`save_checkpoint`, `model_from_checkpoint`), the training 
 from __future__ import annotations
 
 import os
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,35 @@ def checkpoint_dict(model: Model, **extra: Any) -> dict:
     }
 
 
-def training_checkpoint(model: Model, optimizer: torch.optim.Optimizer, **state: Any) -> dict:
-    """A training checkpoint (docs/architecture.md): the model's checkpoint, the optimizer's state
-    moved to the CPU (a CUDA run's last.pt loads on a CPU-only machine; `load_state_dict` moves it
-    back to each parameter's device), and the rest of `state` (scheduler, scaler, rng, data,
-    update, best, skipped, train_config) as given."""
-    return checkpoint_dict(model, optimizer=to_cpu(optimizer.state_dict()), **state)
+@dataclass
+class TrainingState:
+    """What a training checkpoint holds beside the model, by name: what `--resume` restores."""
+
+    optimizer: dict  # optimizer.state_dict()
+    scheduler: dict  # the learning-rate schedule's state and "update"
+    scaler: dict | None  # fp16's GradScaler state; None for fp32 and bf16 runs
+    rng: list[dict]  # each process's random states (w2vcli/train/rng.py), by rank
+    data: dict  # the data position (w2vcli/data/dataset.py DataPosition.state_dict: epoch, batch)
+    update: int  # optimizer updates taken
+    best: list[float] | None  # the validation score of best.pt (compared in order), None before one
+    skipped: int = 0  # non-finite steps skipped so far (older checkpoints lack it)
+    train_config: dict | None = None  # the run's resolved config (written for people; --resume reads config.toml)
+
+    @classmethod
+    def read(cls, ckpt: dict, where: str) -> TrainingState:
+        """The state in a loaded checkpoint dict; a W2VError names an entry it lacks."""
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in ckpt]
+        if missing:
+            raise W2VError(f"{where}: training checkpoint lacks the {missing[0]!r} entry")
+        return cls(**{f.name: ckpt[f.name] for f in fields(cls) if f.name in ckpt})
+
+
+def training_checkpoint(model: Model, state: TrainingState) -> dict:
+    """A training checkpoint (docs/architecture.md): the model's checkpoint and `state`, the
+    optimizer's moved to the CPU (a CUDA run's last.pt loads on a CPU-only machine;
+    `load_state_dict` moves it back to each parameter's device)."""
+    entries = {f.name: getattr(state, f.name) for f in fields(state)}  # not asdict: no deep copy
+    return checkpoint_dict(model, **{**entries, "optimizer": to_cpu(state.optimizer)})
 
 
 def to_cpu(value: Any) -> Any:
@@ -93,9 +117,13 @@ def write_failure(exc: BaseException) -> str | None:
     return None
 
 
-def read_training_checkpoint(path: str | os.PathLike) -> dict:
-    """A run's last.pt, to resume from: the model's checkpoint and the training state."""
-    path = Path(path)
+def read_training_checkpoint(path: str | os.PathLike) -> tuple[dict, TrainingState]:
+    """A run's last.pt, to resume from: the model's weights (a state dict) and the training state."""
+    ckpt = _read_w2v_training(Path(path))
+    return ckpt["model"], TrainingState.read(ckpt, str(path))
+
+
+def _read_w2v_training(path: Path) -> dict:
     if not path.is_file():
         raise W2VError(f"{path}: no checkpoint to resume from (run without --resume to start)")
     ckpt = safe_torch_load(path)  # weights_only; a truncated or foreign file is a W2VError saying so
@@ -110,8 +138,8 @@ def read_model_config(path: str | os.PathLike) -> ModelConfig:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         config = ckpt["model_config"]
-    except Exception:  # damaged or foreign: read_training_checkpoint's W2VError says which
-        config = read_training_checkpoint(path)["model_config"]
+    except Exception:  # damaged or foreign: the W2VError of a full read says which
+        config = _read_w2v_training(Path(path))["model_config"]
     return ModelConfig.from_dict(config)
 
 

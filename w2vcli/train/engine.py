@@ -31,7 +31,7 @@ from w2vcli import cpu
 from w2vcli.cpu import Precision, train_precision
 from w2vcli.data.dataset import Batch, DataPosition, worker_errors
 from w2vcli.errors import W2VError
-from w2vcli.model.checkpoint import read_training_checkpoint, training_checkpoint, write_checkpoint
+from w2vcli.model.checkpoint import TrainingState, read_training_checkpoint, training_checkpoint, write_checkpoint
 from w2vcli.train import distributed
 from w2vcli.train.config import TrainConfig, save_config, to_dict
 from w2vcli.train.diagnostics import Diagnostics, Finding
@@ -189,14 +189,14 @@ class Trainer:
 
     # --- checkpoints (their format: w2vcli/model/checkpoint.py) -----------------------------------
     def load(self, path: Path) -> None:
-        ckpt = read_training_checkpoint(path)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt["scaler"] and self.scaler.is_enabled():  # fp16 both then and now
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.update, self.best, self.skipped = ckpt["update"], ckpt["best"], ckpt.get("skipped", 0)
-        self.position = DataPosition(**ckpt["data"])
-        rngs, dist = ckpt["rng"], self.dist
+        weights, state = read_training_checkpoint(path)
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(state.optimizer)
+        if state.scaler and self.scaler.is_enabled():  # fp16 both then and now
+            self.scaler.load_state_dict(state.scaler)
+        self.update, self.best, self.skipped = state.update, state.best, state.skipped
+        self.position = DataPosition(**state.data)
+        rngs, dist = state.rng, self.dist
         if len(rngs) == dist.world_size:
             set_rng_state(rngs[dist.rank])
         else:
@@ -213,11 +213,11 @@ class Trainer:
         rngs = distributed.all_gather_object(rng_state(), self.dist)
         if not self.dist.main:
             return
-        ckpt = training_checkpoint(
-            self.model, self.optimizer, scheduler={**self.schedule.state_dict(), "update": self.update},
+        ckpt = training_checkpoint(self.model, TrainingState(
+            optimizer=self.optimizer.state_dict(), scheduler={**self.schedule.state_dict(), "update": self.update},
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
             rng=rngs, data=self.position.state_dict(), update=self.update, best=self.best,
-            skipped=self.skipped, train_config=to_dict(self.cfg))
+            skipped=self.skipped, train_config=to_dict(self.cfg)))
         write_checkpoint(self.out / "last.pt", ckpt)
         if best:
             write_checkpoint(self.out / "best.pt", ckpt)
