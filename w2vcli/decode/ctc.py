@@ -310,7 +310,17 @@ def make_decoder(vocab: Vocabulary, options: DecodingOptions) -> GreedyDecoder |
 
 # --- decoding in worker processes ---------------------------------------------------------------
 
-_worker_decoder: GreedyDecoder | BeamSearchDecoder | None = None  # inherited by forked workers
+
+class _Worker:
+    """The decoder of one worker process. A pool's processes are forked with their pool's decoder
+    (`DecoderPool` passes it to `_start_worker`, and fork hands it over without pickling), so the
+    parent process holds no decoder of its own here and several pools can live side by side."""
+
+    decoder: GreedyDecoder | BeamSearchDecoder | None = None
+
+
+def _start_worker(decoder: GreedyDecoder | BeamSearchDecoder) -> None:
+    _Worker.decoder = decoder
 
 
 def _timed_decode(decoder, log_probs: np.ndarray) -> tuple[Hypothesis, float]:
@@ -322,8 +332,8 @@ def _timed_decode(decoder, log_probs: np.ndarray) -> tuple[Hypothesis, float]:
 def _worker_decode(task: tuple[np.ndarray, tuple[float, float] | None]) -> tuple[Hypothesis, float]:
     log_probs, weights = task
     if weights is not None:
-        _worker_decoder.set_lm_weights(*weights)
-    return _timed_decode(_worker_decoder, log_probs)
+        _Worker.decoder.set_lm_weights(*weights)
+    return _timed_decode(_Worker.decoder, log_probs)
 
 
 class _Done:
@@ -349,13 +359,11 @@ class DecoderPool:
     """
 
     def __init__(self, decoder: GreedyDecoder | BeamSearchDecoder, jobs: int = 1):
-        global _worker_decoder
         import multiprocessing
 
         self.decoder, self.jobs, self._pool = decoder, 1, None
         if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
-            _worker_decoder = decoder
-            self._pool = multiprocessing.get_context("fork").Pool(jobs)
+            self._pool = multiprocessing.get_context("fork").Pool(jobs, _start_worker, (decoder,))
             self.jobs = jobs
         elif jobs > 1:
             warn("--jobs needs the 'fork' start method (Linux); decoding in one process")
