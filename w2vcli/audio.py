@@ -55,7 +55,10 @@ class AudioInfo:
 
 def _reason(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    # soundfile prefixes "Error opening 'path': "; the caller names the file already
+    # soundfile prefixes "Error opening 'path': " (or "Error opening <_io.BytesIO ...>: " for bytes);
+    # the caller names the file already
+    if text.startswith("Error opening <"):
+        return text.split(">: ", 1)[-1]
     return text.split("': ", 1)[-1] if text.startswith("Error opening") else text
 
 

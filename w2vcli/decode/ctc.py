@@ -355,7 +355,9 @@ class DecoderPool:
     With `jobs` <= 1, or where `fork` is unavailable, it decodes in this process.
 
     `submit(log_probs, weights=None)` returns a handle whose `get()` gives (Hypothesis, seconds);
-    `weights` = (alpha, beta) sets the LM weights first (used by `--tune`).
+    `weights` = (alpha, beta) sets the LM weights first (used by `--tune`). `callback(result)` /
+    `error_callback(exc)` are called with the result, from a thread of the pool (`w2v serve`
+    waits for them without blocking its event loop).
     """
 
     def __init__(self, decoder: GreedyDecoder | BeamSearchDecoder, jobs: int = 1):
@@ -368,12 +370,23 @@ class DecoderPool:
         elif jobs > 1:
             warn("--jobs needs the 'fork' start method (Linux); decoding in one process")
 
-    def submit(self, log_probs: np.ndarray, weights: tuple[float, float] | None = None):
+    def submit(self, log_probs: np.ndarray, weights: tuple[float, float] | None = None, callback=None,
+               error_callback=None):
         if self._pool is not None:
-            return self._pool.apply_async(_worker_decode, ((log_probs, weights),))
+            return self._pool.apply_async(_worker_decode, ((log_probs, weights),), callback=callback,
+                                          error_callback=error_callback)
         if weights is not None:
             self.decoder.set_lm_weights(*weights)
-        return _Done(_timed_decode(self.decoder, log_probs))
+        try:
+            done = _Done(_timed_decode(self.decoder, log_probs))
+        except Exception as exc:
+            if error_callback is None:
+                raise
+            error_callback(exc)
+            return None
+        if callback is not None:
+            callback(done.value)
+        return done
 
     def map(self, emissions: list[np.ndarray], weights: tuple[float, float] | None = None) -> list[tuple[Hypothesis, float]]:
         return [h.get() for h in [self.submit(lp, weights) for lp in emissions]]
