@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -90,12 +91,28 @@ def serve(
     where = f"http://{host}:{port}"
     log(f"serving {model_path} ({engine.emitter.mode}, {options.decoding.method} decoding) on {where}"
         + ("; API key required" if key else ""))
+    # uvicorn answers SIGTERM and Ctrl-C by finishing the requests in flight, then raises the
+    # signal again under the handlers it found: these, so the process ends here with exit code 0
+    # after closing the decoder processes, instead of being killed by the repeated signal
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=request_timeout,
                     ws_max_size=1 << 20)
+    except _Stopped:
+        pass
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         engine.close()
     log("stopped")
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGINT after uvicorn's graceful shutdown."""
+
+
+def _stop(_sig, _frame) -> None:
+    raise _Stopped
 
 
 def model_id(path: Path) -> str:
