@@ -100,6 +100,24 @@ def test_concurrent_requests_equal_solo_and_are_batched(url, files, solo):
     assert waveforms == 16 and passes < waveforms  # clients shared batches
 
 
+def test_lm_beam_search_in_decoder_processes(model, files, tiny_lm):
+    """--lm with --jobs 2: the beam search runs in two forked decoder processes, and concurrent
+    requests get what the library gives each file alone."""
+    from w2vcli.decode.ctc import DecodingOptions
+    from w2vcli.decode.transcribe import TranscribeOptions
+
+    options = TranscribeOptions(emission=transcribe_options().emission, jobs=2,
+                                decoding=DecodingOptions(beam_size=8, lm=str(tiny_lm)))
+    want = {f: w2vcli.transcribe(model, f, options).hyp.text for f in files[:4]}
+    with server(model, options=options) as where:
+        def one(f):
+            with open(f, "rb") as fh:
+                return client(where).audio.transcriptions.create(model="m", file=fh).text
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(one, files[:4])) == [want[f] for f in files[:4]]
+
+
 def test_bad_input_is_a_4xx_json_error_never_5xx(url, files):
     """Fuzz: random bytes, truncated and damaged audio, wrong and missing fields, wrong methods."""
     rng = random.Random(0)
