@@ -189,6 +189,8 @@ def test_limits_and_a_full_queue(model, files):
         r = httpx.post(f"http://{where}/v1/audio/transcriptions", files={"file": ("a.flac", small)}, data={"model": "m"})
         assert r.status_code == 503 and "--request-timeout" in r.json()["error"]["message"]
         assert httpx.get(f"http://{where}/health").json()["requests"] == 0
+        time.sleep(1.5)  # past the batcher's wait: the abandoned request's audio was never run
+        assert httpx.get(f"http://{where}/health").json()["forward_passes"] == 0
 
 
 def test_api_key_and_cors(model, files):
@@ -271,3 +273,17 @@ def test_sigterm_finishes_the_request_in_flight(model, files, solo, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_command_checks_its_options_before_loading(tmp_path):
+    from typer.testing import CliRunner
+
+    from w2vcli.cli import app
+
+    missing = tmp_path / "none.pt"
+    for args, message in ((["--api-key", "short"], "at least 8 characters"), (["--max-upload-mb", "0"], "--max-upload-mb"),
+                          (["--partial-seconds", "-1"], "--partial-seconds")):
+        r = CliRunner().invoke(app, ["serve", str(missing), *args])
+        assert r.exit_code == 1 and message in r.stderr, r.output
+    r = CliRunner().invoke(app, ["serve", str(missing)])
+    assert r.exit_code == 1 and "none.pt" in r.stderr
