@@ -285,5 +285,7 @@ def test_serve_command_checks_its_options_before_loading(tmp_path):
                           (["--partial-seconds", "-1"], "--partial-seconds")):
         r = CliRunner().invoke(app, ["serve", str(missing), *args])
         assert r.exit_code == 1 and message in r.stderr, r.output
+    r = CliRunner().invoke(app, ["serve", str(missing)], env={"W2V_API_KEY": "short"})
+    assert r.exit_code == 1 and "at least 8 characters" in r.stderr
     r = CliRunner().invoke(app, ["serve", str(missing)])
     assert r.exit_code == 1 and "none.pt" in r.stderr

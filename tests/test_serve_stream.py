@@ -112,6 +112,16 @@ def test_segments_split_no_word_and_decode_like_the_whole(seed):
         assert bar in tail and all(VOCAB.tokens[i] in ("|", *SPECIALS) for i in tail)
 
 
+def test_silence_is_not_kept():
+    """An hour of silence (blanks and boundaries) keeps no frames and sends no segment."""
+    st, bar = state(silence=3, max_segment=500), VOCAB.index["|"]
+    piece = one_hot(([0] * 9 + [bar]) * 10)  # 2 s of frames
+    for k in range(1800):
+        st.add_emissions([Window(k * 32000, k * 32000, None, np.zeros(0, np.float32))], [piece])
+        assert st.segments(eof=False) == [] and len(st.lp) == 0
+    assert st.segments(eof=True) == [] and st.frames == 180_000
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_long_segments_end_at_their_last_word_boundary(seed):
     rng = np.random.default_rng(seed)
