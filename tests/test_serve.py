@@ -215,15 +215,24 @@ def test_api_key_and_cors(model, files):
         assert "access-control-allow-origin" not in r.headers
 
 
-def test_page_is_served_from_the_package(url, monkeypatch, tmp_path):
+def test_page_and_its_files_and_nothing_else(model, monkeypatch, tmp_path):
     import w2vcli.serve.app as app_module
 
-    monkeypatch.setattr(app_module, "STATIC", tmp_path)
-    r = httpx.get(f"http://{url}/")
-    assert r.status_code == 404 and "page" in r.json()["error"]["message"]
-    (tmp_path / "index.html").write_text("<!doctype html><title>w2v</title>")
-    r = httpx.get(f"http://{url}/")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html") and "<title>w2v" in r.text
+    (tmp_path / "secret.txt").write_text("root:x:0:0")
+    static = tmp_path / "static"
+    static.mkdir()
+    monkeypatch.setattr(app_module, "STATIC", static)
+    with server(model) as where:
+        r = httpx.get(f"http://{where}/")
+        assert r.status_code == 404 and "page" in r.json()["error"]["message"]
+        (static / "index.html").write_text("<!doctype html><title>w2v</title>")
+        (static / "app.js").write_text("let x = 1;")
+        r = httpx.get(f"http://{where}/")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html") and "<title>w2v" in r.text
+        assert httpx.get(f"http://{where}/static/app.js").text == "let x = 1;"
+        for path in ("/static/%2e%2e/secret.txt", "/static/..%2fsecret.txt", "/static/%2e%2e%2fsecret.txt"):
+            r = httpx.get(f"http://{where}{path}")
+            assert r.status_code == 404 and "root:" not in r.text
 
 
 def test_sigterm_finishes_the_request_in_flight(model, files, solo, tmp_path):
