@@ -251,7 +251,7 @@ def create_app(engine: Engine, api_key: str | None = None, cors_origins: tuple[s
             await ws.close(1000)
         except StreamError as exc:
             await _close_with(ws, str(exc))
-        except (WebSocketDisconnect, ConnectionResetError, asyncio.TimeoutError, RuntimeError):
+        except (WebSocketDisconnect, OSError, asyncio.TimeoutError, RuntimeError):
             pass  # the client left, or stopped reading: nothing more to say to it
         finally:
             app.state.streams -= 1
