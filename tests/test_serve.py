@@ -4,7 +4,6 @@ and 503, bad input fuzzed (never a 5xx), the API key, CORS, and SIGTERM draining
 from __future__ import annotations
 
 import io
-import json
 import os
 import random
 import signal
