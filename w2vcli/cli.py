@@ -112,7 +112,7 @@ def _root(
 
 def _register() -> None:
     # lazy: commands register when the app is built, so `import w2vcli.cli` stays light
-    from w2vcli.commands import align, export, finetune, lm, prepare, pretrain, score, transcribe
+    from w2vcli.commands import align, export, finetune, lm, prepare, pretrain, score, serve, transcribe
 
     app.add_typer(prepare.app, name="prepare")
     app.command("pretrain", cls=W2VCommand)(pretrain.pretrain)
@@ -122,6 +122,7 @@ def _register() -> None:
     app.command("align", cls=W2VCommand)(align.align)
     app.add_typer(lm.app, name="lm")
     app.command("export", cls=W2VCommand)(export.export)
+    app.command("serve", cls=W2VCommand)(serve.serve)
 
 
 _register()
