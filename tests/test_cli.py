@@ -8,7 +8,7 @@ from w2vcli.cli import app
 runner = CliRunner()
 
 
-COMMANDS = {"prepare", "pretrain", "finetune", "transcribe", "score", "align", "lm", "export"}
+COMMANDS = {"prepare", "pretrain", "finetune", "transcribe", "score", "align", "lm", "export", "serve"}
 
 
 def listed_commands(output: str) -> set[str]:
