@@ -220,13 +220,13 @@ def emissions(emitter, wavs: list[np.ndarray], batch: int = 8) -> list[np.ndarra
 
 
 def boundary_errors(model, fs: float, items, lps: list[np.ndarray]):
-    """{aligner: {"start"|"end": [|error| ms]}}, and the greedy {key: text} and {key: reference},
-    from the emissions `lps` of `items`."""
+    """{aligner: {"start"|"end": [|error| ms]}} (and "key": each word's utterance), the greedy
+    {key: text} and {key: reference}, from the emissions `lps` of `items`."""
     from w2vcli.alignment.align import AlignOptions, align_emissions
     from w2vcli.alignment.text import text_words
     from w2vcli.decode.ctc import GreedyDecoder
 
-    errors = {"w2v align": {"start": [], "end": []}, "ctc-segmentation": {"start": [], "end": []}}
+    errors = {name: {"start": [], "end": [], "key": []} for name in ("w2v align", "ctc-segmentation")}
     refs, hyps = {}, {}
     for (key, _, text, bounds), lp in zip(items, lps, strict=True):
         hyps[key], refs[key] = GreedyDecoder(model.vocab).decode(lp).text, text
@@ -238,6 +238,7 @@ def boundary_errors(model, fs: float, items, lps: list[np.ndarray]):
             for (s, e), (ts, te) in zip(got, bounds, strict=True):
                 errors[name]["start"].append(abs(s - ts) * 1000)
                 errors[name]["end"].append(abs(e - te) * 1000)
+                errors[name]["key"].append(key)
     return errors, refs, hyps
 
 
@@ -261,6 +262,17 @@ def print_errors(errors) -> None:
     for name, e in errors.items():
         row = [np.median(e["start"]), np.percentile(e["start"], 95), np.median(e["end"]), np.percentile(e["end"], 95)]
         print(f"| {name} | " + " | ".join(f"{x:.0f}" for x in row) + " |")
+
+
+def print_speakers(errors, speaker_of) -> None:
+    """Median |error| per speaker and aligner."""
+    print("\n| speaker | aligner | words | start median ms | end median ms |")
+    print("|---|---|---:|---:|---:|")
+    for spk in sorted({speaker_of(k) for k in errors["w2v align"]["key"]}):
+        for name, e in errors.items():
+            mine = np.array([speaker_of(k) == spk for k in e["key"]])
+            start, end = np.array(e["start"])[mine], np.array(e["end"])[mine]
+            print(f"| {spk} | {name} | {len(start)} | {np.median(start):.0f} | {np.median(end):.0f} |")
 
 
 def print_calibration(title: str, seen: np.ndarray, right: np.ndarray) -> None:
@@ -323,6 +335,9 @@ def demo_main(args) -> None:
         "greedy_cer_connected": round(score_texts(refs, {k: " ".join(w for w, _ in v) for k, v in connected.items()}).cer, 4),
         "trim_db": TRIM_DB, "pause_s": PAUSE, "edge_s": EDGE}))  # fmt: skip
     print_errors(errors)
+    names = {str(k): spk.name for k, spk in demo_speakers(exp).items()}
+    spk_of = {r["id"]: f"{r['speaker']} ({names[str(r['speaker'])]})" for r in rows}
+    print_speakers(errors, spk_of.get)
     texts = {r["id"]: r["text"] for r in rows}
     print_calibration("greedy word confidence (connected test set)",
                       *calibration((texts[k], v) for k, v in connected.items()))
