@@ -8,7 +8,8 @@ Both aligners run on the same emissions of one model: `w2v align`'s word start i
 letter's first frame, its end its last letter's last frame + 1; ctc-segmentation's start is its
 time for the first letter, its end the end of the word's segment (`determine_utterance_segments`
 with each word an utterance). Prints the median and 95th percentile of |error| in ms, per
-aligner, for starts and ends, and the model's greedy CER on the same utterances. The calibration
+aligner, for starts and ends, the median signed error (bias: + is late), and the model's
+greedy CER on the same utterances. The calibration
 tables give, per bin of word confidence (the definition in w2vcli/decode/ctc.py), how many
 hypothesis words fell in it and the share that are correct (equal to the reference word they
 align to, w2vcli.score.align).
@@ -21,33 +22,37 @@ rendered the same way (no quiet at the ends: the model never heard more than 40 
 writes letters into longer quiet). Calibration: greedy, on the same test utterances.
 
 Demo mode (`--demo EXP`, the folder `recipes/demo/run.sh` writes). The model is the demo's
-fine-tuned one (default EXP/seed-0/ft-pretrained-10m/last.pt, `--model` for another). The
-speech with known boundaries is the demo's test set (EXP/data/test-clean.jsonl: sentences and
-speakers never used in training) said again word by word: each word of a sentence is
-synthesized on its own with that test speaker's engine, voice and duration stretch
-(w2vcli/data/synth.py: `make_speakers` with the corpus's settings from EXP/corpus/synth.done,
-the same engine calls), trimmed to where its power over a moving 5 ms (about its mean there:
-DC offsets are not speech) is within `TRIM_DB` (40 dB) of the word's loudest 5 ms, and the
-words are joined by pauses drawn uniformly from 0-200 ms (digital
-silence), with 200 ms before the first and after the last. `_finish` (the corpus's own resampling
-by the speaker's speed, level and noise floor) then makes the 16 kHz audio, so every word's
-start and end is known to a sample at the engine's rate. Word by word rather than the engines'
-segment timings of connected speech because it works the same for all four test voices (flite
-reports no timings through its command line or w2v's in-process calls; festival, one of the
-four, does) and because the boundary is then a property of the audio, not of a synthesizer's
-label. The price: isolated words are not connected speech. Each word is said as a whole
-utterance (citation form, its own final lengthening and falling pitch, no coarticulation
-across the boundary), the pauses are cleaner than the corpus's, and every token of a word by
-one speaker is the same audio; the model hears audio unlike its training data, which its
-greedy CER on these utterances (printed) shows against its CER on the connected test set.
-The boundaries also depend on the threshold: a weak final fricative or a release ("five",
-"eight") fades over 20-60 ms, and -40 dB puts its end late in the fade.
+fine-tuned one (default EXP/seed-0/ft-pretrained-10m/last.pt, `--model` for another); the
+speakers and sentences are the demo's test set (EXP/data/test-clean.jsonl: never used in
+training). Two sets with known word boundaries:
 
-Calibration in demo mode is on the demo's real test set (connected speech): greedy decoding
-of the model's emissions here, and every `--hyp` file (a `w2v transcribe` JSONL output on
+A. The test set itself, connected speech, with the synthesizers' own word times. Each test
+   utterance is synthesized again exactly as `w2v prepare synth` made it (w2vcli/data/synth.py:
+   the speaker rebuilt from EXP/corpus/synth.done, the same engine call, `_finish` with the
+   utterance's seed) and kept only if that equals the corpus's file to its 16-bit rounding, so
+   the times belong to that very audio. A word starts where the segment before its first
+   phone ends and ends where its last phone ends (flite's Segment relation through libflite,
+   festival's through its Scheme interpreter; divided by the speaker's speed factor). These are
+   the synthesizer's labels: where one phone hands over to the next inside connected speech is
+   a convention of its duration model, as a human labeller's is; festival's diphone audio runs
+   ~30 ms past its last label (wave 1.49 s for labels ending 1.46 s in one check).
+B. The same sentences said word by word: each word synthesized on its own by the same speaker,
+   trimmed to where its power over a moving 5 ms (about its mean there: DC offsets are not
+   speech) is within `TRIM_DB` (40 dB) of the word's loudest 5 ms, joined by pauses drawn
+   uniformly from 0-200 ms (digital silence) with 200 ms before the first and after the last,
+   then `_finish`; every boundary is known to a sample and is a property of the audio, not of
+   a label. But isolated words are not connected speech: each is said as a whole utterance
+   (citation form, final lengthening, no coarticulation), the pauses are cleaner than the
+   corpus's, every token of a word by one speaker is the same audio, and -40 dB counts the
+   weak tails of some voices (flite's slt and rms fade over 100-200 ms) as the word. The
+   model's greedy CER on these utterances, printed beside the connected set's, shows how far
+   this is from what it was trained on.
+
+Calibration in demo mode is on the test set (connected speech): greedy decoding of the model's
+emissions here, and every `--hyp` file (a `w2v transcribe` JSONL output on
 EXP/data/test-clean.jsonl; default: the recipe's EXP/seed-0/decode/pretrained-10m/lm.hyp.jsonl
 when it exists, the 4-gram beam search with its tuned weights), matched by audio path.
-`--out DIR` keeps the word-by-word audio and a manifest with each word's true start and end.
+`--out DIR` keeps set B's audio and a manifest with each word's true start and end.
 """
 
 from __future__ import annotations
@@ -201,6 +206,116 @@ def word_by_word_set(exp: Path, rows: list[dict], out: Path | None, seed: int = 
     return items
 
 
+# --- known boundaries from the engines' own segment timings (demo mode, connected speech) -----
+WORD_START = b"R:SylStructure.daughter1.daughter1.R:Segment.p.end"  # end of the segment before its first
+WORD_END = b"R:SylStructure.daughtern.daughtern.R:Segment.end"  # end of its last segment
+
+
+def _flite_api(voice: str):
+    """libflite with the utterance calls typed, and the registered voice (w2vcli/data/synth.py loads them)."""
+    import ctypes
+
+    from w2vcli.data import synth
+
+    lib, vox = synth._flite_lib(voice)
+    if lib is None:
+        raise SystemExit("libflite not found: run scripts/setup.sh")
+    p, s = ctypes.c_void_p, ctypes.c_char_p
+    for name, res, args in (("flite_synth_text", p, [s, p]), ("utt_wave", ctypes.POINTER(synth._Wave), [p]),
+                            ("utt_relation", p, [p, s]), ("relation_head", p, [p]), ("item_next", p, [p]),
+                            ("ffeature_float", ctypes.c_float, [p, s]), ("delete_utterance", None, [p])):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    return lib, vox, synth._FLITE["libc"]
+
+
+def flite_timed(spk, texts: list[str], tmp: str) -> list[tuple[np.ndarray, int, list[tuple[float, float]]]]:
+    """(audio, rate, each word's (start s, end s) at that rate) per text: the same samples as
+    synth's `_flite` (same stretch, same srand), the times from flite's Segment relation."""
+    lib, vox, libc = _flite_api(spk.voice)
+    out = []
+    for text in texts:
+        lib.flite_feat_set_float(vox.contents.features, b"duration_stretch", spk.stretch)
+        libc.srand(1)
+        utt = lib.flite_synth_text(text.lower().encode(), vox)
+        w = lib.utt_wave(utt)
+        pcm = np.ctypeslib.as_array(w.contents.samples, shape=(w.contents.num_samples,)).astype(np.float32) / 32768.0
+        words, item = [], lib.relation_head(lib.utt_relation(utt, b"Word"))
+        while item:
+            words.append((float(lib.ffeature_float(item, WORD_START)), float(lib.ffeature_float(item, WORD_END))))
+            item = lib.item_next(item)
+        out.append((pcm, int(w.contents.sample_rate), words))
+        lib.delete_utterance(utt)
+    return out
+
+
+def festival_timed(spk, texts: list[str], tmp: str) -> list[tuple[np.ndarray, int, list[tuple[float, float]]]]:
+    """The same as `flite_timed` through one festival run (synth's `_festival` script, which also
+    prints each word's times)."""
+    import subprocess
+
+    from w2vcli.data.synth import FESTIVAL_VOICES, _read_wav
+
+    script = [f"(voice_{FESTIVAL_VOICES[spk.voice]})", f"(Parameter.set 'Duration_Stretch {spk.stretch})"]
+    paths = [str(Path(tmp) / f"fest{k}.wav") for k in range(len(texts))]
+    for k, (text, path) in enumerate(zip(texts, paths)):
+        script += [f'(set! u (SynthText "{text.lower()}"))', f"(utt.save.wave u \"{path}\" 'riff)",
+                   f'(format t "U\\t{k}\\n")',
+                   f'(mapcar (lambda (w) (format t "W\\t%s\\t%s\\n" (item.feat w "{WORD_START.decode()}") '
+                   f'(item.feat w "{WORD_END.decode()}"))) (utt.relation.items u \'Word))']
+    scm = Path(tmp) / "timed.scm"
+    scm.write_text("\n".join(script) + "\n", encoding="utf-8")
+    res = subprocess.run(["festival", "-b", str(scm)], check=True, capture_output=True, text=True)
+    words: list[list[tuple[float, float]]] = [[] for _ in texts]
+    k = -1
+    for line in res.stdout.splitlines():
+        f = line.split("\t")
+        if f[0] == "U":
+            k = int(f[1])
+        elif f[0] == "W" and k >= 0:
+            words[k].append((float(f[1]), float(f[2])))
+    return [(*_read_wav(p), w) for p, w in zip(paths, words)]
+
+
+TIMED = {"flite": flite_timed, "festival": festival_timed}
+
+
+def connected_set(exp: Path, rows: list[dict]):
+    """(key, audio [S], text, bounds) for the test rows whose audio the engine gives again, the
+    corpus's own file with the engine's word times; and the rows it could not time, with why.
+
+    Each row is synthesized again exactly as `w2v prepare synth` made it (the engine call, then
+    `_finish` with the row's seed), and kept only if that equals the file in the corpus (to its
+    16-bit rounding): then the times belong to that very audio."""
+    from w2vcli.audio import load_audio
+    from w2vcli.data.synth import _finish
+
+    cfg_seed = json.loads((exp / "corpus" / "synth.done").read_text(encoding="utf-8"))["config"]["seed"]
+    speakers = demo_speakers(exp)
+    by_spk: dict[int, list[dict]] = {}
+    for r in rows:
+        by_spk.setdefault(int(r["speaker"]), []).append(r)
+    items, skipped = [], []
+    with tempfile.TemporaryDirectory(prefix="align-acc-timed-") as tmp:
+        for sid, spk_rows in sorted(by_spk.items()):
+            spk = speakers[sid]
+            if spk.engine not in TIMED:
+                skipped += [(r["id"], f"no timings from {spk.engine}") for r in spk_rows]
+                continue
+            for r, (pcm, sr, words) in zip(spk_rows, TIMED[spk.engine](spk, [r["text"] for r in spk_rows], tmp)):
+                _, chapter, k = r["id"].split("-")
+                again = _finish(pcm, sr, spk, np.random.default_rng([cfg_seed, sid, int(chapter), int(k)]))
+                wav = load_audio(r["audio"])
+                if len(words) != len(r["text"].split()):
+                    skipped.append((r["id"], f"{len(words)} words timed for {len(r['text'].split())}"))
+                elif len(again) != len(wav) or np.abs(again - wav).max() > 2 / 32768:
+                    skipped.append((r["id"], "synthesized again, it differs from the corpus file"))
+                else:
+                    rate = sr * spk.speed  # _finish resamples by the speed factor
+                    items.append((r["id"], wav, r["text"], [(a * sr / rate, b * sr / rate) for a, b in words]))
+    return items, skipped
+
+
 # --- measurement ---------------------------------------------------------------------------------
 def ctcseg_words(lp: np.ndarray, vocab, words: list[str], fs: float) -> list[tuple[float, float]]:
     import ctc_segmentation as cs
@@ -220,7 +335,7 @@ def emissions(emitter, wavs: list[np.ndarray], batch: int = 8) -> list[np.ndarra
 
 
 def boundary_errors(model, fs: float, items, lps: list[np.ndarray]):
-    """{aligner: {"start"|"end": [|error| ms]}} (and "key": each word's utterance), the greedy
+    """{aligner: {"start"|"end": [signed error ms]}} (and "key": each word's utterance), the greedy
     {key: text} and {key: reference}, from the emissions `lps` of `items`."""
     from w2vcli.alignment.align import AlignOptions, align_emissions
     from w2vcli.alignment.text import text_words
@@ -236,8 +351,8 @@ def boundary_errors(model, fs: float, items, lps: list[np.ndarray]):
         theirs = ctcseg_words(lp, model.vocab, text.split(), fs)
         for name, got in (("w2v align", ours), ("ctc-segmentation", theirs)):
             for (s, e), (ts, te) in zip(got, bounds, strict=True):
-                errors[name]["start"].append(abs(s - ts) * 1000)
-                errors[name]["end"].append(abs(e - te) * 1000)
+                errors[name]["start"].append((s - ts) * 1000)
+                errors[name]["end"].append((e - te) * 1000)
                 errors[name]["key"].append(key)
     return errors, refs, hyps
 
@@ -257,10 +372,13 @@ def calibration(pairs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def print_errors(errors) -> None:
-    print("| aligner | start median ms | start p95 ms | end median ms | end p95 ms |")
-    print("|---|---:|---:|---:|---:|")
+    """Median and 95th percentile of |error|, and the median signed error (+: later than the truth)."""
+    print("| aligner | start median ms | start p95 ms | end median ms | end p95 ms | start bias ms | end bias ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, e in errors.items():
-        row = [np.median(e["start"]), np.percentile(e["start"], 95), np.median(e["end"]), np.percentile(e["end"], 95)]
+        s, t = np.abs(e["start"]), np.abs(e["end"])
+        row = [np.median(s), np.percentile(s, 95), np.median(t), np.percentile(t, 95), np.median(e["start"]),
+               np.median(e["end"])]  # fmt: skip
         print(f"| {name} | " + " | ".join(f"{x:.0f}" for x in row) + " |")
 
 
@@ -271,7 +389,7 @@ def print_speakers(errors, speaker_of) -> None:
     for spk in sorted({speaker_of(k) for k in errors["w2v align"]["key"]}):
         for name, e in errors.items():
             mine = np.array([speaker_of(k) == spk for k in e["key"]])
-            start, end = np.array(e["start"])[mine], np.array(e["end"])[mine]
+            start, end = np.abs(e["start"])[mine], np.abs(e["end"])[mine]
             print(f"| {spk} | {name} | {len(start)} | {np.median(start):.0f} | {np.median(end):.0f} |")
 
 
@@ -319,28 +437,36 @@ def demo_main(args) -> None:
 
     exp = args.demo
     ckpt = args.model or exp / "seed-0" / "ft-pretrained-10m" / "last.pt"
-    manifest = exp / "data" / "test-clean.jsonl"
-    rows = read_rows(manifest)[: args.tests or None]
+    rows = read_rows(exp / "data" / "test-clean.jsonl")[: args.tests or None]
     model = w2vcli.load_ctc_model(ckpt)
     emitter = Emitter(model, EmissionOptions(device="cpu"))
-    items = word_by_word_set(exp, rows, args.out)
-    errors, refs, hyps = boundary_errors(model, emitter.frame_seconds, items, emissions(emitter, [it[1] for it in items]))
-    # the same sentences as the corpus says them (connected speech): greedy CER and calibration
-    lps = emissions(emitter, [load_audio(r["audio"]) for r in rows])
-    connected = {r["id"]: greedy_words(model, lp) for r, lp in zip(rows, lps)}
-    print(json.dumps({
-        "checkpoint": str(ckpt), "test_utterances": len(rows), "words": len(errors["w2v align"]["start"]),
-        "speakers": sorted({r["speaker"] for r in rows}),
-        "greedy_cer_word_by_word": round(score_texts(refs, hyps).cer, 4),
-        "greedy_cer_connected": round(score_texts(refs, {k: " ".join(w for w, _ in v) for k, v in connected.items()}).cer, 4),
-        "trim_db": TRIM_DB, "pause_s": PAUSE, "edge_s": EDGE}))  # fmt: skip
+    fs, texts = emitter.frame_seconds, {r["id"]: r["text"] for r in rows}
+    lps = dict(zip(texts, emissions(emitter, [load_audio(r["audio"]) for r in rows])))  # the test set as it is
+    greedy = {k: greedy_words(model, lp) for k, lp in lps.items()}
+    names = {k: spk.name for k, spk in demo_speakers(exp).items()}
+    spk_of = {r["id"]: f"{r['speaker']} ({names[int(r['speaker'])]})" for r in rows}
+    print(json.dumps({"checkpoint": str(ckpt), "test_utterances": len(rows),
+                      "greedy_cer": round(score_texts(texts, {k: " ".join(w for w, _ in v) for k, v in greedy.items()}).cer, 4)}))  # fmt: skip
+
+    timed, skipped = connected_set(exp, rows)
+    for key, why in skipped:
+        print(f"{key}: not timed ({why})", file=sys.stderr)
+    errors, refs, hyps = boundary_errors(model, fs, timed, [lps[it[0]] for it in timed])
+    print(f"\nA. The test set itself (connected speech), word times from the engines' segment labels: "
+          f"{len(timed)} of {len(rows)} utterances, {len(errors['w2v align']['start'])} words, "
+          f"greedy CER {score_texts(refs, hyps).cer:.4f}\n")
     print_errors(errors)
-    names = {str(k): spk.name for k, spk in demo_speakers(exp).items()}
-    spk_of = {r["id"]: f"{r['speaker']} ({names[str(r['speaker'])]})" for r in rows}
     print_speakers(errors, spk_of.get)
-    texts = {r["id"]: r["text"] for r in rows}
-    print_calibration("greedy word confidence (connected test set)",
-                      *calibration((texts[k], v) for k, v in connected.items()))
+
+    items = word_by_word_set(exp, rows, args.out)
+    errors, refs, hyps = boundary_errors(model, fs, items, emissions(emitter, [it[1] for it in items]))
+    print(f"\nB. The same sentences said word by word, boundaries from the audio (-{TRIM_DB:.0f} dB), pauses "
+          f"{PAUSE[0] * 1000:.0f}-{PAUSE[1] * 1000:.0f} ms: {len(items)} utterances, "
+          f"{len(errors['w2v align']['start'])} words, greedy CER {score_texts(refs, hyps).cer:.4f}\n")
+    print_errors(errors)
+    print_speakers(errors, spk_of.get)
+
+    print_calibration("greedy word confidence (test set)", *calibration((texts[k], v) for k, v in greedy.items()))
     hyp_files = args.hyp
     if hyp_files is None:
         default = exp / "seed-0" / "decode" / "pretrained-10m" / "lm.hyp.jsonl"

@@ -1,13 +1,14 @@
 """bench/align_accuracy.py's speech with known word boundaries: the trimmed span is the word's
-audio (a DC offset in the trailing silence does not count as speech), and the boundaries it
+audio (a DC offset in the trailing silence does not count as speech), the boundaries it
 reports after joining, resampling by the speaker's speed and adding the noise floor lie where
-the words' energy is in the finished audio."""
+the words' energy is in the finished audio, and flite's own word times of connected speech
+tile the utterance between its leading and trailing pauses."""
 
 import numpy as np
 import pytest
 
-from bench.align_accuracy import join_words, trim
-from w2vcli.data.synth import Speaker
+from bench.align_accuracy import flite_timed, join_words, trim
+from w2vcli.data.synth import Speaker, _flite_lib
 
 SR = 16000
 
@@ -46,3 +47,17 @@ def test_joined_words_sit_at_their_boundaries():
             edges[max(0, int(round(t * SR)) - 80) : int(round(t * SR)) + 80] = True
     assert not (loud & ~inside & ~edges).any()  # no energy between words
     assert abs(len(wav) / SR - (bounds[-1][1] + 0.2)) < 0.002  # 200 ms of silence after the last word
+
+
+def test_flite_word_times_tile_the_utterance():
+    if _flite_lib("rms")[0] is None:
+        pytest.skip("libflite is not installed")
+    spk = Speaker(id=1, engine="flite", voice="rms", stretch=1.0, speed=1.0, pitch=50, gain=0.8, snr_db=60.0)
+    text = "TURN OFF THE RADIO IN THE KITCHEN"
+    (wav, sr, words), = flite_timed(spk, [text], "")
+    assert len(words) == len(text.split())
+    starts, ends = np.array([s for s, _ in words]), np.array([e for _, e in words])
+    assert (ends > starts).all() and (starts[1:] == ends[:-1]).all()  # connected: each word starts where the last ended
+    assert 0.05 < starts[0] and ends[-1] < len(wav) / sr - 0.05  # pauses before and after
+    a, b = trim(wav, sr)  # the audible speech (-40 dB) spans about the first to the last word: rms fades 40 ms past
+    assert starts[0] - 0.03 < a / sr < starts[0] + 0.1 and ends[-1] - 0.1 < b / sr < ends[-1] + 0.08
