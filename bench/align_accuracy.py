@@ -282,7 +282,9 @@ TIMED = {"flite": flite_timed, "festival": festival_timed}
 
 def connected_set(exp: Path, rows: list[dict]):
     """(key, audio [S], text, bounds) for the test rows whose audio the engine gives again, the
-    corpus's own file with the engine's word times; and the rows it could not time, with why.
+    corpus's own file with the engine's word times; the rows it could not time, with why; and per
+    kept row, where `trim` finds the speech begin and end minus the first word's labelled start
+    and the last word's labelled end (s): a check that labels and audio agree.
 
     Each row is synthesized again exactly as `w2v prepare synth` made it (the engine call, then
     `_finish` with the row's seed), and kept only if that equals the file in the corpus (to its
@@ -295,7 +297,7 @@ def connected_set(exp: Path, rows: list[dict]):
     by_spk: dict[int, list[dict]] = {}
     for r in rows:
         by_spk.setdefault(int(r["speaker"]), []).append(r)
-    items, skipped = [], []
+    items, skipped, edges = [], [], []
     with tempfile.TemporaryDirectory(prefix="align-acc-timed-") as tmp:
         for sid, spk_rows in sorted(by_spk.items()):
             spk = speakers[sid]
@@ -313,7 +315,9 @@ def connected_set(exp: Path, rows: list[dict]):
                 else:
                     rate = sr * spk.speed  # _finish resamples by the speed factor
                     items.append((r["id"], wav, r["text"], [(a * sr / rate, b * sr / rate) for a, b in words]))
-    return items, skipped
+                    a, b = trim(pcm, sr)
+                    edges.append(((a / sr - words[0][0]) / spk.speed, (b / sr - words[-1][1]) / spk.speed))
+    return items, skipped, edges
 
 
 # --- measurement ---------------------------------------------------------------------------------
@@ -448,13 +452,15 @@ def demo_main(args) -> None:
     print(json.dumps({"checkpoint": str(ckpt), "test_utterances": len(rows),
                       "greedy_cer": round(score_texts(texts, {k: " ".join(w for w, _ in v) for k, v in greedy.items()}).cer, 4)}))  # fmt: skip
 
-    timed, skipped = connected_set(exp, rows)
+    timed, skipped, edges = connected_set(exp, rows)
     for key, why in skipped:
         print(f"{key}: not timed ({why})", file=sys.stderr)
     errors, refs, hyps = boundary_errors(model, fs, timed, [lps[it[0]] for it in timed])
     print(f"\nA. The test set itself (connected speech), word times from the engines' segment labels: "
           f"{len(timed)} of {len(rows)} utterances, {len(errors['w2v align']['start'])} words, "
-          f"greedy CER {score_texts(refs, hyps).cer:.4f}\n")
+          f"greedy CER {score_texts(refs, hyps).cer:.4f}. Labels against the audio: the speech (-{TRIM_DB:.0f} dB) "
+          f"begins {np.median([a for a, _ in edges]) * 1000:.0f} ms after the first word's labelled start and ends "
+          f"{np.median([b for _, b in edges]) * 1000:.0f} ms after the last word's labelled end (medians)\n")
     print_errors(errors)
     print_speakers(errors, spk_of.get)
 
