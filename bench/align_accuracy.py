@@ -458,9 +458,9 @@ def demo_main(args) -> None:
     errors, refs, hyps = boundary_errors(model, fs, timed, [lps[it[0]] for it in timed])
     print(f"\nA. The test set itself (connected speech), word times from the engines' segment labels: "
           f"{len(timed)} of {len(rows)} utterances, {len(errors['w2v align']['start'])} words, "
-          f"greedy CER {score_texts(refs, hyps).cer:.4f}. Labels against the audio: the speech (-{TRIM_DB:.0f} dB) "
-          f"begins {np.median([a for a, _ in edges]) * 1000:.0f} ms after the first word's labelled start and ends "
-          f"{np.median([b for _, b in edges]) * 1000:.0f} ms after the last word's labelled end (medians)\n")
+          f"greedy CER {score_texts(refs, hyps).cer:.4f}. Labels against the audio (medians, + is later): the speech "
+          f"(-{TRIM_DB:.0f} dB) begins {np.median([a for a, _ in edges]) * 1000:+.0f} ms from the first word's "
+          f"labelled start and ends {np.median([b for _, b in edges]) * 1000:+.0f} ms from the last word's labelled end\n")
     print_errors(errors)
     print_speakers(errors, spk_of.get)
 
