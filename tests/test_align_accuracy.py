@@ -7,7 +7,7 @@ tile the utterance between its leading and trailing pauses."""
 import numpy as np
 import pytest
 
-from bench.align_accuracy import flite_timed, join_words, trim
+from bench.known_bounds import flite_timed, join_words, trim
 from w2vcli.data.synth import Speaker, _flite_lib
 
 SR = 16000
