@@ -53,6 +53,7 @@ def test_command_summaries_are_whole_sentences():
     (["finetune", "--train", "{m}", "--out", "{o}"], "1 False error: --init is required"),
     (["pretrain", "--train", "{m}", "--out", "{o}", "--precision", "fp64"], "1 False error: --precision must be"),
     (["transcribe", "{m}", "a.wav", "--manifest", "{m}"], "1 False error: give either AUDIO files or --manifest"),
+    (["serve", "{m}", "--api-key", "short"], "1 False error: --api-key must be at least 8 characters"),
 ])
 def test_argument_errors_come_before_torch_loads(tmp_path, args, error):
     manifest = tmp_path / "m.jsonl"

@@ -24,6 +24,7 @@ def transcribe(model, audio, options=None):
     with a CTC model: a `Transcript` (`.hyp.text`, `.hyp.words` with frames and confidences,
     `.to_dict()` with times in seconds); `options`: `w2vcli.decode.transcribe.TranscribeOptions`.
     For many recordings keep a `w2vcli.decode.transcribe.Transcriber`: its decoder (and LM) loads once."""
+    # lazy: `import w2vcli` stays light; torch loads (1.3 s) when a model does
     from w2vcli.decode.transcribe import TranscribeOptions
     from w2vcli.decode.transcribe import transcribe as _transcribe
 

@@ -35,7 +35,6 @@ from w2vcli.alignment.text import STAR, TextWord, text_words
 from w2vcli.alignment.viterbi import BEAM, MAX_WIDTH, ctc_graph, forced_align, frame_scores
 from w2vcli.audio import SAMPLE_RATE, audio_info, load_audio, resampled_length
 from w2vcli.errors import W2VError
-from w2vcli.utils import ProgressBar
 
 STAR_PENALTY = 0.5  # nats per frame the garbage unit pays below the frame's best unit (blank included)
 LOW_SCORE = 0.05  # words below this score are flagged

@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+import w2vcli
+from w2vcli import cpu
 from w2vcli.errors import W2VError
 from w2vcli.utils import log, warn
 
@@ -57,26 +59,23 @@ def serve(
     browser page. Requests and stream windows from different clients are batched without
     changing any transcript. Protocol, limits and deployment: docs/serve.md.
     """
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    if key is not None and len(key) < 8:
+        raise W2VError("--api-key must be at least 8 characters")
     try:
-        import uvicorn  # noqa: F401 - checked here, used by run_server
-
+        # lazy: optional extra [serve]: FastAPI + uvicorn (0.25 s) and torch (1.3 s), after the options are checked
         from w2vcli.serve.app import create_app, run_server
     except ImportError as exc:
         raise W2VError(f"w2v serve needs FastAPI and uvicorn ({exc.name} is missing): pip install 'w2vcli[serve]'") from None
-    from w2vcli import cpu
+    # lazy: torch (1.3 s), loaded with app.py by now; at module level it would load for --help
     from w2vcli.decode.ctc import DecodingOptions
     from w2vcli.decode.emissions import EmissionOptions
     from w2vcli.decode.transcribe import TranscribeOptions
     from w2vcli.serve.engine import Engine, ServeOptions
 
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
-    if key is not None and len(key) < 8:
-        raise W2VError("--api-key must be at least 8 characters")
     settings = ServeOptions(max_batch, max_wait_ms, max_queue, max_streams, max_upload_mb, max_audio_seconds,
                             request_timeout, max_stream_seconds, idle_seconds, stream_chunk_seconds,
                             stream_context_seconds, partial_seconds, silence_seconds, max_segment_seconds)
-    import w2vcli  # torch loads here, after the options are checked
-
     cpu.set_threads(cpu.inference_threads(cpu.AUTO if threads is None else threads, jobs))
     model = w2vcli.load_ctc_model(model_path, device="cpu", vocab=vocab)
     options = TranscribeOptions(

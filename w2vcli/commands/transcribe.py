@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
+import w2vcli
+from w2vcli import cpu
+from w2vcli.audio import load_audio_bytes
+from w2vcli.data.manifest import duration, read_manifest, subset_manifest
+from w2vcli.decode.output import Output
 from w2vcli.errors import W2VError
-from w2vcli.utils import log, warn
+from w2vcli.utils import ProgressBar, log, warn, write_jsonl
 
 
 def _floats(text: str, option: str) -> list[float]:
@@ -64,9 +72,6 @@ def transcribe(
     or unreadable file is named in a warning, the others are transcribed, and the exit code is
     1 at the end. Long files are transcribed in overlapping windows with bounded memory.
     """
-    from w2vcli import cpu
-    from w2vcli.decode.output import Output
-
     if stride_seconds is not None:
         warn("--stride-seconds is renamed --context-seconds (context on each side of a window); the old name will go")
         context_seconds = stride_seconds
@@ -83,11 +88,10 @@ def transcribe(
     if fmt in ("srt", "vtt") and len(files) > 1 and out_dir is None:
         raise W2VError(f"--format {fmt} for several files needs --out-dir")
 
-    import w2vcli  # torch loads here, after the options are checked
+    # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / the decoders (5 ms) load
     from w2vcli.decode.ctc import DecodingOptions
     from w2vcli.decode.emissions import EmissionOptions
     from w2vcli.decode.transcribe import TranscribeOptions, transcribe_files_to, transcribe_manifest_to
-    from w2vcli.utils import ProgressBar
 
     if jobs is None:  # tuning runs the model first, then only the beam search: every core decodes
         jobs = cpu.usable_cores() if tune else 1
@@ -108,8 +112,6 @@ def transcribe(
     )  # fmt: skip
 
     if manifest is not None:
-        from w2vcli.data.manifest import read_manifest
-
         rows = read_manifest(manifest)
         if tune:
             _tune(model, rows, options, (tune_alpha, tune_beta, tune_trials, tune_full, tune_minutes), seed, out)
@@ -129,9 +131,7 @@ def transcribe(
 
 def _stdin():
     """`-`: one encoded audio file (wav, flac, ... what soundfile reads) from standard input."""
-    import sys
-
-    from w2vcli.audio import load_audio_bytes
+    # lazy: torch (1.3 s), loaded by `transcribe` by now; at module level it would load for --help
     from w2vcli.decode.transcribe import AudioData
 
     if sys.stdin.isatty():
@@ -142,12 +142,8 @@ def _stdin():
 def _tune(model, rows, options, search: tuple, seed: int, out: Path | None) -> None:
     """--tune: on at most --tune-minutes of the manifest, the coarse grid refined around its best
     (or the whole grid, or random trials), beams in --jobs processes; prints the WER table."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from w2vcli.data.manifest import duration, subset_manifest
+    # lazy: torch (1.3 s), loaded by `transcribe` by now; at module level it would load for --help
     from w2vcli.decode.transcribe import coarse_pairs, tune_lm, tune_pairs
-    from w2vcli.utils import ProgressBar, write_jsonl
 
     tune_alpha, tune_beta, trials, full, minutes = search
     alphas = sorted(set(_floats(tune_alpha, "--tune-alpha")))

@@ -19,12 +19,15 @@ the blank's, which gives the same text for the same frame-wise choices.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from w2vcli.alignment.viterbi import ctc_graph, forced_align
+from w2vcli.decode.lm import read_unigrams, unigrams_path
 from w2vcli.errors import W2VError
 from w2vcli.messages import kenlm_reason
 from w2vcli.text import BLANK, SPECIALS, Vocabulary
@@ -108,8 +111,6 @@ def word_confidence(log_probs: np.ndarray, ids: list[int], start: int, end: int)
 def unit_times(log_probs: np.ndarray, ids: list[int], start: int, end: int) -> list[tuple[int, int]]:
     """(first frame, one past the last) of each unit of a word: the best CTC path of `ids` through
     the word's frames (w2vcli/alignment/viterbi.py), widened by a few frames where they are too few."""
-    from w2vcli.alignment.viterbi import ctc_graph, forced_align
-
     g = ctc_graph(ids)
     T = len(log_probs)
     need = int(g.need[g.start].min()) + 1
@@ -180,7 +181,9 @@ class BeamSearchDecoder:
 
     def __init__(self, vocab: Vocabulary, options: DecodingOptions):
         try:
+            # lazy: pyctcdecode (11 ms) only for beam search; greedy decoding, the default, never loads it
             from pyctcdecode import build_ctcdecoder
+            from pyctcdecode.language_model import load_unigram_set_from_arpa
         except ImportError:
             raise W2VError("beam search needs pyctcdecode: pip install 'pyctcdecode>=0.5' 'numpy<2'") from None
         if options.lm is not None and vocab.units == "chars":
@@ -188,6 +191,7 @@ class BeamSearchDecoder:
                            "boundary), so a word n-gram cannot guide the beam search; decode without --lm")
         if options.lm is not None:
             try:
+                # lazy: only --lm needs kenlm; checked here so a broken install is named (0 ms: pyctcdecode loaded it)
                 import kenlm  # noqa: F401
             except ImportError:
                 raise W2VError("--lm needs the kenlm module: pip install kenlm") from None
@@ -203,15 +207,11 @@ class BeamSearchDecoder:
         unigrams = None
         self.vocab = vocab
         if options.lm is not None:
-            from w2vcli.decode.lm import read_unigrams, unigrams_path
-
             arpa = _check_lm_file(options.lm)
             path = options.unigrams or (str(unigrams_path(options.lm)) if unigrams_path(options.lm).is_file() else None)
             if path is not None:
                 unigrams = read_unigrams(path)
             elif arpa:
-                from pyctcdecode.language_model import load_unigram_set_from_arpa
-
                 try:
                     unigrams = sorted(load_unigram_set_from_arpa(options.lm) - {"<s>", "</s>", "<unk>"})
                 except ValueError as exc:  # also UnicodeDecodeError
@@ -360,8 +360,6 @@ class DecoderPool:
     """
 
     def __init__(self, decoder: GreedyDecoder | BeamSearchDecoder, jobs: int = 1):
-        import multiprocessing
-
         self.decoder, self.jobs, self._pool = decoder, 1, None
         if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
             self._pool = multiprocessing.get_context("fork").Pool(jobs, _start_worker, (decoder,))

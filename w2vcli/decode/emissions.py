@@ -26,11 +26,13 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 
 from w2vcli.audio import SAMPLE_RATE
 from w2vcli.cpu import PRECISIONS, QUANTIZE, Mode, auto_inference_mode, check_cpu_bf16
 from w2vcli.errors import W2VError
+from w2vcli.model.quantize import bf16_weights, quantize_int8
 from w2vcli.model.wav2vec2 import Wav2Vec2ForCTC
 
 BLOCK_SECONDS = 10.0  # audio read from disk at a time when streaming
@@ -125,8 +127,6 @@ def stream_audio(path: str, block_seconds: float = BLOCK_SECONDS) -> Iterator[np
     with f:
         resampler = None
         if f.samplerate != SAMPLE_RATE:
-            import soxr
-
             resampler = soxr.ResampleStream(f.samplerate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
         n = max(1, int(block_seconds * f.samplerate))
         while True:
@@ -196,8 +196,6 @@ class Emitter:
         self.mode = resolve_mode(self.device, options.precision, options.quantize, exported)
         self.dtype = autocast_dtype(self.mode)
         if exported is None and self.device.type == "cpu" and str(self.mode) in ("int8", "bf16"):
-            from w2vcli.model.quantize import bf16_weights, quantize_int8
-
             model = quantize_int8(model) if self.mode.quantize == "int8" else bf16_weights(model)
         self.model = model.to(self.device).eval()
         # padding must not change a row's group norm: w2v's CTC model is asked for valid-frame

@@ -25,10 +25,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 from w2vcli.audio import SAMPLE_RATE, as_waveform, audio_info, load_audio, resampled_length
-from w2vcli.decode.ctc import DecoderPool, DecodingOptions, Hypothesis, make_decoder
+from w2vcli.decode.ctc import DecoderPool, DecodingOptions, GreedyDecoder, Hypothesis, make_decoder
 from w2vcli.decode.emissions import EmissionOptions, Emitter
+from w2vcli.decode.lm import rules_path
 from w2vcli.decode.output import Output, transcript_writer
 from w2vcli.errors import W2VError
+from w2vcli.score import score_texts
+from w2vcli.text import TextRules
 from w2vcli.utils import NoProgress, warn, write_jsonl
 
 
@@ -163,9 +166,6 @@ def transcript(path: str, hyp: Hypothesis, num_samples: int, frame_seconds: floa
 def model_decoder(model, options):
     """The decoder for `model`'s vocabulary, after `check_lm_rules`."""
     if options.lm is not None:
-        from w2vcli.decode.lm import rules_path
-        from w2vcli.text import TextRules
-
         path = rules_path(options.lm)
         if path.is_file():
             check_lm_rules(TextRules.load(path), model.text_rules, options.lm)
@@ -388,9 +388,6 @@ def tune_lm(
     falls smoothly towards it. Results come sorted by WER (then CER); the greedy baseline is
     included with α = β = None.
     """
-    from w2vcli.decode.ctc import GreedyDecoder
-    from w2vcli.score import score_texts
-
     if options.decoding.lm is None:
         raise W2VError("--tune needs --lm")
     missing = [str(r.get("id")) for r in rows if not isinstance(r.get("text"), str)]

@@ -18,12 +18,16 @@ import io
 import json
 import logging
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import numpy as np
 import soundfile as sf
+import uvicorn
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketDisconnect
 
@@ -125,8 +129,6 @@ def authorized(scope, api_key: str) -> bool:
     given = headers.get(b"authorization", b"")
     token = given[7:].strip() if given[:7].lower() == b"bearer " else b""
     if not token and scope["type"] == "websocket":
-        from urllib.parse import parse_qs
-
         token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key", [""])[0].encode()
     return hmac.compare_digest(token, api_key.encode())
 
@@ -265,13 +267,9 @@ def create_app(engine: Engine, api_key: str | None = None, cors_origins: tuple[s
         return FileResponse(index)
 
     if STATIC.is_dir():  # the page's own files (scripts, styles), if it has any; nothing outside the folder
-        from fastapi.staticfiles import StaticFiles
-
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(_Outer, admission=admission)
     if cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     return app
@@ -292,8 +290,6 @@ def run_server(app: FastAPI, host: str, port: int, drain_seconds: float) -> None
     """Serve `app` with uvicorn until SIGTERM or Ctrl-C. Then: no new connections; open streams
     send the finals of the audio they have and close with 1012; requests in flight finish (each
     wait at most `drain_seconds`); then the server returns."""
-    import uvicorn
-
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None) -> None:
             for server in self.servers:  # stop accepting while the streams finish

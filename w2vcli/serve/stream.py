@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import soxr
 
 from w2vcli.audio import SAMPLE_RATE
 from w2vcli.decode.ctc import Hypothesis
@@ -288,8 +289,6 @@ class Stream:
     async def audio(self, samples: np.ndarray) -> None:
         if self.rate != SAMPLE_RATE:
             if self.resampler is None:
-                import soxr
-
                 self.resampler = soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
             samples = self.resampler.resample_chunk(samples, last=False)
         self.state.add(np.ascontiguousarray(samples, dtype=np.float32))
