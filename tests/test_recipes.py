@@ -398,3 +398,34 @@ def test_demo_quick_end_to_end(tmp_path):
     mixed = subprocess.run(["bash", str(DEMO / "run.sh"), "--out", str(out), "--stage", "5", "--stop-stage", "5"],
                            capture_output=True, text=True, env=_env())
     assert mixed.returncode == 1 and "quick" in mixed.stderr
+
+
+def test_demo_hf_pretrain_writes_a_reference_folder_w2v_fine_tunes_from(tmp_path, real_mini):
+    """recipes/demo/local/hf_pretrain.py (docs/demo-results.md's reference run): transformers'
+    Wav2Vec2ForPreTraining with the demo config's architecture, trained (its weights move) and
+    written by save_pretrained, loads in w2v with that architecture and waveform normalisation."""
+    from safetensors.torch import load_file
+
+    from w2vcli.data.librispeech import prepare_librispeech
+    from w2vcli.model.load import load_model
+
+    prepare_librispeech(real_mini, tmp_path, jobs=1)
+    conf = tmp_path / "pretrain.toml"
+    conf.write_text((DEMO / "conf" / "pretrain.toml").read_text().replace("max_tokens = 256000", "max_tokens = 64000")
+                    .replace("valid_interval = 250", "valid_interval = 2"))
+    init_out = tmp_path / "init"
+    out = tmp_path / "hf-pt"
+    for updates, where in ((1, init_out), (3, out)):
+        result = subprocess.run([sys.executable, str(DEMO / "local" / "hf_pretrain.py"), "--config", str(conf),
+                                 "--train", str(tmp_path / "test-real.jsonl"), "--valid", str(tmp_path / "test-real.jsonl"),
+                                 "--max-updates", str(updates), "--threads", "1", "--out", str(where)],
+                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows if "dev_accuracy" in r] == [2, 3]
+    assert all(0.0 <= r["dev_accuracy"] <= 1.0 for r in rows if "dev_accuracy" in r)
+    first, later = load_file(init_out / "hf" / "model.safetensors"), load_file(out / "hf" / "model.safetensors")
+    assert any(not first[k].equal(later[k]) for k in first)  # same seed and init, so training moved it
+    model = load_model(out / "hf")
+    assert list(model.config.conv_dim) == [64, 128, 128, 128] and model.config.layer_norm_first
+    assert model.config.hidden_size == 192 and model.config.normalize_waveform
