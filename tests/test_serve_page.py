@@ -19,6 +19,7 @@ Skipped without chromium, chromedriver or selenium (scripts/install_browser.sh i
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -56,6 +57,10 @@ pytestmark = [
 
 VOCAB = Vocabulary(list(SPECIALS) + list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ"))
 TIME_TOLERANCE = 0.011  # s: the server and the CLI may round word times differently by one ms
+# the server's stream windows (kept centre, context each side): a stream's words are those of
+# `w2v transcribe --chunk-seconds STREAM_CHUNK --context-seconds STREAM_CONTEXT` (w2vcli/serve/stream.py)
+STREAM_CHUNK, STREAM_CONTEXT = 2.0, 1.0
+KEY = "page-test-key"
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +108,14 @@ def _wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 120.0) -> N
     raise AssertionError(f"w2v serve did not answer {url}/health within {seconds:.0f} s")
 
 
-@pytest.fixture(scope="module")
-def server(ckpt):
-    """A real `w2v serve` on a free loopback port; its base URL."""
+@contextlib.contextmanager
+def _serve(ckpt: Path, *options: str):
+    """A real `w2v serve` on a free loopback port, with the stream windows the tests transcribe
+    with; its base URL."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "w2vcli", "serve", str(ckpt), "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "w2vcli", "serve", str(ckpt), "--host", "127.0.0.1", "--port", str(port),
+           "--device", "cpu", "--stream-chunk-seconds", str(STREAM_CHUNK), "--stream-context-seconds", str(STREAM_CONTEXT),
+           *options]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
@@ -119,6 +127,12 @@ def server(ckpt):
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:  # pragma: no cover
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(ckpt):
+    with _serve(ckpt) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +175,9 @@ def _page_words(driver) -> list[tuple[str, float, float]]:
         "return [...document.querySelectorAll('#words .word')].map(e => [e.textContent, e.dataset.start, e.dataset.end])")]  # fmt: skip
 
 
-def _solo_words(ckpt: Path, audio: Path) -> list[tuple[str, float, float]]:
+def _solo_words(ckpt: Path, audio: Path, *options: str) -> list[tuple[str, float, float]]:
     """What `w2v transcribe` prints for `audio` alone."""
-    res = CliRunner().invoke(app, ["transcribe", str(ckpt), str(audio), "--format", "jsonl", "--device", "cpu"])
+    res = CliRunner().invoke(app, ["transcribe", str(ckpt), str(audio), "--format", "jsonl", "--device", "cpu", *options])
     assert res.exit_code == 0, res.output
     (row,) = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     return [(w["word"], w["start"], w["end"]) for w in row["words"]]
@@ -229,7 +243,7 @@ def test_the_microphone_streams_partials_then_the_words_transcribe_finds(server,
     path = tmp_path / "sent.wav"
     path.write_bytes(recording)
     assert len(page) >= 5
-    _same_words(page, _solo_words(ckpt, path))
+    _same_words(page, _solo_words(ckpt, path, "--chunk-seconds", str(STREAM_CHUNK), "--context-seconds", str(STREAM_CONTEXT)))
 
     # the page sent the speech: 4 s of it match the source at one lag
     source, _ = sf.read(speech, dtype="float32")
@@ -241,3 +255,27 @@ def test_the_microphone_streams_partials_then_the_words_transcribe_finds(server,
     looped = np.tile(source, 3)  # the fake device loops the file
     b = looped[len(source) + lag : len(source) + lag + len(a)]
     assert float(a @ b / np.sqrt((a @ a) * (b @ b))) > 0.99
+
+
+def test_with_an_api_key_the_page_sends_the_key_it_is_given(ckpt, browser, speech):
+    """REST sends `Authorization: Bearer KEY`, the websocket `?api_key=KEY` (browsers cannot set
+    its headers); without the key both are refused and the page says so."""
+    with _serve(ckpt, "--api-key", KEY) as url:
+        browser.get(url + "/")
+        browser.find_element("id", "file").send_keys(str(speech))
+        _wait(browser, lambda d: _state(d) in ("done", "error"))
+        assert _state(browser) == "error"
+        assert "401" in browser.find_element("id", "status").text
+        browser.find_element("id", "record").click()
+        _wait(browser, lambda d: _state(d) == "error" and "refused" in d.find_element("id", "status").text,
+              what="the page did not say the stream was refused")
+
+        browser.find_element("id", "key").send_keys(KEY)
+        browser.find_element("id", "file").send_keys(str(speech))
+        _finished(browser)
+        _same_words(_page_words(browser), _solo_words(ckpt, speech))
+        browser.find_element("id", "record").click()
+        _wait(browser, lambda d: float(d.find_element("id", "clock").text.split()[0]) >= 3.0, what="no audio recorded")
+        browser.find_element("id", "stop").click()
+        _finished(browser)
+        assert _page_words(browser)
