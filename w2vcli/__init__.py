@@ -17,6 +17,17 @@ def load_ctc_model(path, device="cpu", vocab=None):
     return _load_ctc_model(path, device=device, vocab=vocab)
 
 
+def transcribe(model, audio, options=None):
+    """Transcribe `audio` (a path, or a 16 kHz mono waveform [S] as a numpy array or torch tensor)
+    with a CTC model: a `Transcript` (`.hyp.text`, `.hyp.words` with frames and confidences,
+    `.to_dict()` with times in seconds); `options`: `w2vcli.decode.transcribe.TranscribeOptions`.
+    For many recordings keep a `w2vcli.decode.transcribe.Transcriber`: its decoder (and LM) loads once."""
+    from w2vcli.decode.transcribe import TranscribeOptions
+    from w2vcli.decode.transcribe import transcribe as _transcribe
+
+    return _transcribe(model, audio, options or TranscribeOptions())
+
+
 def align(model, audio, text, options=None, emission=None):
     """Forced alignment of `text` to `audio` (a path or a 16 kHz waveform [S]) with a CTC model:
     an `Alignment` of words and characters with times and scores; see `w2vcli.alignment.align`."""
@@ -26,4 +37,4 @@ def align(model, audio, text, options=None, emission=None):
     return _align(model, audio, text, options or AlignOptions(), emission)
 
 
-__all__ = ["__version__", "load_model", "load_ctc_model", "align"]
+__all__ = ["__version__", "load_model", "load_ctc_model", "transcribe", "align"]

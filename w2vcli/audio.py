@@ -16,6 +16,7 @@ the pipe to its end (`_read_mp3_to_end`), by `load_audio` and by `audio_info`, w
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import threading
 import stat
@@ -54,7 +55,10 @@ class AudioInfo:
 
 def _reason(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    # soundfile prefixes "Error opening 'path': "; the caller names the file already
+    # soundfile prefixes "Error opening 'path': " (or "Error opening <_io.BytesIO ...>: " for bytes);
+    # the caller names the file already
+    if text.startswith("Error opening <"):
+        return text.split(">: ", 1)[-1]
     return text.split("': ", 1)[-1] if text.startswith("Error opening") else text
 
 
@@ -112,12 +116,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
                 wav = f.read(dtype="float32", always_2d=True)  # [S, C]
     except _READ_ERRORS as exc:
         raise W2VError(f"{path}: not readable audio ({_reason(exc)})") from None
-    if wav.shape[0] == 0:
-        raise W2VError(f"{path}: no audio samples (0 frames)")
-    wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]  # [S]
-    if sr != sample_rate:
-        wav = soxr.resample(wav, sr, sample_rate, quality="HQ")
-    return np.ascontiguousarray(wav, dtype=np.float32)
+    return _mono_at(wav, sr, sample_rate, path)
 
 
 def load_audio_segment(path: str | os.PathLike, start: int, frames: int) -> np.ndarray:
@@ -136,8 +135,55 @@ def load_audio_segment(path: str | os.PathLike, start: int, frames: int) -> np.n
     return np.ascontiguousarray(wav.mean(axis=1), dtype=np.float32)
 
 
-def _read_mp3_to_end(path: str) -> np.ndarray | None:
-    """The whole of an MP3 file without a length header, decoded from a pipe: [S, C] float32.
+def load_audio_bytes(data: bytes, name: str = "audio", sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode a whole encoded file held in memory (standard input, an upload) to float32 mono at
+    `sample_rate` [S]; a W2VError naming `name` when it is not audio soundfile can read."""
+    if not data:
+        raise W2VError(f"{name}: empty (no bytes)")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            sr = f.samplerate
+            wav = _read_mp3_to_end(data) if f.format == "MP3" else None
+            if wav is None:
+                wav = f.read(dtype="float32", always_2d=True)  # [S, C]
+    except _READ_ERRORS as exc:
+        raise W2VError(f"{name}: not readable audio ({_reason(exc)})") from None
+    return _mono_at(wav, sr, sample_rate, name)
+
+
+def _mono_at(wav: np.ndarray, sr: int, sample_rate: int, name: str) -> np.ndarray:
+    """[S, C] at `sr` -> float32 mono [S'] at `sample_rate`."""
+    if wav.shape[0] == 0:
+        raise W2VError(f"{name}: no audio samples (0 frames)")
+    wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]  # [S]
+    if sr != sample_rate:
+        wav = soxr.resample(wav, sr, sample_rate, quality="HQ")
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def as_waveform(audio, name: str = "audio") -> np.ndarray:
+    """A waveform given in memory (numpy array or torch tensor, 16 kHz mono, float in [-1, 1]) as
+    float32 [S]; a W2VError for another shape, an empty one, or values that are not finite."""
+    if hasattr(audio, "detach"):  # a torch tensor, without importing torch here
+        audio = audio.detach().cpu().float().numpy()
+    wav = np.asarray(audio)
+    if wav.ndim == 2 and 1 in wav.shape:
+        wav = wav.reshape(-1)
+    if wav.ndim != 1:
+        raise W2VError(f"{name}: a waveform must be one channel [S] at {SAMPLE_RATE} Hz, got shape {tuple(wav.shape)}")
+    if not np.issubdtype(wav.dtype, np.floating):
+        raise W2VError(f"{name}: a waveform must be floats in [-1, 1] at {SAMPLE_RATE} Hz, got {wav.dtype} "
+                       "(divide int16 samples by 32768)")
+    if len(wav) == 0:
+        raise W2VError(f"{name}: no audio samples (0 frames)")
+    wav = np.ascontiguousarray(wav, dtype=np.float32)
+    if not np.isfinite(wav).all():
+        raise W2VError(f"{name}: the waveform holds NaN or infinite values")
+    return wav
+
+
+def _read_mp3_to_end(path: str | bytes) -> np.ndarray | None:
+    """The whole of an MP3 file (a path, or its bytes) without a length header, decoded from a pipe: [S, C] float32.
     None when libsndfile knows the file's exact length (it has a Xing/Info header): read it as usual.
 
     Through a pipe libsndfile cannot seek, so mpg123 estimates nothing: it reports the length
@@ -159,10 +205,10 @@ def _read_mp3_to_end(path: str) -> np.ndarray | None:
         feeder.join()
 
 
-def _feed(path: str, fd: int) -> None:
-    """Copy a file into the write end of a pipe, then close it, which ends the reader's data."""
+def _feed(path: str | bytes, fd: int) -> None:
+    """Copy a file (or bytes) into the write end of a pipe, then close it, which ends the reader's data."""
     try:
-        with open(path, "rb") as src:
+        with open(path, "rb") if isinstance(path, str) else io.BytesIO(path) as src:
             while chunk := src.read(PIPE_BLOCK):
                 view = memoryview(chunk)
                 while view:

@@ -111,7 +111,7 @@ def _root(
 
 
 def _register() -> None:
-    from w2vcli.commands import align, export, finetune, lm, prepare, pretrain, score, transcribe
+    from w2vcli.commands import align, export, finetune, lm, prepare, pretrain, score, serve, transcribe
 
     app.add_typer(prepare.app, name="prepare")
     app.command("pretrain", cls=W2VCommand)(pretrain.pretrain)
@@ -121,6 +121,7 @@ def _register() -> None:
     app.command("align", cls=W2VCommand)(align.align)
     app.add_typer(lm.app, name="lm")
     app.command("export", cls=W2VCommand)(export.export)
+    app.command("serve", cls=W2VCommand)(serve.serve)
 
 
 _register()

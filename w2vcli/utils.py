@@ -87,6 +87,26 @@ class ProgressBar:
             self._log()
 
 
+class NoProgress:
+    """`ProgressBar`'s interface drawing nothing: what library loops get unless a command passes
+    `ProgressBar` (`progress=ProgressBar`), so a library caller (a server) sees no bars."""
+
+    def __init__(self, description: str = "", total: float = 0, unit: str = ""):
+        pass
+
+    def __enter__(self) -> "NoProgress":
+        return self
+
+    def advance(self, n: float = 1.0) -> None:
+        pass
+
+    def add_total(self, n: float) -> None:
+        pass
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
 def count_text(n: int) -> str:
     """A count people read at a glance, never rounded to zero: 94.4 M, 23.6 k, 812 (parameters, bytes)."""
     return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e3 else str(n)

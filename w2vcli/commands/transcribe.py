@@ -23,7 +23,7 @@ def _floats(text: str, option: str) -> list[float]:
 
 def transcribe(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="w2v checkpoint, Hugging Face directory, fairseq .pt, or .onnx from `w2v export --to onnx`.")],
-    audio: Annotated[Optional[list[str]], typer.Argument(help="Audio files (any format soundfile reads).", show_default=False)] = None,
+    audio: Annotated[Optional[list[str]], typer.Argument(help="Audio files (any format soundfile reads); - reads one from standard input.", show_default=False)] = None,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="Transcribe a JSONL/tsv manifest instead of files.", dir_okay=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="With --manifest: hypothesis JSONL to write ({id, text, words, ...} per line); with AUDIO files: write what would be printed (--format) to this file.", dir_okay=False)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Output for files: txt | jsonl | srt | vtt.")] = "txt",
@@ -78,6 +78,8 @@ def transcribe(
         raise W2VError("--manifest needs --out HYP.jsonl (or --tune)")
     if tune and (manifest is None or lm is None):
         raise W2VError("--tune needs --manifest DEV.jsonl (with text) and --lm")
+    if files.count("-") > 1:
+        raise W2VError("- (standard input) can be given once")
     if fmt in ("srt", "vtt") and len(files) > 1 and out_dir is None:
         raise W2VError(f"--format {fmt} for several files needs --out-dir")
 
@@ -85,6 +87,7 @@ def transcribe(
     from w2vcli.decode.ctc import DecodingOptions
     from w2vcli.decode.emissions import EmissionOptions
     from w2vcli.decode.transcribe import TranscribeOptions, transcribe_files_to, transcribe_manifest_to
+    from w2vcli.utils import ProgressBar
 
     if jobs is None:  # tuning runs the model first, then only the beam search: every core decodes
         jobs = cpu.usable_cores() if tune else 1
@@ -111,16 +114,29 @@ def transcribe(
         if tune:
             _tune(model, rows, options, (tune_alpha, tune_beta, tune_trials, tune_full, tune_minutes), seed, out)
             return
-        stats = transcribe_manifest_to(model, rows, options, out)
+        stats = transcribe_manifest_to(model, rows, options, out, progress=ProgressBar)
         log(f"wrote {stats.files} hypotheses to {out}")
     else:
-        stats = transcribe_files_to(model, files, options, output)
+        stats = transcribe_files_to(model, [_stdin() if f == "-" else f for f in files], options, output,
+                                    progress=ProgressBar)
         if out is not None:
             log(f"wrote {stats.files} transcript(s) to {out}")
     log(stats.summary())
     if stats.failed:
         raise W2VError(f"{len(stats.failed)} of {stats.files + len(stats.failed)} file(s) could not be transcribed: "
                        + ", ".join(stats.failed[:5]) + (" ..." if len(stats.failed) > 5 else ""))  # fmt: skip
+
+
+def _stdin():
+    """`-`: one encoded audio file (wav, flac, ... what soundfile reads) from standard input."""
+    import sys
+
+    from w2vcli.audio import load_audio_bytes
+    from w2vcli.decode.transcribe import AudioData
+
+    if sys.stdin.isatty():
+        raise W2VError("-: standard input is a terminal; pipe audio in, e.g. `ffmpeg -i IN -f wav - | w2v transcribe MODEL -`")
+    return AudioData("-", load_audio_bytes(sys.stdin.buffer.read(), "-"))
 
 
 def _tune(model, rows, options, search: tuple, seed: int, out: Path | None) -> None:
@@ -131,7 +147,7 @@ def _tune(model, rows, options, search: tuple, seed: int, out: Path | None) -> N
 
     from w2vcli.data.manifest import duration, subset_manifest
     from w2vcli.decode.transcribe import coarse_pairs, tune_lm, tune_pairs
-    from w2vcli.utils import write_jsonl
+    from w2vcli.utils import ProgressBar, write_jsonl
 
     tune_alpha, tune_beta, trials, full, minutes = search
     alphas = sorted(set(_floats(tune_alpha, "--tune-alpha")))
@@ -144,7 +160,7 @@ def _tune(model, rows, options, search: tuple, seed: int, out: Path | None) -> N
                 f"{total:.1f} min (--tune-minutes 0 for all)")
     refine = not trials and not full
     pairs = coarse_pairs(alphas, betas) if refine else tune_pairs(alphas, betas, trials, seed)
-    results, stats = tune_lm(model, rows, options, pairs, grid=(alphas, betas) if refine else None)
+    results, stats = tune_lm(model, rows, options, pairs, grid=(alphas, betas) if refine else None, progress=ProgressBar)
     table = Table(title=f"WER by α, β (beam {options.decoding.beam_size}, {Path(options.decoding.lm).name})")
     for name in ("α", "β", "WER %", "CER %"):
         table.add_column(name, justify="right")

@@ -310,7 +310,17 @@ def make_decoder(vocab: Vocabulary, options: DecodingOptions) -> GreedyDecoder |
 
 # --- decoding in worker processes ---------------------------------------------------------------
 
-_worker_decoder: GreedyDecoder | BeamSearchDecoder | None = None  # inherited by forked workers
+
+class _Worker:
+    """The decoder of one worker process. A pool's processes are forked with their pool's decoder
+    (`DecoderPool` passes it to `_start_worker`, and fork hands it over without pickling), so the
+    parent process holds no decoder of its own here and several pools can live side by side."""
+
+    decoder: GreedyDecoder | BeamSearchDecoder | None = None
+
+
+def _start_worker(decoder: GreedyDecoder | BeamSearchDecoder) -> None:
+    _Worker.decoder = decoder
 
 
 def _timed_decode(decoder, log_probs: np.ndarray) -> tuple[Hypothesis, float]:
@@ -322,8 +332,8 @@ def _timed_decode(decoder, log_probs: np.ndarray) -> tuple[Hypothesis, float]:
 def _worker_decode(task: tuple[np.ndarray, tuple[float, float] | None]) -> tuple[Hypothesis, float]:
     log_probs, weights = task
     if weights is not None:
-        _worker_decoder.set_lm_weights(*weights)
-    return _timed_decode(_worker_decoder, log_probs)
+        _Worker.decoder.set_lm_weights(*weights)
+    return _timed_decode(_Worker.decoder, log_probs)
 
 
 class _Done:
@@ -345,27 +355,38 @@ class DecoderPool:
     With `jobs` <= 1, or where `fork` is unavailable, it decodes in this process.
 
     `submit(log_probs, weights=None)` returns a handle whose `get()` gives (Hypothesis, seconds);
-    `weights` = (alpha, beta) sets the LM weights first (used by `--tune`).
+    `weights` = (alpha, beta) sets the LM weights first (used by `--tune`). `callback(result)` /
+    `error_callback(exc)` are called with the result, from a thread of the pool (`w2v serve`
+    waits for them without blocking its event loop).
     """
 
     def __init__(self, decoder: GreedyDecoder | BeamSearchDecoder, jobs: int = 1):
-        global _worker_decoder
         import multiprocessing
 
         self.decoder, self.jobs, self._pool = decoder, 1, None
         if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
-            _worker_decoder = decoder
-            self._pool = multiprocessing.get_context("fork").Pool(jobs)
+            self._pool = multiprocessing.get_context("fork").Pool(jobs, _start_worker, (decoder,))
             self.jobs = jobs
         elif jobs > 1:
             warn("--jobs needs the 'fork' start method (Linux); decoding in one process")
 
-    def submit(self, log_probs: np.ndarray, weights: tuple[float, float] | None = None):
+    def submit(self, log_probs: np.ndarray, weights: tuple[float, float] | None = None, callback=None,
+               error_callback=None):
         if self._pool is not None:
-            return self._pool.apply_async(_worker_decode, ((log_probs, weights),))
+            return self._pool.apply_async(_worker_decode, ((log_probs, weights),), callback=callback,
+                                          error_callback=error_callback)
         if weights is not None:
             self.decoder.set_lm_weights(*weights)
-        return _Done(_timed_decode(self.decoder, log_probs))
+        try:
+            done = _Done(_timed_decode(self.decoder, log_probs))
+        except Exception as exc:
+            if error_callback is None:
+                raise
+            error_callback(exc)
+            return None
+        if callback is not None:
+            callback(done.value)
+        return done
 
     def map(self, emissions: list[np.ndarray], weights: tuple[float, float] | None = None) -> list[tuple[Hypothesis, float]]:
         return [h.get() for h in [self.submit(lp, weights) for lp in emissions]]

@@ -173,6 +173,13 @@ def iter_windows(blocks: Iterable[np.ndarray], chunk: int, context: int) -> Iter
         buf, buf_start = buf[drop:], buf_start + drop
 
 
+def kept_frames(win: Window, log_probs: np.ndarray, frame_stride: int) -> np.ndarray:
+    """The frames of a window's kept centre [keep_from, keep_to) out of its log-probabilities [T,V]."""
+    first = (win.keep_from - win.start) // frame_stride  # local index of the first kept frame
+    stop = len(log_probs) if win.keep_to is None else min(len(log_probs), (win.keep_to - win.start) // frame_stride)
+    return log_probs[first:stop]
+
+
 class Emitter:
     """Runs a CTC model (`model(wav[B,S], lengths[B]) -> (logits[B,T,V], frame_lengths[B])`).
 
@@ -274,16 +281,13 @@ class Emitter:
 
     def stitched(self, windows: Iterable[Window]) -> tuple[np.ndarray, int]:
         """Emissions [T,V] of a long file from its windows, and its length in samples."""
-        fs = self.frame_stride
         pieces: list[np.ndarray] = []
         num_samples = 0
         pending: list[Window] = []
 
         def flush() -> None:
             for win, lp in zip(pending, self.batch([w.wav for w in pending])):
-                first = (win.keep_from - win.start) // fs  # local index of the first kept frame
-                stop = len(lp) if win.keep_to is None else min(len(lp), (win.keep_to - win.start) // fs)
-                pieces.append(lp[first:stop])
+                pieces.append(kept_frames(win, lp, self.frame_stride))
             pending.clear()
 
         for win in windows:
@@ -294,6 +298,20 @@ class Emitter:
         flush()
         V = len(self.model.vocab)
         return (np.concatenate(pieces) if pieces else np.zeros((0, V), np.float32)), num_samples
+
+    def windows(self, wav: np.ndarray) -> list[Window]:
+        """The windows of a waveform [S] in memory: one window of the whole of it when it is short
+        (`needs_chunking`), else the overlapping windows of the module docstring."""
+        if not self.needs_chunking(len(wav)):
+            return [Window(0, 0, None, wav)]
+        return list(iter_windows([wav], self.chunk, self.context))
+
+    def emissions(self, wav: np.ndarray) -> np.ndarray:
+        """Log-probabilities [T,V] of a waveform [S] (16 kHz mono) held in memory: what a file of
+        that audio gets, short (one pass) or long (stitched windows)."""
+        if not self.needs_chunking(len(wav)):
+            return self.batch([wav])[0]
+        return self.stitched(self.windows(wav))[0]
 
     def long_file(self, path: str) -> tuple[np.ndarray, int]:
         """Stream a long file from disk through the model in windows: (emissions [T,V], samples)."""

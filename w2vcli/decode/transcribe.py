@@ -1,6 +1,9 @@
-"""Transcription: files or a manifest in, transcripts out; and α/β tuning on a dev set.
+"""Transcription: audio in memory, files or a manifest in, transcripts out; and α/β tuning on a dev set.
 
     model = w2vcli.load_ctc_model("exp/ft/best.pt")
+    print(transcribe(model, wav).hyp.text)         # wav: 16 kHz mono float [S], numpy or torch; or a path
+    with Transcriber(model, TranscribeOptions(jobs=2)) as t:   # emitter, decoder, decoder processes: yours
+        texts = [t(w).hyp.text for w in wavs]
     stats = transcribe_files(model, ["a.wav", "b.flac"], TranscribeOptions(), on_result=lambda t: print(t.hyp.text))
     stats = transcribe_files_to(model, ["a.wav"], TranscribeOptions(), Output("srt", out_dir=Path("subs")))
 
@@ -21,12 +24,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from w2vcli.audio import SAMPLE_RATE, audio_info, load_audio, resampled_length
+from w2vcli.audio import SAMPLE_RATE, as_waveform, audio_info, load_audio, resampled_length
 from w2vcli.decode.ctc import DecoderPool, DecodingOptions, Hypothesis, make_decoder
 from w2vcli.decode.emissions import EmissionOptions, Emitter
 from w2vcli.decode.output import Output, transcript_writer
 from w2vcli.errors import W2VError
-from w2vcli.utils import ProgressBar, warn, write_jsonl
+from w2vcli.utils import NoProgress, warn, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,20 @@ class Stats:
         )
 
 
+@dataclass(frozen=True)
+class AudioData:
+    """Audio already in memory (an array, standard input, an upload), under a name for messages
+    and outputs ("-" for standard input)."""
+
+    name: str
+    wav: np.ndarray  # [S] float32, mono, 16 kHz
+
+
 def iter_emissions(
-    emitter: Emitter, items: list[tuple[str, str]], stats: Stats, on_error: Callable[[str, str], None]
+    emitter: Emitter, items: list[tuple[str, str | AudioData]], stats: Stats, on_error: Callable[[str, str], None]
 ) -> Iterator[tuple[str, str, np.ndarray, int]]:
-    """(key, path, log_probs[T,V], samples at 16 kHz) for each (key, path) that can be read, in order."""
+    """(key, name, log_probs[T,V], samples at 16 kHz) for each (key, path or AudioData) that can be
+    read, in order; `name` is the path, or the AudioData's name."""
     pending: list[tuple[str, str, np.ndarray]] = []
 
     def flush():
@@ -83,6 +96,16 @@ def iter_emissions(
         return done
 
     for key, path in items:
+        if isinstance(path, AudioData):
+            if emitter.needs_chunking(len(path.wav)):
+                yield from flush()
+                lp, n = emitter.stitched(emitter.windows(path.wav))
+                yield key, path.name, lp, n
+                continue
+            pending.append((key, path.name, path.wav))
+            if len(pending) == emitter.options.batch_size:
+                yield from flush()
+            continue
         try:
             info = audio_info(path, check_end=False)
             n = resampled_length(info.num_samples, info.sample_rate)
@@ -170,53 +193,106 @@ def _default_error(path: str, message: str) -> None:
     warn(message if path in message else f"{path}: {message}")
 
 
+class Transcriber:
+    """A model set up to transcribe: its `Emitter`, decoder and decoder processes, owned by the
+    caller (several can live side by side; nothing is kept in module state). Close it, or use it
+    as a context manager, to stop the decoder processes of `options.jobs` > 1.
+
+    `decoder`: an existing decoder for the model's vocabulary (one loaded LM shared by several
+    transcribers); by default one is made from `options.decoding` (`model_decoder`).
+    """
+
+    def __init__(self, model, options: TranscribeOptions = TranscribeOptions(), decoder=None):
+        self.model, self.options = model, options
+        self.decoder = decoder if decoder is not None else model_decoder(model, options.decoding)
+        self.emitter = Emitter(model, options.emission)
+        self.pool = DecoderPool(self.decoder, options.jobs if options.decoding.method == "beam" else 1)
+
+    def __call__(self, audio, name: str | None = None) -> Transcript:
+        """The transcript of one recording: a path, or a 16 kHz mono waveform [S] (numpy array or
+        torch tensor, floats in [-1, 1]); a W2VError when it cannot be read."""
+        source = audio if isinstance(audio, (str, os.PathLike)) else AudioData(name or "", as_waveform(audio, name or "audio"))
+        errors: list[str] = []
+        out: list[Transcript] = []
+        self.items([("", source)], lambda _k, t: out.append(t), lambda _p, m: errors.append(m))
+        if errors:
+            raise W2VError(errors[0])
+        return out[0]
+
+    def items(
+        self, items: list[tuple[str, str | AudioData]], on_result: Callable[[str, Transcript], None],
+        on_error: Callable[[str, str], None] = _default_error, progress=NoProgress,
+    ) -> Stats:
+        """Transcribe (key, path or AudioData) items; `on_result(key, Transcript)` is called in item
+        order; `progress(description, total, unit)`: a `w2vcli.utils.ProgressBar` to draw one."""
+        t_start, model_seconds = time.perf_counter(), self.emitter.model_seconds
+        stats = Stats()
+        inflight: deque = deque()  # (key, name, samples, handle) in item order
+        chars = self.options.timestamps == "char"
+        with progress("transcribing", len(items), "files") as bar:
+
+            def finish() -> None:
+                key, name, n, handle = inflight.popleft()
+                hyp, seconds = handle.get()
+                stats.decode_seconds += seconds
+                stats.files += 1
+                stats.audio_seconds += n / SAMPLE_RATE
+                on_result(key, Transcript(name, hyp, n, self.emitter.frame_seconds, chars))
+                bar.advance()
+
+            for key, name, lp, n in iter_emissions(self.emitter, items, stats, lambda p, m: (on_error(p, m), bar.advance())):
+                inflight.append((key, name, n, self.pool.submit(lp)))
+                while inflight and (inflight[0][3].ready() or len(inflight) > 4 * self.pool.jobs):
+                    finish()
+            while inflight:
+                finish()
+        stats.decode_jobs = self.pool.jobs
+        stats.model_seconds, stats.mode = self.emitter.model_seconds - model_seconds, str(self.emitter.mode)
+        stats.wall_seconds = time.perf_counter() - t_start
+        return stats
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> "Transcriber":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def transcribe(model, audio, options: TranscribeOptions = TranscribeOptions()) -> Transcript:
+    """The transcript of one recording (a path, or a 16 kHz mono waveform [S], numpy or torch)
+    with a CTC model (`w2vcli.load_ctc_model`); for many, keep one `Transcriber`."""
+    with Transcriber(model, options) as t:
+        return t(audio)
+
+
 def transcribe_items(
     model,
-    items: list[tuple[str, str]],
+    items: list[tuple[str, str | AudioData]],
     options: TranscribeOptions,
     on_result: Callable[[str, Transcript], None],
     on_error: Callable[[str, str], None] = _default_error,
+    progress=NoProgress,
 ) -> Stats:
-    """Transcribe (key, path) items; `on_result(key, Transcript)` is called in item order."""
-    t_start = time.perf_counter()
-    stats = Stats()
-    decoder = model_decoder(model, options.decoding)
-    emitter = Emitter(model, options.emission)
-    jobs = options.jobs if options.decoding.method == "beam" else 1
-    inflight: deque = deque()  # (key, path, samples, handle) in item order
-    with ProgressBar("transcribing", len(items), "files") as progress, DecoderPool(decoder, jobs) as pool:
-
-        def finish() -> None:
-            key, path, n, handle = inflight.popleft()
-            hyp, seconds = handle.get()
-            stats.decode_seconds += seconds
-            stats.files += 1
-            stats.audio_seconds += n / SAMPLE_RATE
-            on_result(key, Transcript(path, hyp, n, emitter.frame_seconds, options.timestamps == "char"))
-            progress.advance()
-
-        for key, path, lp, n in iter_emissions(emitter, items, stats, lambda p, m: (on_error(p, m), progress.advance())):
-            inflight.append((key, path, n, pool.submit(lp)))
-            while inflight and (inflight[0][3].ready() or len(inflight) > 4 * pool.jobs):
-                finish()
-        while inflight:
-            finish()
-        stats.decode_jobs = pool.jobs
-    stats.model_seconds, stats.mode = emitter.model_seconds, str(emitter.mode)
-    stats.wall_seconds = time.perf_counter() - t_start
-    return stats
+    """Transcribe (key, path or AudioData) items; `on_result(key, Transcript)` is called in item order."""
+    with Transcriber(model, options) as t:
+        return t.items(items, on_result, on_error, progress)
 
 
-def transcribe_files(model, paths: list[str], options: TranscribeOptions, on_result, on_error=_default_error) -> Stats:
-    """Transcribe audio files in the order given; `on_result(Transcript)` per readable file."""
-    return transcribe_items(model, [(p, p) for p in paths], options, lambda _k, t: on_result(t), on_error)
+def transcribe_files(model, paths: list, options: TranscribeOptions, on_result, on_error=_default_error,
+                     progress=NoProgress) -> Stats:
+    """Transcribe audio files (paths, or `AudioData`) in the order given; `on_result(Transcript)` per readable file."""
+    items = [(p.name if isinstance(p, AudioData) else p, p) for p in paths]
+    return transcribe_items(model, items, options, lambda _k, t: on_result(t), on_error, progress)
 
 
-def transcribe_files_to(model, paths: list[str], options: TranscribeOptions, output: Output) -> Stats:
+def transcribe_files_to(model, paths: list, options: TranscribeOptions, output: Output, progress=NoProgress) -> Stats:
     """Transcribe audio files and write each transcript where `output` says, in the order given
     (w2vcli/decode/output.py); a txt stream of several files puts each file's path first."""
     with transcript_writer(output, with_path=len(paths) > 1) as write:
-        return transcribe_files(model, paths, options, write)
+        return transcribe_files(model, paths, options, write, progress=progress)
 
 
 def manifest_items(rows: list[dict]) -> list[tuple[str, str]]:
@@ -227,17 +303,20 @@ def manifest_items(rows: list[dict]) -> list[tuple[str, str]]:
     return [(str(r["id"]), str(r["audio"])) for r in sorted(rows, key=length, reverse=True)]
 
 
-def transcribe_manifest(model, rows: list[dict], options: TranscribeOptions, on_error=_default_error) -> tuple[list[dict], Stats]:
+def transcribe_manifest(model, rows: list[dict], options: TranscribeOptions, on_error=_default_error,
+                        progress=NoProgress) -> tuple[list[dict], Stats]:
     """Hypothesis rows `{"id", "audio", "text", "words", "duration"}` in manifest order."""
     results: dict[str, dict] = {}
-    stats = transcribe_items(model, manifest_items(rows), options, lambda k, t: results.__setitem__(k, t.to_dict()), on_error)
+    stats = transcribe_items(model, manifest_items(rows), options, lambda k, t: results.__setitem__(k, t.to_dict()),
+                             on_error, progress)
     out = [{"id": str(r["id"]), **results[str(r["id"])]} for r in rows if str(r["id"]) in results]
     return out, stats
 
 
-def transcribe_manifest_to(model, rows: list[dict], options: TranscribeOptions, out: str | os.PathLike) -> Stats:
+def transcribe_manifest_to(model, rows: list[dict], options: TranscribeOptions, out: str | os.PathLike,
+                           progress=NoProgress) -> Stats:
     """`transcribe_manifest`, its hypothesis rows written to `out` (JSONL, atomically)."""
-    hyps, stats = transcribe_manifest(model, rows, options)
+    hyps, stats = transcribe_manifest(model, rows, options, progress=progress)
     write_jsonl(out, hyps)
     return stats
 
@@ -299,7 +378,7 @@ def search_grid(score: Callable[[float, float], tuple], pairs: list[tuple[float,
 
 def tune_lm(
     model, rows: list[dict], options: TranscribeOptions, pairs: list[tuple[float, float]], on_error=_default_error,
-    grid: tuple[list[float], list[float]] | None = None,
+    grid: tuple[list[float], list[float]] | None = None, progress=NoProgress,
 ) -> tuple[list[TuneResult], Stats]:
     """WER of beam search with each (α, β) on a dev manifest; emissions are computed once.
 
@@ -322,12 +401,12 @@ def tune_lm(
     stats = Stats()
     emitter = Emitter(model, options.emission)
     emissions: dict[str, np.ndarray] = {}
-    with ProgressBar("emissions", len(rows), "files") as progress:
+    with progress("emissions", len(rows), "files") as bar:
         for key, _path, lp, n in iter_emissions(emitter, manifest_items(rows), stats, lambda p, m: on_error(p, m)):
             emissions[key] = lp
             stats.files += 1
             stats.audio_seconds += n / SAMPLE_RATE
-            progress.advance()
+            bar.advance()
     stats.model_seconds, stats.mode = emitter.model_seconds, str(emitter.mode)
 
     keys = list(emissions)
@@ -344,15 +423,15 @@ def tune_lm(
     greedy = GreedyDecoder(model.vocab)
     results = [TuneResult(None, None, *wer_of([greedy.decode(emissions[k]).text for k in keys]))]
     decoder = model_decoder(model, options.decoding)
-    with ProgressBar("tuning", len(pairs), "(α, β) pairs") as progress, DecoderPool(decoder, options.jobs) as pool:
+    with progress("tuning", len(pairs), "(α, β) pairs") as bar, DecoderPool(decoder, options.jobs) as pool:
         def score(alpha: float, beta: float) -> tuple[float, float]:
             out = pool.map([emissions[k] for k in keys], weights=(alpha, beta))
             stats.decode_seconds += sum(sec for _, sec in out)
             results.append(TuneResult(alpha, beta, *wer_of([hyp.text for hyp, _ in out])))
-            progress.advance()
+            bar.advance()
             return rank(results[-1])
 
-        search_grid(score, pairs, grid, progress.add_total)
+        search_grid(score, pairs, grid, bar.add_total)
         stats.decode_jobs = pool.jobs
     stats.wall_seconds = time.perf_counter() - t_start
     results.sort(key=rank)

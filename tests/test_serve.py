@@ -1,0 +1,254 @@
+"""`w2v serve` over HTTP: OpenAI's client unchanged, batched == solo under concurrent load, limits
+and 503, bad input fuzzed (never a 5xx), the API key, CORS, and SIGTERM draining a request."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+import w2vcli
+from serve_helpers import server, tiny_model, transcribe_options
+
+pytest.importorskip("fastapi")
+openai = pytest.importorskip("openai")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(0)
+
+
+@pytest.fixture(scope="module")
+def files(real_mini):
+    return [str(p) for p in sorted(real_mini.rglob("*.flac"))]
+
+
+@pytest.fixture(scope="module")
+def solo(model, files):
+    """What `w2v transcribe` gives each file alone (the library call it runs)."""
+    return {f: w2vcli.transcribe(model, f, transcribe_options()).to_dict() for f in files}
+
+
+@pytest.fixture(scope="module")
+def url(model):
+    with server(model, max_wait_ms=20) as where:
+        yield where
+
+
+def client(url: str, key: str = "unused") -> "openai.OpenAI":
+    return openai.OpenAI(base_url=f"http://{url}/v1", api_key=key, max_retries=0)
+
+
+def test_openai_client_unchanged(url, files, solo):
+    f = files[0]
+    c = client(url)
+    with open(f, "rb") as fh:
+        assert c.audio.transcriptions.create(model="whisper-1", file=fh).text == solo[f]["text"]
+    with open(f, "rb") as fh:
+        text = c.audio.transcriptions.create(model="tiny", file=fh, response_format="text")
+    assert text.strip() == solo[f]["text"]
+    with open(f, "rb") as fh:
+        v = c.audio.transcriptions.create(model="tiny", file=fh, response_format="verbose_json",
+                                          timestamp_granularities=["word", "segment"])
+    assert v.text == solo[f]["text"] and v.duration == solo[f]["duration"]
+    assert [(w.word, w.start, w.end) for w in v.words] == [(w["word"], w["start"], w["end"]) for w in solo[f]["words"]]
+    assert " ".join(s.text for s in v.segments) == solo[f]["text"]
+    assert all(a.end <= b.start for a, b in zip(v.segments, v.segments[1:]))
+    for fmt, head in (("srt", "1\n00:00:00,"), ("vtt", "WEBVTT\n\n00:00:00.")):
+        with open(f, "rb") as fh:
+            assert c.audio.transcriptions.create(model="tiny", file=fh, response_format=fmt).startswith(head)
+    assert [m.id for m in c.models.list()] == ["tiny"]
+
+
+def test_concurrent_requests_equal_solo_and_are_batched(url, files, solo):
+    """16 clients at once, the same file several times (equal lengths share forward passes) and
+    different files: every transcript equals its solo transcription, words and times."""
+    before = httpx.get(f"http://{url}/health").json()
+    jobs = [files[i % 3] for i in range(16)]
+
+    def one(f: str) -> dict:
+        with open(f, "rb") as fh:
+            r = httpx.post(f"http://{url}/v1/audio/transcriptions", files={"file": fh},
+                           data={"model": "tiny", "response_format": "verbose_json", "timestamp_granularities[]": "word"},
+                           timeout=60)  # fmt: skip
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(one, jobs))
+    for f, r in zip(jobs, got):
+        assert r["text"] == solo[f]["text"]
+        assert r["words"] == solo[f]["words"]
+    after = httpx.get(f"http://{url}/health").json()
+    waveforms, passes = after["waveforms"] - before["waveforms"], after["forward_passes"] - before["forward_passes"]
+    assert waveforms == 16 and passes < waveforms  # clients shared batches
+
+
+def test_bad_input_is_a_4xx_json_error_never_5xx(url, files):
+    """Fuzz: random bytes, truncated and damaged audio, wrong and missing fields, wrong methods."""
+    rng = random.Random(0)
+    good = Path(files[0]).read_bytes()
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros(8000, np.float32), 16000, format="WAV", subtype="PCM_16")
+    wav = wav.getvalue()
+    bodies = [b"", b"RIFF", wav[:30], wav[:44], good[:200], good[: len(good) // 2],
+              bytes(rng.getrandbits(8) for _ in range(3000)), b"fLaC" + bytes(rng.getrandbits(8) for _ in range(500)),
+              b"\x00" * 1000, "é".encode() * 100]
+    bodies += [bytes(b ^ (rng.random() < 0.01) * rng.getrandbits(8) for b in good[:4000]) for _ in range(5)]
+    statuses = []
+    for body in bodies:
+        r = httpx.post(f"http://{url}/v1/audio/transcriptions", files={"file": ("a.wav", body)}, data={"model": "m"})
+        statuses.append(r.status_code)
+        assert r.status_code < 500, r.text
+        if r.status_code != 200:  # a damaged file may still decode
+            assert r.json()["error"]["message"] and "Traceback" not in r.text
+    assert statuses[:6] == [400] * 6
+    post = lambda **kw: httpx.post(f"http://{url}/v1/audio/transcriptions", **kw)  # noqa: E731
+    cases = [
+        post(files={"file": ("a.flac", good)}, data={"model": "m", "response_format": "xml"}),
+        post(files={"file": ("a.flac", good)}, data={"model": "m", "timestamp_granularities[]": "letter",
+                                                   "response_format": "verbose_json"}),
+        post(files={"file": ("a.flac", good)}, data={"model": "m", "timestamp_granularities[]": "word"}),
+        post(files={"file": ("a.flac", good)}, data={"model": "m", "temperature": "warm"}),
+        post(files={"file": ("a.flac", good)}),  # no model
+        post(data={"model": "m", "file": "/etc/passwd"}),  # a path instead of a file
+        post(json={"model": "m", "file": "x"}),
+        post(content=b"--x\r\ngarbage", headers={"content-type": "multipart/form-data; boundary=x"}),
+        httpx.get(f"http://{url}/v1/audio/transcriptions"),
+        httpx.get(f"http://{url}/../../etc/passwd"),
+        httpx.get(f"http://{url}/static/../../../etc/passwd"),
+    ]
+    for r in cases:
+        assert 400 <= r.status_code < 500, (r.status_code, r.text)
+        assert r.json()["error"]["message"], r.text
+        assert "root:" not in r.text
+    assert cases[0].json()["error"]["param"] == "response_format"
+
+
+def test_limits_and_a_full_queue(model, files):
+    small = Path(files[0]).read_bytes()
+    with server(model, max_upload_mb=0.05, max_audio_seconds=3.0) as where:
+        r = httpx.post(f"http://{where}/v1/audio/transcriptions", files={"file": ("a.flac", small)}, data={"model": "m"})
+        assert r.status_code == 413 and "--max-upload-mb" in r.json()["error"]["message"]
+        # the same upload sent without a Content-Length (chunked): stopped as the bytes arrive
+        body = httpx.Request("POST", "http://x", files={"file": ("a.flac", small)}, data={"model": "m"})
+        r = httpx.post(f"http://{where}/v1/audio/transcriptions", content=iter([body.read()]),
+                       headers={"content-type": body.headers["content-type"]})
+        assert r.status_code == 413
+        tiny_clip = io.BytesIO()
+        sf.write(tiny_clip, np.zeros(16000 * 4, np.float32), 16000, format="FLAC")  # 4 s of silence: few bytes
+        r = httpx.post(f"http://{where}/v1/audio/transcriptions", files={"file": ("s.flac", tiny_clip.getvalue())},
+                       data={"model": "m"})
+        assert r.status_code == 413 and "--max-audio-seconds" in r.json()["error"]["message"]
+    # one request in flight at most, held in the batcher for 1.5 s: the second gets 503 and Retry-After
+    with server(model, max_queue=1, max_wait_ms=1500) as where:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(httpx.post, f"http://{where}/v1/audio/transcriptions",
+                                files={"file": ("a.flac", small)}, data={"model": "m"}, timeout=30)
+            deadline = time.monotonic() + 10
+            while httpx.get(f"http://{where}/health").json()["requests"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            r = httpx.post(f"http://{where}/v1/audio/transcriptions", files={"file": ("a.flac", small)}, data={"model": "m"})
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert first.result().status_code == 200
+    with server(model, request_timeout=0.3, max_wait_ms=1500) as where:
+        r = httpx.post(f"http://{where}/v1/audio/transcriptions", files={"file": ("a.flac", small)}, data={"model": "m"})
+        assert r.status_code == 503 and "--request-timeout" in r.json()["error"]["message"]
+        assert httpx.get(f"http://{where}/health").json()["requests"] == 0
+
+
+def test_api_key_and_cors(model, files):
+    key = "s3cret-key-123"
+    with server(model, api_key=key) as where:
+        with open(files[0], "rb") as fh:
+            assert client(where, key).audio.transcriptions.create(model="m", file=fh).text
+        for given in ("wrong-key-0000", ""):
+            with pytest.raises(openai.AuthenticationError):
+                with open(files[0], "rb") as fh:
+                    client(where, given or "x").audio.transcriptions.create(model="m", file=fh)
+        r = httpx.get(f"http://{where}/v1/models")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert httpx.get(f"http://{where}/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert httpx.get(f"http://{where}/health").status_code == 200  # liveness needs no key
+        preflight = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+        r = httpx.options(f"http://{where}/v1/audio/transcriptions", headers=preflight)
+        assert "access-control-allow-origin" not in r.headers  # CORS is off by default
+    with server(model, cors=("http://app.example",)) as where:
+        r = httpx.options(f"http://{where}/v1/audio/transcriptions",
+                          headers={**preflight, "Origin": "http://app.example"})
+        assert r.headers["access-control-allow-origin"] == "http://app.example"
+        r = httpx.options(f"http://{where}/v1/audio/transcriptions", headers=preflight)
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_page_is_served_from_the_package(url, monkeypatch, tmp_path):
+    import w2vcli.serve.app as app_module
+
+    monkeypatch.setattr(app_module, "STATIC", tmp_path)
+    r = httpx.get(f"http://{url}/")
+    assert r.status_code == 404 and "page" in r.json()["error"]["message"]
+    (tmp_path / "index.html").write_text("<!doctype html><title>w2v</title>")
+    r = httpx.get(f"http://{url}/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html") and "<title>w2v" in r.text
+
+
+def test_sigterm_finishes_the_request_in_flight(model, files, solo, tmp_path):
+    """`w2v serve` in its own process: a request held in the batcher when SIGTERM arrives still
+    gets its transcript, then the server exits 0 and takes no new connection."""
+    from w2vcli.model.checkpoint import save_checkpoint
+
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, model)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "w2vcli", "serve", str(ckpt), "--port", str(port), "--device", "cpu",
+                             "--max-wait-ms", "2000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
+            time.sleep(0.1)
+        result = {}
+
+        def request():
+            with open(files[0], "rb") as fh:
+                result["r"] = httpx.post(f"{base}/v1/audio/transcriptions", files={"file": fh}, data={"model": "m"},
+                                         timeout=30)
+
+        t = threading.Thread(target=request)
+        t.start()
+        while httpx.get(f"{base}/health").json()["requests"] < 1:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        t.join(30)
+        assert result["r"].status_code == 200 and result["r"].json()["text"] == solo[files[0]]["text"]
+        assert proc.wait(30) == 0
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{base}/health")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
