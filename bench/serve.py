@@ -10,8 +10,9 @@ training, and a random model's letter salad makes "the same transcript as alone"
 The audio is tests/data/real-mini (ten real utterances, 49 s).
 
 1. Baseline: `w2v transcribe MODEL FILES --batch-size 1` in its own process, the files one after
-   another (and, for reference, the default `--batch-size 8`); its own summary line gives the
-   audio seconds per wall second, model loading excluded. Its transcripts are the "solo" ones.
+   another, `--repeat` times over (and, for reference, the default `--batch-size 8`); its own
+   summary line gives the audio seconds per wall second, model loading excluded. Its
+   transcripts are the "solo" ones.
 2. `w2v serve MODEL` on a free loopback port, with its queue and stream limits raised to the
    largest client count (so the benchmark measures capacity, not admission; 503s are still
    counted and retried after Retry-After).
@@ -37,7 +38,6 @@ import os
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -114,9 +114,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, port: int, threads: int, clients: int, log: Path) -> subprocess.Popen:
-    cmd = w2v("serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads),
-              "--max-queue", str(2 * clients), "--max-streams", str(clients))  # fmt: skip
+def start_server(model: Path, port: int, args, log: Path) -> subprocess.Popen:
+    cmd = w2v("serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+              "--threads", str(args.threads), "--max-queue", str(2 * max(args.clients)),
+              "--max-streams", str(max(args.clients)), "--stream-chunk-seconds", str(args.stream_chunk),
+              "--stream-context-seconds", str(args.stream_context))  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     import urllib.request
 
@@ -247,7 +249,7 @@ async def stream_one(url: str, pcm: np.ndarray, level: Level) -> str | None:
 
 async def stream_level(url: str, files: list[tuple[str, bytes, float]], solo: dict[str, str], clients: int) -> Level:
     level = Level("stream", clients)
-    pcms = [(path, (sf.read(path, dtype="float32")[0] * 32767).round().astype("<i2"), s) for path, _, s in files]
+    pcms = [(path, sf.read(path, dtype="int16")[0].astype("<i2"), s) for path, _, s in files]  # the file's own samples
 
     async def client(i: int) -> None:
         path, pcm, seconds = pcms[i % len(pcms)]
@@ -269,8 +271,9 @@ async def stream_level(url: str, files: list[tuple[str, bytes, float]], solo: di
 def run_preset(preset: str, args, files: list[str], work: Path) -> tuple[list[Baseline], list[dict]]:
     model = make_model(preset, work)
     print(f"## {preset}: load {load_average()}", flush=True)
-    seq = baseline(model, files, args.threads, ["--batch-size", "1"], "transcribe -b 1 (sequential)")
-    batched = baseline(model, files, args.threads, [], "transcribe -b 8 (default)")
+    many = files * args.repeat  # long enough to time
+    seq = baseline(model, many, args.threads, ["--batch-size", "1"], "transcribe -b 1 (sequential)")
+    batched = baseline(model, many, args.threads, [], "transcribe -b 8 (default)")
     # the solo transcript of a stream: the same file through the server's stream windows
     stream_solo = baseline(model, files, args.threads, ["--batch-size", "1", "--chunk-seconds", str(args.stream_chunk),
                                                         "--context-seconds", str(args.stream_context)], "stream windows")  # fmt: skip
@@ -278,7 +281,7 @@ def run_preset(preset: str, args, files: list[str], work: Path) -> tuple[list[Ba
         print(f"{b.name}: {b.audio_per_s:.2f} audio s/s (process {b.wall:.1f} s)", flush=True)
     audio = [(f, Path(f).read_bytes(), sf.info(f).frames / sf.info(f).samplerate) for f in files]
     port = free_port()
-    proc = start_server(model, port, args.threads, max(args.clients), work / f"serve-{preset}.log")
+    proc = start_server(model, port, args, work / f"serve-{preset}.log")
     url = f"http://127.0.0.1:{port}"
     rows = []
     try:
@@ -323,6 +326,7 @@ def main() -> None:
     ap.add_argument("--clients", nargs="+", type=int, default=[1, 4, 16, 64])
     ap.add_argument("--modes", nargs="+", default=["rest", "stream"], choices=["rest", "stream"])
     ap.add_argument("--requests", type=int, default=20, help="REST requests per level (at least 2 per client)")
+    ap.add_argument("--repeat", type=int, default=4, help="the baseline transcribes the files this many times")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="model threads, for the server and the baseline alike")
     ap.add_argument("--stream-chunk", type=float, default=2.0, help="the server's stream window centre (s), for the solo stream transcripts")
     ap.add_argument("--stream-context", type=float, default=1.0, help="the server's stream window context (s)")
