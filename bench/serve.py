@@ -157,6 +157,7 @@ class Level:
     server_errors: int = 0  # 5xx (REST), error messages or abnormal closes (streams)
     busy: int = 0  # 503 answers (retried) among server_errors
     differ: int = 0  # transcripts unlike the solo one
+    differ_files: set[str] = field(default_factory=set)
     done: int = 0
 
     def row(self) -> dict:
@@ -167,7 +168,8 @@ class Level:
                 "wall_s": round(self.wall, 2), "audio_s_per_s": round(self.audio / self.wall, 2) if self.wall else None,
                 "p50_final": pct(self.latencies, 50), "p95_final": pct(self.latencies, 95),
                 "p50_partial": pct(self.partials, 50), "p95_partial": pct(self.partials, 95),
-                "differ": self.differ, "5xx": self.server_errors, "503": self.busy}  # fmt: skip
+                "differ": self.differ, "differ_files": sorted(self.differ_files), "5xx": self.server_errors,
+                "503": self.busy}  # fmt: skip
 
 
 async def rest_level(url: str, files: list[tuple[str, bytes, float]], solo: dict[str, str], clients: int, per_client: int) -> Level:
@@ -195,7 +197,9 @@ async def rest_level(url: str, files: list[tuple[str, bytes, float]], solo: dict
             level.latencies.append(time.perf_counter() - t0)
             level.audio += seconds
             level.done += 1
-            level.differ += res.json()["text"] != solo[path]
+            if res.json()["text"] != solo[path]:
+                level.differ += 1
+                level.differ_files.add(Path(path).stem)
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=600, limits=limits) as http:
@@ -257,7 +261,9 @@ async def stream_level(url: str, files: list[tuple[str, bytes, float]], solo: di
         if text is not None:
             level.done += 1
             level.audio += seconds
-            level.differ += text != solo[path]
+            if text != solo[path]:
+                level.differ += 1
+                level.differ_files.add(Path(path).stem)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
@@ -316,6 +322,8 @@ def markdown(results: dict[str, tuple[list[Baseline], list[dict]]], args) -> str
             speed = r["audio_s_per_s"] or 0.0
             out.append(f"| {r['mode']} | {r['clients']} | {speed:.2f} | {speed / bases[0].audio_per_s:.2f} | {fin} | {par} | "
                        f"{r['transcripts']} | {r['differ']} | {r['5xx']} ({r['503']}) | {r['load_before']} |")  # fmt: skip
+        differ = [f"{r['mode']} x {r['clients']}: {', '.join(r['differ_files'])}" for r in rows if r["differ_files"]]
+        out += ["", "Files whose transcript differed from solo: " + ("; ".join(differ) if differ else "none") + "."]
         out.append("")
     return "\n".join(out)
 
@@ -325,7 +333,7 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["small", "base"])
     ap.add_argument("--clients", nargs="+", type=int, default=[1, 4, 16, 64])
     ap.add_argument("--modes", nargs="+", default=["rest", "stream"], choices=["rest", "stream"])
-    ap.add_argument("--requests", type=int, default=20, help="REST requests per level (at least 2 per client)")
+    ap.add_argument("--requests", type=int, default=60, help="REST requests per level (at least 2 per client)")
     ap.add_argument("--repeat", type=int, default=4, help="the baseline transcribes the files this many times")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="model threads, for the server and the baseline alike")
     ap.add_argument("--stream-chunk", type=float, default=2.0, help="the server's stream window centre (s), for the solo stream transcripts")
