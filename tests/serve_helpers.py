@@ -28,6 +28,14 @@ def tiny_model(seed: int = 0):
     return model.eval()
 
 
+def same_words(got: list[dict], want: list[dict], tolerance: float = 1e-3) -> bool:
+    """The same words with the same times, and confidences equal up to the float rounding of a
+    batched forward pass (a row's log-probabilities move by ~1e-5 with the batch's size)."""
+    strip = lambda ws: [(w["word"], w["start"], w["end"]) for w in ws]  # noqa: E731
+    return strip(got) == strip(want) and all(
+        abs(g.get("confidence", 0) - w.get("confidence", 0)) <= tolerance for g, w in zip(got, want))
+
+
 def transcribe_options(**emission):
     from w2vcli.decode.emissions import EmissionOptions
     from w2vcli.decode.transcribe import TranscribeOptions

@@ -22,7 +22,7 @@ import pytest
 import soundfile as sf
 
 import w2vcli
-from serve_helpers import server, tiny_model, transcribe_options
+from serve_helpers import same_words, server, tiny_model, transcribe_options
 
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
@@ -77,7 +77,8 @@ def test_openai_client_unchanged(url, files, solo):
 
 def test_concurrent_requests_equal_solo_and_are_batched(url, files, solo):
     """16 clients at once, the same file several times (equal lengths share forward passes) and
-    different files: every transcript equals its solo transcription, words and times."""
+    different files: every transcript equals its solo transcription, words and times (and
+    confidences to the float rounding of a batched pass)."""
     before = httpx.get(f"http://{url}/health").json()
     jobs = [files[i % 3] for i in range(16)]
 
@@ -93,10 +94,28 @@ def test_concurrent_requests_equal_solo_and_are_batched(url, files, solo):
         got = list(pool.map(one, jobs))
     for f, r in zip(jobs, got):
         assert r["text"] == solo[f]["text"]
-        assert r["words"] == solo[f]["words"]
+        assert same_words(r["words"], solo[f]["words"])
     after = httpx.get(f"http://{url}/health").json()
     waveforms, passes = after["waveforms"] - before["waveforms"], after["forward_passes"] - before["forward_passes"]
     assert waveforms == 16 and passes < waveforms  # clients shared batches
+
+
+def test_lm_beam_search_in_decoder_processes(model, files, tiny_lm):
+    """--lm with --jobs 2: the beam search runs in two forked decoder processes, and concurrent
+    requests get what the library gives each file alone."""
+    from w2vcli.decode.ctc import DecodingOptions
+    from w2vcli.decode.transcribe import TranscribeOptions
+
+    options = TranscribeOptions(emission=transcribe_options().emission, jobs=2,
+                                decoding=DecodingOptions(beam_size=8, lm=str(tiny_lm)))
+    want = {f: w2vcli.transcribe(model, f, options).hyp.text for f in files[:4]}
+    with server(model, options=options) as where:
+        def one(f):
+            with open(f, "rb") as fh:
+                return client(where).audio.transcriptions.create(model="m", file=fh).text
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(one, files[:4])) == [want[f] for f in files[:4]]
 
 
 def test_bad_input_is_a_4xx_json_error_never_5xx(url, files):

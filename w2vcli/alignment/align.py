@@ -223,13 +223,14 @@ def align_with(emitter, model, audio, text: str, options: AlignOptions) -> Align
         raise W2VError(f"{name or 'audio'}: {exc}") from None
 
 
-def align_items(model, items: list[tuple[str, str, str]], options: AlignOptions, emission, on_result, on_error):
+def align_items(model, items: list[tuple[str, str, str]], options: AlignOptions, emission, on_result, on_error,
+                progress=None):
     """Align (key, audio path, text) items in order: `on_result(key, Alignment)` for each, or
     `on_error(path, message)` for a file that cannot be read or a text that cannot be aligned.
     Returns (files aligned, seconds of audio, w2vcli.decode.transcribe.Stats of the model run)."""
     from w2vcli.decode.emissions import Emitter
     from w2vcli.decode.transcribe import Stats, iter_emissions
-    from w2vcli.utils import ProgressBar
+    from w2vcli.utils import NoProgress
 
     emitter = Emitter(model, emission)
     stats = Stats()
@@ -243,7 +244,7 @@ def align_items(model, items: list[tuple[str, str, str]], options: AlignOptions,
             stats.failed.append(path)
             on_error(path, f"{path}: {exc}")
     boundary = model.vocab.index.get(model.vocab.word_boundary) if model.vocab.word_boundary else None
-    with ProgressBar("aligning", len(runnable), "files") as progress:
+    with (progress or NoProgress)("aligning", len(runnable), "files") as bar:
         for key, path, lp, n in iter_emissions(emitter, runnable, stats, on_error):
             try:
                 result = align_emissions(lp, texts[key][0], boundary, emitter.frame_seconds, options, path, n)
@@ -254,6 +255,6 @@ def align_items(model, items: list[tuple[str, str, str]], options: AlignOptions,
                 stats.files += 1
                 stats.audio_seconds += n / SAMPLE_RATE
                 on_result(key, result)
-            progress.advance()
+            bar.advance()
     stats.model_seconds, stats.mode = emitter.model_seconds, str(emitter.mode)
     return stats

@@ -10,7 +10,7 @@ import typer
 
 from w2vcli.alignment.align import LOW_SCORE, STAR_PENALTY
 from w2vcli.errors import W2VError
-from w2vcli.utils import log, warn
+from w2vcli.utils import ProgressBar, log, warn
 
 
 def align(
@@ -85,7 +85,7 @@ def align(
         from w2vcli.alignment.segment import write_segments
 
         results = []
-        align_items(model, items, options, emission, lambda _k, a: results.append(a), on_error)
+        align_items(model, items, options, emission, lambda _k, a: results.append(a), on_error, ProgressBar)
         if results:
             kept, total = write_segments(results[0], segment, min_score, out, out_dir, model.text_rules)
             log(f"wrote {kept} of {total} utterances (at most {segment:g} s, score >= {min_score:g}) to {out}, audio in {out_dir}")
@@ -101,7 +101,7 @@ def align(
                     warn(f"{a.audio}: {low} of {len(a.words)} words scored below {low_score:g}, "
                          f"{len(a.unaligned)} span(s) of audio not in the text")  # fmt: skip
 
-            stats = align_items(model, items, options, emission, on_result, on_error)
+            stats = align_items(model, items, options, emission, on_result, on_error, ProgressBar)
         if out is not None:
             log(f"wrote {stats.files} alignment(s) to {out}")
         log(f"aligned {stats.files} file(s), {stats.audio_seconds:.1f} s of audio in {time.perf_counter() - t0:.1f} s "

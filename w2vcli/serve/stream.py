@@ -10,8 +10,9 @@ Segments are cut on the stable frames, where the model's best unit has been sile
 another special, or the word boundary) for `silence_seconds`, and for a letter vocabulary only
 where that silence holds a word boundary, so no word is split and greedy decoding of the
 segments gives the words of greedy decoding of the whole. Silence before a segment's first
-letter is dropped. A segment that reaches `max_segment_seconds` ends at its last silent frame
-(or where it is, if it has none). Each segment is decoded once, into a "final" message.
+letter is dropped. A segment that reaches `max_segment_seconds` ends after its last word
+boundary (any silent frame for units without one); without one, after its last silent frame
+(the word is split, no letter doubled), or else where it is. Each segment is decoded once, into a "final" message.
 
 Partials: every `partial_seconds` of new audio, the open segment's stable frames plus the frames
 of one provisional window over the audio not yet final (the next window's start to the end of
@@ -84,7 +85,8 @@ class StreamState:
         self.letters = False  # a letter (a unit that is not silent) since seg_start
         self.run_start: int | None = None  # first frame of the current silent run
         self.run_boundary = False  # the run holds a word boundary
-        self.gap: int | None = None  # end of the last silent frame after a letter
+        self.gap: int | None = None  # end of the last word boundary (any silent frame: no boundary unit) after a letter
+        self.gap_silent: int | None = None  # end of the last silent frame after a letter
 
     def add(self, samples: np.ndarray) -> None:
         self.buf = np.concatenate([self.buf, samples]) if len(self.buf) else samples
@@ -141,13 +143,15 @@ class StreamState:
                 if self.run_start is None:
                     self.run_start, self.run_boundary = t, False
                 self.run_boundary |= tok == self.boundary
-                self.gap = t + 1
+                self.gap_silent = t + 1
+                if tok == self.boundary or not self.needs_boundary:
+                    self.gap = t + 1
                 if t + 1 - self.run_start >= self.silence_frames and (self.run_boundary or not self.needs_boundary):
                     out.append(self._cut(t + 1))
                     t += 1
                     continue
             if self.letters and t + 1 - self.seg_start >= self.max_segment_frames:
-                end = self.gap if self.gap is not None else t + 1
+                end = self.gap or self.gap_silent or t + 1
                 out.append(self._cut(end))
                 t = end  # frames after a cut at an earlier gap are scanned again, for the next segment
                 continue
