@@ -6,8 +6,9 @@ sequential `w2v transcribe` of the same files in the same run.
 
 For each model preset (`small`: the demo's size, 2.3 M parameters; `base`: the paper's BASE,
 95 M) a CTC checkpoint with random weights (seed 0) is made: throughput does not depend on
-training, and a random model's letter salad makes "the same transcript as alone" a sharp check.
-The audio is tests/data/real-mini (ten real utterances, 49 s).
+training, and a random model's letter salad, whose best letter often wins by a hair, makes "the
+same transcript as alone" a sharp check (`--checkpoint` adds trained models, whose margins are
+wider). The audio is tests/data/real-mini (ten real utterances, 49 s).
 
 1. Baseline: `w2v transcribe MODEL FILES --batch-size 1` in its own process, the files one after
    another, `--repeat` times over (and, for reference, the default `--batch-size 8`); its own
@@ -118,7 +119,7 @@ def start_server(model: Path, port: int, args, log: Path) -> subprocess.Popen:
     cmd = w2v("serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
               "--threads", str(args.threads), "--max-queue", str(2 * max(args.clients)),
               "--max-streams", str(max(args.clients)), "--stream-chunk-seconds", str(args.stream_chunk),
-              "--stream-context-seconds", str(args.stream_context))  # fmt: skip
+              "--stream-context-seconds", str(args.stream_context), "--max-batch", str(args.max_batch))  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     import urllib.request
 
@@ -133,6 +134,21 @@ def start_server(model: Path, port: int, args, log: Path) -> subprocess.Popen:
             time.sleep(0.3)
     proc.kill()
     raise SystemExit("w2v serve did not start within 180 s")
+
+
+def wait_idle(url: str, seconds: float = 600) -> None:
+    """Until the server has no request or stream left from the last level (an overloaded server
+    is still working through the windows of streams whose clients have gone)."""
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url + "/health", timeout=10) as res:
+            health = json.loads(res.read())
+        if health["requests"] == 0 and health["streams"] == 0:
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the server still had work after {seconds:.0f} s: {health}")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -155,6 +171,7 @@ class Level:
     latencies: list[float] = field(default_factory=list)  # REST: request; stream: final results
     partials: list[float] = field(default_factory=list)  # stream: partial results
     server_errors: int = 0  # 5xx (REST), error messages or abnormal closes (streams)
+    errors: list[str] = field(default_factory=list)  # streams: the server's error messages, close codes
     busy: int = 0  # 503 answers (retried) among server_errors
     differ: int = 0  # transcripts unlike the solo one
     differ_files: set[str] = field(default_factory=set)
@@ -169,7 +186,7 @@ class Level:
                 "p50_final": pct(self.latencies, 50), "p95_final": pct(self.latencies, 95),
                 "p50_partial": pct(self.partials, 50), "p95_partial": pct(self.partials, 95),
                 "differ": self.differ, "differ_files": sorted(self.differ_files), "5xx": self.server_errors,
-                "503": self.busy}  # fmt: skip
+                "503": self.busy, "errors": sorted(set(self.errors))}  # fmt: skip
 
 
 async def rest_level(url: str, files: list[tuple[str, bytes, float]], solo: dict[str, str], clients: int, per_client: int) -> Level:
@@ -210,45 +227,51 @@ async def rest_level(url: str, files: list[tuple[str, bytes, float]], solo: dict
 
 
 async def stream_one(url: str, pcm: np.ndarray, level: Level) -> str | None:
-    """Stream `pcm` (int16) at real time; the transcript, or None after a server error."""
+    """Stream `pcm` (int16) at real time; the transcript, or None after a server error (kept in
+    `level.errors`: the error message, or the close code)."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
     step = int(CHUNK_SECONDS * RATE)
     finals: list[str] = []
-    async with connect(url.replace("http", "ws", 1) + "/v1/stream", max_size=None) as ws:
-        await ws.send(json.dumps({"type": "start", "sample_rate": RATE, "format": "pcm_s16le"}))
-        t0 = time.perf_counter()
 
-        async def send() -> None:
+    async def send(ws, t0: float) -> None:
+        try:
             for k in range(0, len(pcm), step):
                 chunk = pcm[k : k + step]
                 await asyncio.sleep(max(0.0, t0 + (k + len(chunk)) / RATE - time.perf_counter()))
                 await ws.send(chunk.tobytes())
             await ws.send(json.dumps({"type": "end"}))
-
-        sender = asyncio.create_task(send())
-        try:
-            async for raw in ws:
-                m = json.loads(raw)
-                behind = time.perf_counter() - (t0 + float(m.get("end", 0.0)))
-                if m["type"] == "partial":
-                    level.partials.append(behind)
-                elif m["type"] == "final":
-                    level.latencies.append(behind)
-                    if m["text"]:
-                        finals.append(m["text"])
-                elif m["type"] == "done":
-                    break
-                elif m["type"] == "error":
-                    level.server_errors += 1
-                    return None
         except ConnectionClosed:
-            level.server_errors += 1
-            return None
-        finally:
-            sender.cancel()
-    return " ".join(finals)
+            pass  # the receiving side reports why
+
+    try:
+        async with connect(url.replace("http", "ws", 1) + "/v1/stream", max_size=None) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": RATE, "format": "pcm_s16le"}))
+            t0 = time.perf_counter()
+            sender = asyncio.create_task(send(ws, t0))
+            try:
+                async for raw in ws:
+                    m = json.loads(raw)
+                    behind = time.perf_counter() - (t0 + float(m.get("end", 0.0)))
+                    if m["type"] == "partial":
+                        level.partials.append(behind)
+                    elif m["type"] == "final":
+                        level.latencies.append(behind)
+                        if m["text"]:
+                            finals.append(m["text"])
+                    elif m["type"] == "done":
+                        return " ".join(finals)
+                    elif m["type"] == "error":
+                        level.errors.append(m["message"])
+                        return None
+            finally:
+                sender.cancel()
+    except ConnectionClosed as exc:
+        level.errors.append(f"closed {exc.rcvd.code if exc.rcvd else 'abnormally'}")
+        return None
+    level.errors.append("closed without done")
+    return None
 
 
 async def stream_level(url: str, files: list[tuple[str, bytes, float]], solo: dict[str, str], clients: int) -> Level:
@@ -258,7 +281,9 @@ async def stream_level(url: str, files: list[tuple[str, bytes, float]], solo: di
     async def client(i: int) -> None:
         path, pcm, seconds = pcms[i % len(pcms)]
         text = await stream_one(url, pcm, level)
-        if text is not None:
+        if text is None:
+            level.server_errors += 1
+        else:
             level.done += 1
             level.audio += seconds
             if text != solo[path]:
@@ -275,7 +300,8 @@ async def stream_level(url: str, files: list[tuple[str, bytes, float]], solo: di
 
 
 def run_preset(preset: str, args, files: list[str], work: Path) -> tuple[list[Baseline], list[dict]]:
-    model = make_model(preset, work)
+    """`preset`: a preset name (random weights) or a checkpoint's path (--checkpoint)."""
+    model = Path(preset) if preset.endswith(".pt") else make_model(preset, work)
     print(f"## {preset}: load {load_average()}", flush=True)
     many = files * args.repeat  # long enough to time
     seq = baseline(model, many, args.threads, ["--batch-size", "1"], "transcribe -b 1 (sequential)")
@@ -287,13 +313,14 @@ def run_preset(preset: str, args, files: list[str], work: Path) -> tuple[list[Ba
         print(f"{b.name}: {b.audio_per_s:.2f} audio s/s (process {b.wall:.1f} s)", flush=True)
     audio = [(f, Path(f).read_bytes(), sf.info(f).frames / sf.info(f).samplerate) for f in files]
     port = free_port()
-    proc = start_server(model, port, args, work / f"serve-{preset}.log")
+    proc = start_server(model, port, args, work / f"serve-{model.stem}.log")
     url = f"http://127.0.0.1:{port}"
     rows = []
     try:
         asyncio.run(rest_level(url, audio[:1], seq.texts, 1, 1))  # warm-up
         for mode in args.modes:
             for n in args.clients:
+                wait_idle(url)
                 load = load_average()
                 if mode == "rest":
                     level = asyncio.run(rest_level(url, audio, seq.texts, n, max(2, math.ceil(args.requests / n))))
@@ -308,11 +335,13 @@ def run_preset(preset: str, args, files: list[str], work: Path) -> tuple[list[Ba
 
 
 def markdown(results: dict[str, tuple[list[Baseline], list[dict]]], args) -> str:
-    out = [f"`python bench/serve.py --presets {' '.join(args.presets)} --clients {' '.join(map(str, args.clients))} "
-           f"--threads {args.threads}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
+    ckpts = f" --checkpoint {' '.join(args.checkpoint)}" if args.checkpoint else ""
+    out = [f"`python bench/serve.py --presets {' '.join(args.presets)}{ckpts} --clients {' '.join(map(str, args.clients))} "
+           f"--threads {args.threads} --max-batch {args.max_batch}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
            f"{os.cpu_count()} cores; load average at the end {load_average()}.", ""]  # fmt: skip
     for preset, (bases, rows) in results.items():
-        out += [f"**{preset}** (random weights). Sequential baseline: "
+        what = "trained checkpoint" if preset.endswith(".pt") else "random weights"
+        out += [f"**{preset}** ({what}). Sequential baseline: "
                 + "; ".join(f"`{b.name}` {b.audio_per_s:.2f} audio s/s" for b in bases) + ".", ""]  # fmt: skip
         out += ["| mode | clients | audio s/s | x sequential | p50 / p95 final s | p50 / p95 partial s | transcripts | differ from solo | 5xx (503) | load before |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
@@ -324,13 +353,17 @@ def markdown(results: dict[str, tuple[list[Baseline], list[dict]]], args) -> str
                        f"{r['transcripts']} | {r['differ']} | {r['5xx']} ({r['503']}) | {r['load_before']} |")  # fmt: skip
         differ = [f"{r['mode']} x {r['clients']}: {', '.join(r['differ_files'])}" for r in rows if r["differ_files"]]
         out += ["", "Files whose transcript differed from solo: " + ("; ".join(differ) if differ else "none") + "."]
+        errors = [f"{r['mode']} x {r['clients']}: {', '.join(r['errors'])}" for r in rows if r.get("errors")]
+        if errors:
+            out += ["", "Stream errors: " + "; ".join(errors) + "."]
         out.append("")
     return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--presets", nargs="+", default=["small", "base"])
+    ap.add_argument("--presets", nargs="*", default=["small", "base"], help="model presets, random weights")
+    ap.add_argument("--checkpoint", nargs="*", default=[], help="also these trained CTC checkpoints (.pt)")
     ap.add_argument("--clients", nargs="+", type=int, default=[1, 4, 16, 64])
     ap.add_argument("--modes", nargs="+", default=["rest", "stream"], choices=["rest", "stream"])
     ap.add_argument("--requests", type=int, default=60, help="REST requests per level (at least 2 per client)")
@@ -338,12 +371,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="model threads, for the server and the baseline alike")
     ap.add_argument("--stream-chunk", type=float, default=2.0, help="the server's stream window centre (s), for the solo stream transcripts")
     ap.add_argument("--stream-context", type=float, default=1.0, help="the server's stream window context (s)")
+    ap.add_argument("--max-batch", type=int, default=8, help="the server's --max-batch (8, its default; 1: no batching)")
     ap.add_argument("--md", type=Path, help="also write the markdown tables here")
     args = ap.parse_args()
     files = sorted(str(p) for p in REAL_MINI.rglob("*.flac"))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for preset in args.presets:
+        for preset in [*args.presets, *args.checkpoint]:
             results[preset] = run_preset(preset, args, files, Path(tmp))
     text = markdown(results, args)
     print(text)
