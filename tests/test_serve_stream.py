@@ -112,6 +112,16 @@ def test_segments_split_no_word_and_decode_like_the_whole(seed):
         assert bar in tail and all(VOCAB.tokens[i] in ("|", *SPECIALS) for i in tail)
 
 
+def test_silence_is_not_kept():
+    """An hour of silence (blanks and boundaries) keeps no frames and sends no segment."""
+    st, bar = state(silence=3, max_segment=500), VOCAB.index["|"]
+    piece = one_hot(([0] * 9 + [bar]) * 10)  # 2 s of frames
+    for k in range(1800):
+        st.add_emissions([Window(k * 32000, k * 32000, None, np.zeros(0, np.float32))], [piece])
+        assert st.segments(eof=False) == [] and len(st.lp) == 0
+    assert st.segments(eof=True) == [] and st.frames == 180_000
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_long_segments_end_at_their_last_word_boundary(seed):
     rng = np.random.default_rng(seed)
@@ -285,3 +295,47 @@ def test_stream_limits_and_api_key(model, pcm):
         for kw in ({"headers": {"Authorization": f"Bearer {key}"}}, {"query": f"?api_key={key}"}):
             msgs, code = asyncio.run(stream(url, raw[:32000], **kw))
             assert code == 1000 and msgs[-1] == {"type": "done"}
+
+
+def test_a_flooding_stream_and_a_client_that_never_reads_starve_no_one(model, pcm):
+    """One client sends audio as fast as it can, without end, another never reads what it is
+    sent: a stream and an upload beside them still get their solo results, and the flood is
+    stopped at --max-stream-seconds."""
+    raw, wav_bytes = pcm
+    with server(model, max_stream_seconds=len(raw) / 2 / 16000 + 1, **STREAM) as url:
+        alone = finals(asyncio.run(stream(url, raw))[0])
+
+        async def flood():
+            async with websockets.connect(f"ws://{url}/v1/stream") as ws:
+                reader = asyncio.create_task(receive_all(ws))
+                try:
+                    while True:
+                        await ws.send(raw[:3200])
+                        await asyncio.sleep(0)  # let the reader run
+                except websockets.exceptions.ConnectionClosed:
+                    pass
+                return await reader, ws.close_code
+
+        async def deaf():
+            async with websockets.connect(f"ws://{url}/v1/stream", max_queue=None) as ws:
+                for i in range(0, len(raw), 6400):
+                    await ws.send(raw[i : i + 6400])
+                await asyncio.sleep(1.0)  # never reads: its partials wait in the socket
+
+        async def load():
+            import httpx
+
+            flooder, _ = asyncio.create_task(flood()), asyncio.create_task(deaf())
+            await asyncio.sleep(0.3)
+            async with httpx.AsyncClient() as client:
+                rest = await client.post(f"http://{url}/v1/audio/transcriptions", files={"file": ("a.wav", wav_bytes)},
+                                         data={"model": "m", "response_format": "verbose_json",
+                                               "timestamp_granularities[]": "word"}, timeout=60)
+            normal = await stream(url, raw)
+            return rest, normal, await flooder
+
+        rest, (msgs, code), (last, flood_code) = asyncio.run(load())
+    assert code == 1000 and [m["text"] for m in finals(msgs)] == [m["text"] for m in alone]
+    assert all(same_words(a["words"], b["words"]) for a, b in zip(finals(msgs), alone))
+    assert same_words(rest.json()["words"], solo_words(model, wav_bytes)["words"])
+    assert flood_code == 1008 and "--max-stream-seconds" in last[-1]["message"]

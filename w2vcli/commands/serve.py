@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from w2vcli.errors import W2VError
-from w2vcli.utils import log
+from w2vcli.utils import log, warn
 
 API_KEY_ENV = "W2V_API_KEY"
 
@@ -88,6 +88,8 @@ def serve(
     )  # fmt: skip
     engine = Engine(model, options, settings, model_id(model_path))
     app = create_app(engine, key, tuple(cors_origin or ()))
+    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        warn(f"--host {host} without --api-key (or ${API_KEY_ENV}): anyone who can reach this port can use the model")
     where = f"http://{host}:{port}"
     log(f"serving {model_path} ({engine.emitter.mode}, {options.decoding.method} decoding) on {where}"
         + ("; API key required" if key else ""))

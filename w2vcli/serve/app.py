@@ -4,7 +4,7 @@
                                     `response_format`, `timestamp_granularities[]`
     GET  /v1/models, GET /health     the one model; liveness and load
     WS   /v1/stream                  live PCM in, partial and final results out (stream.py)
-    GET  /                           the browser page (static/index.html)
+    GET  /, /static/...              the browser page (static/index.html) and its files
 
 Every error is JSON in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with a
 4xx status for anything the client can fix; no route reads a path a request names.
@@ -263,6 +263,10 @@ def create_app(engine: Engine, api_key: str | None = None, cors_origins: tuple[s
             raise APIError(404, "this installation has no browser page (w2vcli/serve/static/index.html)")
         return FileResponse(index)
 
+    if STATIC.is_dir():  # the page's own files (scripts, styles), if it has any; nothing outside the folder
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(_Outer, admission=admission)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -80,7 +80,8 @@ class Batcher:
         futures = [concurrent.futures.Future() for _ in wavs]
         for wav, fut in zip(wavs, futures):
             self._queue.put((wav, fut))
-        return [await asyncio.wrap_future(f) for f in futures]
+        # a client that goes away (or runs out of time) cancels its waveforms not yet run
+        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
 
     def _loop(self) -> None:
         while True:

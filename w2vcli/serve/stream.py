@@ -159,12 +159,18 @@ class StreamState:
         self.scan = t
         if eof and self.letters and self.frames > self.seg_start:
             out.append(self._cut(self.frames))
+        self._forget(self.seg_start)  # silence before the open segment: no longer needed
         return out
+
+    def _forget(self, start: int) -> None:
+        """Drop the stable frames before frame `start`."""
+        drop = start - self.lp_start
+        if drop > 0:
+            self.lp, self.ids, self.lp_start = self.lp[drop:], self.ids[drop:], start
 
     def _cut(self, end: int) -> Segment:
         seg = Segment(self.seg_start, self.lp[self.seg_start - self.lp_start : end - self.lp_start])
-        self.lp, self.ids = self.lp[end - self.lp_start :], self.ids[end - self.lp_start :]
-        self.lp_start = end
+        self._forget(end)
         self._reset(end)
         return seg
 
