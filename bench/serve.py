@@ -13,7 +13,8 @@ wider). The audio is tests/data/real-mini (ten real utterances, 49 s).
 1. Baseline: `w2v transcribe MODEL FILES --batch-size 1` in its own process, the files one after
    another, `--repeat` times over (and, for reference, the default `--batch-size 8`); its own
    summary line gives the audio seconds per wall second, model loading excluded. Its
-   transcripts are the "solo" ones.
+   transcripts are the "solo" ones. It runs again after the server's levels, and the ratios
+   divide by the mean of the two (the machine is shared; both are printed).
 2. `w2v serve MODEL` on a free loopback port, with its queue and stream limits raised to the
    largest client count (so the benchmark measures capacity, not admission; 503s are still
    counted and retried after Retry-After).
@@ -268,7 +269,7 @@ async def stream_one(url: str, pcm: np.ndarray, level: Level) -> str | None:
             finally:
                 sender.cancel()
     except ConnectionClosed as exc:
-        level.errors.append(f"closed {exc.rcvd.code if exc.rcvd else 'abnormally'}")
+        level.errors.append(f"closed {exc.rcvd.code} {exc.rcvd.reason!r}" if exc.rcvd else "closed without a close frame")
         return None
     level.errors.append("closed without done")
     return None
@@ -309,11 +310,11 @@ def run_preset(preset: str, args, files: list[str], work: Path) -> tuple[list[Ba
     # the solo transcript of a stream: the same file through the server's stream windows
     stream_solo = baseline(model, files, args.threads, ["--batch-size", "1", "--chunk-seconds", str(args.stream_chunk),
                                                         "--context-seconds", str(args.stream_context)], "stream windows")  # fmt: skip
-    for b in (seq, batched):
-        print(f"{b.name}: {b.audio_per_s:.2f} audio s/s (process {b.wall:.1f} s)", flush=True)
+    print(f"{seq.name}: {seq.audio_per_s:.2f} audio s/s; {batched.name}: {batched.audio_per_s:.2f}", flush=True)
     audio = [(f, Path(f).read_bytes(), sf.info(f).frames / sf.info(f).samplerate) for f in files]
     port = free_port()
-    proc = start_server(model, port, args, work / f"serve-{model.stem}.log")
+    log = work / f"serve-{model.stem}.log"
+    proc = start_server(model, port, args, log)
     url = f"http://127.0.0.1:{port}"
     rows = []
     try:
@@ -331,25 +332,31 @@ def run_preset(preset: str, args, files: list[str], work: Path) -> tuple[list[Ba
                 rows.append(row)
     finally:
         stop_server(proc)
-    return [seq, batched], rows
+        if any(r["errors"] or r["5xx"] for r in rows):
+            print(f"the server's log (last lines):\n{''.join(log.read_text().splitlines(True)[-40:])}", flush=True)
+    # the sequential baseline again after the server: the machine is shared, so its load drifts
+    seq_after = baseline(model, many, args.threads, ["--batch-size", "1"], "transcribe -b 1 (sequential), after")
+    print(f"{seq_after.name}: {seq_after.audio_per_s:.2f} audio s/s", flush=True)
+    return [seq, seq_after, batched], rows
 
 
 def markdown(results: dict[str, tuple[list[Baseline], list[dict]]], args) -> str:
-    ckpts = f" --checkpoint {' '.join(args.checkpoint)}" if args.checkpoint else ""
-    out = [f"`python bench/serve.py --presets {' '.join(args.presets)}{ckpts} --clients {' '.join(map(str, args.clients))} "
-           f"--threads {args.threads} --max-batch {args.max_batch}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
+    out = [f"`python bench/serve.py {' '.join(sys.argv[1:])}` (threads {args.threads}, server --max-batch {args.max_batch}), "
+           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
            f"{os.cpu_count()} cores; load average at the end {load_average()}.", ""]  # fmt: skip
     for preset, (bases, rows) in results.items():
         what = "trained checkpoint" if preset.endswith(".pt") else "random weights"
-        out += [f"**{preset}** ({what}). Sequential baseline: "
-                + "; ".join(f"`{b.name}` {b.audio_per_s:.2f} audio s/s" for b in bases) + ".", ""]  # fmt: skip
+        seq = (bases[0].audio_per_s + bases[1].audio_per_s) / 2  # before and after the server's levels
+        out += [f"**{preset}** ({what}). Baselines: "
+                + "; ".join(f"`{b.name}` {b.audio_per_s:.2f} audio s/s" for b in bases)
+                + f". \"x sequential\" divides by their mean before and after, {seq:.2f}.", ""]  # fmt: skip
         out += ["| mode | clients | audio s/s | x sequential | p50 / p95 final s | p50 / p95 partial s | transcripts | differ from solo | 5xx (503) | load before |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
         for r in rows:
             fin = f"{r['p50_final']} / {r['p95_final']}" if r["p50_final"] is not None else "-"
             par = f"{r['p50_partial']} / {r['p95_partial']}" if r["p50_partial"] is not None else "-"
             speed = r["audio_s_per_s"] or 0.0
-            out.append(f"| {r['mode']} | {r['clients']} | {speed:.2f} | {speed / bases[0].audio_per_s:.2f} | {fin} | {par} | "
+            out.append(f"| {r['mode']} | {r['clients']} | {speed:.2f} | {speed / seq:.2f} | {fin} | {par} | "
                        f"{r['transcripts']} | {r['differ']} | {r['5xx']} ({r['503']}) | {r['load_before']} |")  # fmt: skip
         differ = [f"{r['mode']} x {r['clients']}: {', '.join(r['differ_files'])}" for r in rows if r["differ_files"]]
         out += ["", "Files whose transcript differed from solo: " + ("; ".join(differ) if differ else "none") + "."]
