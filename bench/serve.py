@@ -86,25 +86,26 @@ def w2v(*args: str) -> list[str]:
 class Baseline:
     name: str
     audio_per_s: float  # from the command's own summary (model loading excluded)
+    mode: str  # how the model ran (fp32, bf16, int8), from the same line
     wall: float  # the whole process, model loading included
     texts: dict[str, str]
 
 
-def baseline(model: Path, files: list[str], threads: int, extra: list[str], name: str) -> Baseline:
+def baseline(model: Path, files: list[str], threads: int, precision: str, extra: list[str], name: str) -> Baseline:
     """`w2v transcribe` of `files` in one process; its throughput and transcripts."""
     t0 = time.perf_counter()
     res = subprocess.run(w2v("transcribe", str(model), *files, "--format", "jsonl", "--device", "cpu",
-                             "--threads", str(threads), *extra), capture_output=True, text=True)  # fmt: skip
+                             "--threads", str(threads), "--precision", precision, *extra), capture_output=True, text=True)  # fmt: skip
     wall = time.perf_counter() - t0
     if res.returncode:
         raise SystemExit(f"w2v transcribe failed: {res.stderr[-2000:]}")
-    m = re.search(r"\(([\d.]+) audio s per wall s", res.stderr)
+    m = re.search(r"\(([\d.]+) audio s per wall s; model(?: \((\w+)\))?", res.stderr)
     texts = {}
     for line in res.stdout.splitlines():
         if line.startswith("{"):
             row = json.loads(line)
             texts[row["audio"]] = row["text"]
-    return Baseline(name, float(m.group(1)) if m else float("nan"), wall, texts)
+    return Baseline(name, float(m.group(1)) if m else float("nan"), (m.group(2) or "?") if m else "?", wall, texts)
 
 
 # --- the server --------------------------------------------------------------------------------
@@ -120,7 +121,8 @@ def start_server(model: Path, port: int, args, log: Path) -> subprocess.Popen:
     cmd = w2v("serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
               "--threads", str(args.threads), "--max-queue", str(2 * max(args.clients)),
               "--max-streams", str(max(args.clients)), "--stream-chunk-seconds", str(args.stream_chunk),
-              "--stream-context-seconds", str(args.stream_context), "--max-batch", str(args.max_batch))  # fmt: skip
+              "--stream-context-seconds", str(args.stream_context), "--max-batch", str(args.max_batch),
+              "--precision", args.precision)  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     import urllib.request
 
@@ -305,10 +307,10 @@ def run_preset(preset: str, args, files: list[str], work: Path) -> tuple[list[Ba
     model = Path(preset) if preset.endswith(".pt") else make_model(preset, work)
     print(f"## {preset}: load {load_average()}", flush=True)
     many = files * args.repeat  # long enough to time
-    seq = baseline(model, many, args.threads, ["--batch-size", "1"], "transcribe -b 1 (sequential)")
-    batched = baseline(model, many, args.threads, [], "transcribe -b 8 (default)")
+    seq = baseline(model, many, args.threads, args.precision, ["--batch-size", "1"], "transcribe -b 1 (sequential)")
+    batched = baseline(model, many, args.threads, args.precision, [], "transcribe -b 8 (default)")
     # the solo transcript of a stream: the same file through the server's stream windows
-    stream_solo = baseline(model, files, args.threads, ["--batch-size", "1", "--chunk-seconds", str(args.stream_chunk),
+    stream_solo = baseline(model, files, args.threads, args.precision, ["--batch-size", "1", "--chunk-seconds", str(args.stream_chunk),
                                                         "--context-seconds", str(args.stream_context)], "stream windows")  # fmt: skip
     print(f"{seq.name}: {seq.audio_per_s:.2f} audio s/s; {batched.name}: {batched.audio_per_s:.2f}", flush=True)
     audio = [(f, Path(f).read_bytes(), sf.info(f).frames / sf.info(f).samplerate) for f in files]
@@ -335,7 +337,7 @@ def run_preset(preset: str, args, files: list[str], work: Path) -> tuple[list[Ba
         if any(r["errors"] or r["5xx"] for r in rows):
             print(f"the server's log (last lines):\n{''.join(log.read_text().splitlines(True)[-40:])}", flush=True)
     # the sequential baseline again after the server: the machine is shared, so its load drifts
-    seq_after = baseline(model, many, args.threads, ["--batch-size", "1"], "transcribe -b 1 (sequential), after")
+    seq_after = baseline(model, many, args.threads, args.precision, ["--batch-size", "1"], "transcribe -b 1 (sequential), after")
     print(f"{seq_after.name}: {seq_after.audio_per_s:.2f} audio s/s", flush=True)
     return [seq, seq_after, batched], rows
 
@@ -347,7 +349,7 @@ def markdown(results: dict[str, tuple[list[Baseline], list[dict]]], args) -> str
     for preset, (bases, rows) in results.items():
         what = "trained checkpoint" if preset.endswith(".pt") else "random weights"
         seq = (bases[0].audio_per_s + bases[1].audio_per_s) / 2  # before and after the server's levels
-        out += [f"**{preset}** ({what}). Baselines: "
+        out += [f"**{preset}** ({what}, runs in {bases[0].mode}). Baselines: "
                 + "; ".join(f"`{b.name}` {b.audio_per_s:.2f} audio s/s" for b in bases)
                 + f". \"x sequential\" divides by their mean before and after, {seq:.2f}.", ""]  # fmt: skip
         out += ["| mode | clients | audio s/s | x sequential | p50 / p95 final s | p50 / p95 partial s | transcripts | differ from solo | 5xx (503) | load before |",
@@ -379,6 +381,8 @@ def main() -> None:
     ap.add_argument("--stream-chunk", type=float, default=2.0, help="the server's stream window centre (s), for the solo stream transcripts")
     ap.add_argument("--stream-context", type=float, default=1.0, help="the server's stream window context (s)")
     ap.add_argument("--max-batch", type=int, default=8, help="the server's --max-batch (8, its default; 1: no batching)")
+    ap.add_argument("--precision", default="auto", help="auto | fp32 | bf16, for the server and the baseline alike "
+                    "(auto: bf16 on a CPU with native bf16, else fp32)")
     ap.add_argument("--md", type=Path, help="also write the markdown tables here")
     args = ap.parse_args()
     files = sorted(str(p) for p in REAL_MINI.rglob("*.flac"))
