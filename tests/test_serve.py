@@ -237,7 +237,11 @@ def test_page_and_its_files_and_nothing_else(model, monkeypatch, tmp_path):
 
 def test_sigterm_finishes_the_request_in_flight(model, files, solo, tmp_path):
     """`w2v serve` in its own process: a request held in the batcher when SIGTERM arrives still
-    gets its transcript, then the server exits 0 and takes no new connection."""
+    gets its transcript, an open stream gets the finals of the audio it sent and close code 1012,
+    then the server exits 0 and takes no new connection."""
+    import asyncio
+
+    import websockets
     from w2vcli.model.checkpoint import save_checkpoint
 
     ckpt = tmp_path / "tiny.pt"
@@ -247,7 +251,7 @@ def test_sigterm_finishes_the_request_in_flight(model, files, solo, tmp_path):
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "w2vcli", "serve", str(ckpt), "--port", str(port), "--device", "cpu",
-                             "--max-wait-ms", "2000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             "--max-wait-ms", "1000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -266,12 +270,30 @@ def test_sigterm_finishes_the_request_in_flight(model, files, solo, tmp_path):
                 result["r"] = httpx.post(f"{base}/v1/audio/transcriptions", files={"file": fh}, data={"model": "m"},
                                          timeout=30)
 
-        t = threading.Thread(target=request)
-        t.start()
-        while httpx.get(f"{base}/health").json()["requests"] < 1:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        t.join(30)
+        wav, _ = sf.read(files[1], dtype="int16")
+        pcm = wav[: 2 * 16000].tobytes()  # 2 s
+
+        async def live_stream():
+            async with websockets.connect(f"ws://127.0.0.1:{port}/v1/stream") as ws:
+                await ws.send(pcm)
+                got = [json.loads(await ws.recv())]  # a partial: the audio is being transcribed
+                t = threading.Thread(target=request)
+                t.start()
+                while httpx.get(f"{base}/health").json()["requests"] < 1:
+                    await asyncio.sleep(0.02)
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    async for m in ws:
+                        got.append(json.loads(m))
+                except websockets.exceptions.ConnectionClosedError:
+                    pass
+                t.join(30)
+                return got, ws.close_code
+
+        got, code = asyncio.run(live_stream())
+        assert got[0]["type"] == "partial" and code == 1012
+        finals = [m for m in got if m["type"] == "final"]
+        assert finals and abs(finals[-1]["end"] - 2.0) < 0.05  # every final, to the end of the audio sent
         assert result["r"].status_code == 200 and result["r"].json()["text"] == solo[files[0]]["text"]
         assert proc.wait(30) == 0
         with pytest.raises(httpx.TransportError):

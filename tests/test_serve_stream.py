@@ -188,7 +188,8 @@ def test_stream_finals_equal_the_transcript_of_the_file(model, pcm):
     fin = finals(msgs)
     assert len(fin) > 1  # the stream was cut into segments
     assert " ".join(m["text"] for m in fin) == want["text"]
-    assert [w for m in fin for w in m["words"]] == want["words"]
+    # the same words and times; confidences to rounding (transcribe runs 8 windows a pass, the stream one)
+    assert same_words([w for m in fin for w in m["words"]], want["words"])
     assert all(a["end"] <= b["start"] for a, b in zip(fin, fin[1:]))
     partials = [m for m in msgs if m["type"] == "partial"]
     assert all(set(m) == {"type", "text", "start", "end"} for m in partials)

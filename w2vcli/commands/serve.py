@@ -50,7 +50,7 @@ def serve(
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads of the model (default: the usable cores less one per --jobs process; 0 = torch's default).", min=0)] = None,
 ) -> None:
     """Serve a CTC model over HTTP and websockets until stopped (Ctrl-C or SIGTERM, which finishes
-    the requests in flight first).
+    the requests in flight and sends open streams their finals first).
 
     POST /v1/audio/transcriptions answers OpenAI's transcription call (the `openai` client works
     unchanged); WS /v1/stream takes live PCM and sends partial and final results; GET / is a
@@ -58,9 +58,9 @@ def serve(
     changing any transcript. Protocol, limits and deployment: docs/serve.md.
     """
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - checked here, used by run_server
 
-        from w2vcli.serve.app import create_app
+        from w2vcli.serve.app import create_app, run_server
     except ImportError as exc:
         raise W2VError(f"w2v serve needs FastAPI and uvicorn ({exc.name} is missing): pip install 'w2vcli[serve]'") from None
     from w2vcli import cpu
@@ -98,8 +98,7 @@ def serve(
     # after closing the decoder processes, instead of being killed by the repeated signal
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=request_timeout,
-                    ws_max_size=1 << 20)
+        run_server(app, host, port, request_timeout)
     except _Stopped:
         pass
     finally:

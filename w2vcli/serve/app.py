@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile, WebSocket
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -171,6 +171,7 @@ def create_app(engine: Engine, api_key: str | None = None, cors_origins: tuple[s
     app = FastAPI(title="w2v", docs_url=None, redoc_url=None, openapi_url=None)
     admission = Admission(engine, api_key)
     app.state.streams = 0
+    app.state.stopping = asyncio.Event()  # set at shutdown: streams send their finals and close
 
     @app.exception_handler(APIError)
     async def api_error(_request, exc: APIError):
@@ -247,11 +248,11 @@ def create_app(engine: Engine, api_key: str | None = None, cors_origins: tuple[s
         app.state.streams += 1
         try:
             await ws.accept()
-            await Stream(ws, engine).run()
-            await ws.close(1000)
+            ended = await Stream(ws, engine).run(app.state.stopping)
+            await ws.close(1000 if ended else 1012)  # 1012: service restart
         except StreamError as exc:
             await _close_with(ws, str(exc))
-        except (WebSocketDisconnect, ConnectionResetError, asyncio.TimeoutError, RuntimeError):
+        except (WebSocketDisconnect, OSError, asyncio.TimeoutError, RuntimeError):
             pass  # the client left, or stopped reading: nothing more to say to it
         finally:
             app.state.streams -= 1
@@ -285,6 +286,27 @@ class _Outer:
 
     async def __call__(self, scope, receive, send):
         await self.admission(scope, receive, send)
+
+
+def run_server(app: FastAPI, host: str, port: int, drain_seconds: float) -> None:
+    """Serve `app` with uvicorn until SIGTERM or Ctrl-C. Then: no new connections; open streams
+    send the finals of the audio they have and close with 1012; requests in flight finish (each
+    wait at most `drain_seconds`); then the server returns."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            for server in self.servers:  # stop accepting while the streams finish
+                server.close()
+            app.state.stopping.set()
+            deadline = asyncio.get_running_loop().time() + drain_seconds
+            while app.state.streams and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=drain_seconds,
+                            ws_max_size=1 << 20)
+    Server(config).run()
 
 
 async def _close_with(ws: WebSocket, message: str) -> None:

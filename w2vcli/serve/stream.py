@@ -246,28 +246,44 @@ class Stream:
         """Send one message; a client that does not read for `idle_seconds` is given up."""
         await asyncio.wait_for(self.ws.send_text(json.dumps(msg)), self.opts.idle_seconds)
 
-    async def run(self) -> None:
+    async def run(self, stopping: asyncio.Event | None = None) -> bool:
+        """Serve the stream until the client's "end" (then True, after "done"), or until `stopping`
+        is set (the server is shutting down: then False, after the finals of the audio received)."""
         started = False
-        while True:
-            try:
-                message = await asyncio.wait_for(self.ws.receive(), self.opts.idle_seconds)
-            except asyncio.TimeoutError:
-                raise StreamError(f"no message for {self.opts.idle_seconds:g} s") from None
-            if message["type"] == "websocket.disconnect":
-                raise ConnectionResetError("client left")
-            if message.get("text") is not None:
-                msg = parse_control(message["text"], started)
-                started = True
-                if msg["type"] == "end":
+        stop = asyncio.ensure_future((stopping or asyncio.Event()).wait())
+        try:
+            while True:
+                receive = asyncio.ensure_future(self.ws.receive())
+                done, _ = await asyncio.wait({receive, stop}, timeout=self.opts.idle_seconds,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if receive not in done:
+                    receive.cancel()
+                    if stop in done:
+                        break
+                    raise StreamError(f"no message for {self.opts.idle_seconds:g} s")
+                message = receive.result()
+                if message["type"] == "websocket.disconnect":
+                    raise ConnectionResetError("client left")
+                if message.get("text") is not None:
+                    msg = parse_control(message["text"], started)
+                    started = True
+                    if msg["type"] == "end":
+                        break
+                    self.fmt, self.rate = msg.get("format", self.fmt), msg.get("sample_rate", self.rate)
+                elif message.get("bytes") is not None:
+                    started = True
+                    await self.audio(pcm_samples(message["bytes"], self.fmt))
+                if stop.done():  # shutting down: what is read is finished, the rest is not read
                     break
-                self.fmt, self.rate = msg.get("format", self.fmt), msg.get("sample_rate", self.rate)
-            elif message.get("bytes") is not None:
-                started = True
-                await self.audio(pcm_samples(message["bytes"], self.fmt))
+        finally:
+            stop.cancel()
         if self.resampler is not None:
             self.state.add(self.resampler.resample_chunk(np.zeros(0, np.float32), last=True))
         await self.advance(eof=True)
+        if stop.done() and not stop.cancelled():
+            return False
         await self.send({"type": "done"})
+        return True
 
     async def audio(self, samples: np.ndarray) -> None:
         if self.rate != SAMPLE_RATE:
