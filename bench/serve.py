@@ -26,8 +26,11 @@ wider). The audio is tests/data/real-mini (ten real utterances, 49 s).
    "caught up with real time". The transcript (finals joined) is compared with the solo
    transcript of the file with the server's stream windows.
 
-Client and server share the machine's cores: the clients (one asyncio process) take a few per
-cent of them. Results: markdown tables on stdout (and --md FILE), one JSON line per level.
+`--threads`, `--precision` (auto: bf16 on a CPU with native bf16) apply to the server and the
+baseline alike; `--max-batch` is the server's (8, its default; 1: no batching across clients).
+Client and server share the machine's cores (the client process averaged 1.6 % of a core over
+a base-model run). Results: markdown tables on stdout (and --md FILE), one JSON line per level;
+docs/benchmarks.md ("Serving") has the figures and what they mean.
 """
 
 from __future__ import annotations
