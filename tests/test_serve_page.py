@@ -9,6 +9,9 @@ Selenium, against a real `w2v serve` on a free loopback port.
   words `w2v transcribe` finds in the audio the page sent (the page offers it as a WAV); that
   audio is the speech itself (correlation with the source above 0.99), so the capture and the
   page's resampling to 16 kHz lose nothing that matters.
+- The page's resampler, at 44.1 and 48 kHz, returns speech to 16 kHz and filters out what
+  16 kHz cannot hold (a 12 kHz whistle), instead of folding it into the speech band.
+- With an API key, the page sends the key it is given, and says so when it has none.
 
 The model is the tiny preset with random weights: its output is letter salad, but a
 deterministic one, and so a sharp check that the page shows exactly what the model says.
@@ -281,3 +284,28 @@ def test_with_an_api_key_the_page_sends_the_key_it_is_given(ckpt, browser, speec
         browser.find_element("id", "stop").click()
         _finished(browser)
         assert _page_words(browser)
+
+
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_the_pages_resampler_brings_speech_at_the_usual_rates_back_to_16k(server, browser, speech, rate):
+    """The page's own resampler (what the microphone path uses, whatever rate the browser's
+    AudioContext runs at), fed in 128-frame quanta as an AudioWorklet delivers them: speech taken
+    from 16 kHz up to `rate`, plus a loud 12 kHz whistle that 16 kHz cannot hold, comes back as
+    the original speech: the whistle is filtered out, not folded down to 4 kHz."""
+    import soxr
+
+    source, _ = sf.read(speech, dtype="float32")
+    up = soxr.resample(source, 16000, rate).astype(np.float32)
+    up += 0.3 * np.sin(2 * np.pi * 12000 * np.arange(len(up)) / rate).astype(np.float32)
+    browser.get(server + "/")
+    out = browser.execute_script(
+        "const x = Float32Array.from(arguments[0]), r = new Resampler(arguments[1]), parts = [];"
+        "for (let i = 0; i < x.length; i += 128) parts.push(...r.push(x.subarray(i, i + 128)));"
+        "parts.push(...r.push(new Float32Array(0), true));"
+        "return parts;", up.tolist(), rate)  # fmt: skip
+    back = np.asarray(out, dtype=np.float32)
+    assert abs(len(back) - len(source)) <= 1
+    n = min(len(back), len(source))
+    a, b = back[:n], source[:n]
+    assert float(a @ b / np.sqrt((a @ a) * (b @ b))) > 0.999
+    assert float(np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(b**2))) < 0.01  # error 40 dB below the speech
