@@ -1,9 +1,9 @@
 """The page `w2v serve` shows at /, in a real browser: Debian's headless chromium driven by
 Selenium, against a real `w2v serve` on a free loopback port.
 
-- A file chosen on the page goes through POST /v1/audio/transcriptions and shows the words (and
-  times) that `w2v transcribe` prints for the same file; playing it highlights the word at the
-  player's time.
+- A file chosen on the page, or dropped on it, goes through POST /v1/audio/transcriptions and
+  shows the words (and times) that `w2v transcribe` prints for the same file; playing it
+  highlights the word at the player's time.
 - The microphone is chromium's fake capture device fed with a WAV of real speech
   (tests/data/real-mini): the page shows partial results while it records, and after Stop the
   words `w2v transcribe` finds in the audio the page sent (the page offers it as a WAV); that
@@ -214,6 +214,20 @@ def test_a_chosen_file_shows_the_words_transcribe_finds_and_playback_highlights_
         time.sleep(0.05)
     browser.execute_script("document.getElementById('player').pause()")
     assert len(seen) >= 4, f"playback highlighted {len(seen)} words in 20 s"
+
+
+def test_a_file_dropped_on_the_page_is_transcribed(server, browser, ckpt, speech):
+    """A drop anywhere on the page (a DragEvent carrying the file, as a drag from the desktop
+    makes) is transcribed, not opened by the browser."""
+    browser.get(server + "/")
+    browser.execute_script(
+        "const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));"
+        "const dt = new DataTransfer(); dt.items.add(new File([bytes], 'speech.wav', {type: 'audio/wav'}));"
+        "document.querySelector('h1').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));",
+        base64.b64encode(speech.read_bytes()).decode())  # fmt: skip
+    _finished(browser)
+    assert browser.current_url == server + "/"
+    _same_words(_page_words(browser), _solo_words(ckpt, speech))
 
 
 def test_the_microphone_streams_partials_then_the_words_transcribe_finds(server, browser, ckpt, speech, tmp_path):
