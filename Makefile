@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/tools/kenlm/bin:$(PATH)
 
-.PHONY: setup demo demo-quick test bench clean
+.PHONY: setup demo demo-quick test test-browser bench clean
 
 setup:
 	scripts/setup.sh
@@ -16,6 +16,11 @@ demo-quick: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
+
+# the `w2v serve` page in headless chromium (installed from Debian by scripts/install_browser.sh)
+test-browser: setup
+	scripts/install_browser.sh
+	$(VENV)/bin/python -m pytest -q -m browser tests/test_serve_page.py
 
 bench: setup
 	bench/run.sh
