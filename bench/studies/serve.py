@@ -1,8 +1,8 @@
 """Load benchmark of `w2v serve` on loopback: REST and live streams, 1 to 64 clients, against
 sequential `w2v transcribe` of the same files in the same run.
 
-    python bench/serve.py                                   # small and base, 1 4 16 64 clients
-    python bench/serve.py --presets small --clients 1 4 --md /tmp/serve.md
+    python bench/studies/serve.py                                   # small and base, 1 4 16 64 clients
+    python bench/studies/serve.py --presets small --clients 1 4 --md /tmp/serve.md
 
 For each model preset (`small`: the demo's size, 2.3 M parameters; `base`: the paper's BASE,
 95 M) a CTC checkpoint with random weights (seed 0) is made: throughput does not depend on
@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from bench.common import cpu_model, load_average  # noqa: E402
 
@@ -346,7 +346,7 @@ def run_preset(preset: str, args, files: list[str], work: Path) -> tuple[list[Ba
 
 
 def markdown(results: dict[str, tuple[list[Baseline], list[dict]]], args) -> str:
-    out = [f"`python bench/serve.py {' '.join(sys.argv[1:])}` (threads {args.threads}, server --max-batch {args.max_batch}), "
+    out = [f"`python bench/studies/serve.py {' '.join(sys.argv[1:])}` (threads {args.threads}, server --max-batch {args.max_batch}), "
            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
            f"{os.cpu_count()} cores; load average at the end {load_average()}.", ""]  # fmt: skip
     for preset, (bases, rows) in results.items():
