@@ -16,6 +16,14 @@ from w2vcli.errors import W2VError
 kenlm = pytest.importorskip("kenlm")
 
 
+def needs_lmplz() -> None:
+    """Skip where KenLM's programs are not built (the Python module alone cannot build an LM)."""
+    try:
+        lm_mod.find_kenlm_program("lmplz")
+    except W2VError as exc:
+        pytest.skip(str(exc))
+
+
 def test_tiny_lm_loads_and_prefers_corpus_word_order(tiny_lm):
     model = kenlm.Model(str(tiny_lm))
     assert model.order == 3
@@ -25,6 +33,7 @@ def test_tiny_lm_loads_and_prefers_corpus_word_order(tiny_lm):
 
 
 def test_cli_build_arpa_with_exclusion_and_normalisation(tmp_path):
+    needs_lmplz()
     text = tmp_path / "corpus.txt.gz"
     lines = ["The cat sat on the mat.", "A dog, barking!", "the cat sat on the mat", "Keep me out", ""]
     with gzip.open(text, "wt", encoding="utf-8") as f:
@@ -45,6 +54,7 @@ def test_cli_build_arpa_with_exclusion_and_normalisation(tmp_path):
 
 
 def test_prune_is_passed_and_validated(tmp_path, lm_text):
+    needs_lmplz()
     out = tmp_path / "p.bin"
     res = CliRunner().invoke(
         app, ["lm", "build", str(lm_text), "-n", "3", "-o", str(out), "--prune", "0 0 1", "--memory", "50M"]
@@ -78,6 +88,7 @@ def test_missing_programs_name_the_install_script(tmp_path, lm_text, monkeypatch
 
 
 def test_missing_text_and_empty_corpus(tmp_path):
+    needs_lmplz()
     with pytest.raises(W2VError, match="nope.txt: text file not found"):
         LMBuildConfig(texts=(tmp_path / "nope.txt",), out=tmp_path / "x.bin")
     empty = tmp_path / "empty.txt"
