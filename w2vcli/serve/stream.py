@@ -1,10 +1,12 @@
 """A live stream over a websocket: PCM in, partial and final results out (protocol: docs/serve.md).
 
-The audio is cut into the windows `w2v transcribe` stitches (w2vcli/decode/emissions.py) with
-the stream's chunk and context: window k is run once the audio reaches its right edge
-`c_k + chunk + context`, and its kept centre adds `chunk` samples of final ("stable") frames. So
-the stable emissions of a stream are exactly those of `transcribe --chunk-seconds CHUNK
---context-seconds CONTEXT` on the whole recording.
+The audio is cut into the windows `w2v transcribe` runs (w2vcli/decode/emissions.py) with the
+stream's chunk and context, by its rule: audio no longer than chunk + context is one pass over the
+whole of it, so a stream that short is run once, at its end; beyond that, window k is run once the
+audio passes chunk + context and reaches the window's right edge `c_k + chunk + context`, and its
+kept centre adds `chunk` samples of final ("stable") frames. So the stable emissions of a stream
+are exactly those of `transcribe --chunk-seconds CHUNK --context-seconds CONTEXT` on the whole
+recording.
 
 Segments are cut on the stable frames, where the model's best unit has been silent (the blank,
 another special, or the word boundary) for `silence_seconds`, and for a letter vocabulary only
@@ -31,7 +33,7 @@ import soxr
 
 from w2vcli.audio import SAMPLE_RATE
 from w2vcli.decode.ctc import Hypothesis
-from w2vcli.decode.emissions import Window, kept_frames
+from w2vcli.decode.emissions import Window, kept_frames, needs_chunking
 from w2vcli.text import SPECIALS, Vocabulary
 
 FORMATS = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
@@ -95,7 +97,14 @@ class StreamState:
 
     def windows(self, eof: bool) -> list[Window]:
         """The windows whose audio has all arrived (at the end: all that are left), in order;
-        the same windows as `iter_windows` cuts from the whole recording."""
+        the same windows as `transcribe` runs for the whole recording (Emitter.windows): a stream
+        no longer than chunk + context is one pass over all of it, run at its end; a longer one,
+        the windows `iter_windows` cuts, from the moment it passes that length."""
+        if self.k == 0 and not needs_chunking(self.total, self.chunk, self.context):
+            if not eof or not self.total:  # short so far: wait for the end, or for more audio
+                return []
+            self.k = 1
+            return [Window(0, 0, None, self.buf[: self.total].copy())]
         out = []
         while True:
             c = self.k * self.chunk
