@@ -253,6 +253,45 @@ def test_concurrent_streams_and_requests_equal_solo(model, pcm, real_mini, max_b
     assert same_words(rest.json()["words"], solo_words(model, wav_bytes)["words"])
 
 
+def test_a_stream_behind_the_model_keeps_its_connection(model, pcm, monkeypatch):
+    """A model slower than the client sends: the server still reads the socket (into the stream's
+    own buffer), so the client's keepalive pings are answered, the connection is not closed with
+    1011 "keepalive ping timeout", and the finals are those of the whole file."""
+    import time
+
+    from w2vcli.decode.emissions import Emitter
+
+    raw, wav_bytes = pcm
+    want = solo_words(model, wav_bytes, chunk_seconds=1.0, context_seconds=0.5)
+    batch = Emitter.batch
+
+    def slow(self, wavs):
+        time.sleep(0.15)
+        return batch(self, wavs)
+
+    monkeypatch.setattr(Emitter, "batch", slow)
+
+    async def run(url):  # 10 ms a message, as fast as it goes; a ping every 0.1 s, answered within 0.5 s
+        async with websockets.connect(f"ws://{url}/v1/stream", ping_interval=0.1, ping_timeout=0.5) as ws:
+            async def sender():
+                for i in range(0, len(raw), 320):
+                    await ws.send(raw[i : i + 320])
+                await ws.send(json.dumps({"type": "end"}))
+
+            task = asyncio.create_task(sender())
+            got = await receive_all(ws)
+            try:
+                await task
+            except websockets.exceptions.ConnectionClosed:
+                pass
+            return got, ws.close_code, ws.close_reason
+
+    with server(model, **STREAM) as url:
+        msgs, code, reason = asyncio.run(run(url))
+    assert code == 1000 and msgs[-1] == {"type": "done"}, (code, reason)
+    assert " ".join(m["text"] for m in finals(msgs)) == want["text"]
+
+
 def test_other_rates_and_float_samples(model, pcm):
     import soxr
 
