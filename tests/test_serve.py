@@ -329,6 +329,8 @@ def test_sigterm_finishes_the_request_in_flight(model, files, solo, tmp_path):
         assert finals and abs(finals[-1]["end"] - 2.0) < 0.05  # every final, to the end of the audio sent
         assert result["r"].status_code == 200 and result["r"].json()["text"] == solo[files[0]]["text"]
         assert proc.wait(30) == 0
+        # tests pin fp32 (conftest), where the server batches by default, and says so at start
+        assert "batching: up to 8 waveforms a forward pass across clients (fp32" in proc.stdout.read().decode()
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{base}/health")
     finally:

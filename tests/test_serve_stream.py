@@ -209,7 +209,7 @@ def test_stream_finals_equal_the_transcript_of_the_file(model, pcm):
 def test_short_streams_equal_transcribe_which_runs_them_in_one_pass(model, real_mini):
     """Real speech cut just under, at and just over chunk + context (1.5 s here): `transcribe`
     runs up to that length in one pass and beyond it in windows; a stream's finals follow it."""
-    wav = load_audio(sorted(real_mini.rglob("*.flac"))[0])
+    wav = load_audio(min(real_mini.rglob("*.flac")))
     threshold = int(1.5 * 16000)
     with server(model, **STREAM) as url:
         for n in (threshold - 320, threshold, threshold + 1, threshold + 320):
