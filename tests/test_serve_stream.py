@@ -266,13 +266,13 @@ def test_a_stream_behind_the_model_keeps_its_connection(model, pcm, monkeypatch)
     batch = Emitter.batch
 
     def slow(self, wavs):
-        time.sleep(0.15)
+        time.sleep(0.2)
         return batch(self, wavs)
 
     monkeypatch.setattr(Emitter, "batch", slow)
 
-    async def run(url):  # 10 ms a message, as fast as it goes; a ping every 0.1 s, answered within 0.5 s
-        async with websockets.connect(f"ws://{url}/v1/stream", ping_interval=0.1, ping_timeout=0.5) as ws:
+    async def run(url):  # 10 ms a message, as fast as it goes; a ping every 0.1 s, answered within 1 s
+        async with websockets.connect(f"ws://{url}/v1/stream", ping_interval=0.1, ping_timeout=1.0) as ws:
             async def sender():
                 for i in range(0, len(raw), 320):
                     await ws.send(raw[i : i + 320])
