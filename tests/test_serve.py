@@ -98,6 +98,39 @@ def test_concurrent_requests_equal_solo_and_are_batched(model, files, solo):
     assert health["waveforms"] == 16 and health["forward_passes"] < 16  # clients shared batches
 
 
+def test_bf16_serves_each_client_alone_by_default(model, files, monkeypatch):
+    """In bf16 (what --precision auto picks on a CPU with native bf16) a batched row rounds
+    differently from the row alone and can change letters, so by default the server batches no
+    waveforms across clients: 12 concurrent clients get exactly their solo transcripts. An
+    explicit --max-batch still batches."""
+    from w2vcli import cpu
+    from w2vcli.serve.engine import ServeOptions
+
+    monkeypatch.setattr(cpu, "cpu_features", lambda: cpu.CpuFeatures(bf16=True, amx=True, vnni=True, capability="AVX512"))
+    monkeypatch.delenv("W2V_CPU_MODE", raising=False)  # tests pin fp32 (conftest): let auto choose bf16
+    solo = {f: w2vcli.transcribe(model, f, transcribe_options()).to_dict() for f in files[:3]}
+    jobs = [files[i % 3] for i in range(12)]
+
+    def one(url: str, f: str) -> dict:
+        with open(f, "rb") as fh:
+            r = httpx.post(f"http://{url}/v1/audio/transcriptions", files={"file": fh},
+                           data={"model": "tiny", "response_format": "verbose_json", "timestamp_granularities[]": "word"},
+                           timeout=60)  # fmt: skip
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with server(model, max_wait_ms=300) as url, ThreadPoolExecutor(12) as pool:
+        got = list(pool.map(lambda f: one(url, f), jobs))
+        health = httpx.get(f"http://{url}/health").json()
+    for f, r in zip(jobs, got):
+        assert r["text"] == solo[f]["text"] and r["words"] == solo[f]["words"]  # to the bit: each ran alone
+    assert health["forward_passes"] == health["waveforms"] == 12 and health["max_batch"] == 1
+    with server(model, max_batch=4) as url:
+        assert httpx.get(f"http://{url}/health").json()["max_batch"] == 4
+    assert ServeOptions().batch_size("fp32")[0] == 8 and ServeOptions().batch_size("int8")[0] == 1
+    assert "int8" in ServeOptions().batch_size("int8")[1] and ServeOptions(max_batch=3).batch_size("bf16")[0] == 3
+
+
 def test_lm_beam_search_in_decoder_processes(model, files, tiny_lm):
     """--lm with --jobs 2: the beam search runs in two forked decoder processes, and concurrent
     requests get what the library gives each file alone."""
@@ -296,6 +329,8 @@ def test_sigterm_finishes_the_request_in_flight(model, files, solo, tmp_path):
         assert finals and abs(finals[-1]["end"] - 2.0) < 0.05  # every final, to the end of the audio sent
         assert result["r"].status_code == 200 and result["r"].json()["text"] == solo[files[0]]["text"]
         assert proc.wait(30) == 0
+        # tests pin fp32 (conftest), where the server batches by default, and says so at start
+        assert "batching: up to 8 waveforms a forward pass across clients (fp32" in proc.stdout.read().decode()
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{base}/health")
     finally:

@@ -15,7 +15,7 @@ import w2vcli
 from serve_helpers import VOCAB, same_words, server, tiny_model, transcribe_options
 from w2vcli.audio import load_audio
 from w2vcli.decode.ctc import GreedyDecoder
-from w2vcli.decode.emissions import Window, iter_windows
+from w2vcli.decode.emissions import Window, iter_windows, needs_chunking
 from w2vcli.text import SPECIALS
 
 websockets = pytest.importorskip("websockets")
@@ -44,11 +44,18 @@ def state(chunk=320 * 10, context=320 * 3, silence=3, max_segment=10_000) -> Str
     return StreamState(VOCAB, 320, chunk, context, 400, silence, max_segment)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_stream_windows_are_the_windows_of_the_whole(seed):
+def transcribe_windows(wav: np.ndarray, chunk: int, context: int) -> list[Window]:
+    """The windows `transcribe` runs for this audio (Emitter.windows): one pass if it is short."""
+    return list(iter_windows([wav], chunk, context)) if needs_chunking(len(wav), chunk, context) else [Window(0, 0, None, wav)]
+
+
+@pytest.mark.parametrize("seed, length", [(s, None) for s in range(4)] + [(4, -320), (5, -1), (6, 0), (7, 1), (8, 320)])
+def test_stream_windows_are_the_windows_of_the_whole(seed, length):
+    """Random lengths, and lengths about chunk + context, where `transcribe` stops running one pass."""
     rng = np.random.default_rng(seed)
-    wav = rng.standard_normal(int(rng.integers(1, 40_000))).astype(np.float32)
     chunk, context = 320 * int(rng.integers(1, 20)), 320 * int(rng.integers(0, 8))
+    n = int(rng.integers(1, 40_000)) if length is None else chunk + context + length
+    wav = rng.standard_normal(n).astype(np.float32)
     st = state(chunk, context)
     got: list[Window] = []
     at = 0
@@ -58,7 +65,7 @@ def test_stream_windows_are_the_windows_of_the_whole(seed):
         at += n
         got += st.windows(eof=False)
     got += st.windows(eof=True)
-    want = list(iter_windows([wav], chunk, context))
+    want = transcribe_windows(wav, chunk, context)
     assert [(w.start, w.keep_from, w.keep_to) for w in got] == [(w.start, w.keep_from, w.keep_to) for w in want]
     assert all(np.array_equal(a.wav, b.wav) for a, b in zip(got, want))
     assert len(st.buf) <= chunk + 2 * context + 5000  # only what later windows need is kept
@@ -199,6 +206,23 @@ def test_stream_finals_equal_the_transcript_of_the_file(model, pcm):
     assert len(raw) / 2 / 16000 - ends[-1] < 0.7
 
 
+def test_short_streams_equal_transcribe_which_runs_them_in_one_pass(model, real_mini):
+    """Real speech cut just under, at and just over chunk + context (1.5 s here): `transcribe`
+    runs up to that length in one pass and beyond it in windows; a stream's finals follow it."""
+    wav = load_audio(min(real_mini.rglob("*.flac")))
+    threshold = int(1.5 * 16000)
+    with server(model, **STREAM) as url:
+        for n in (threshold - 320, threshold, threshold + 1, threshold + 320):
+            s16 = np.round(np.clip(wav[:n], -1, 1) * 32767).astype("<i2")
+            buf = io.BytesIO()
+            sf.write(buf, s16, 16000, format="WAV", subtype="PCM_16")
+            want = solo_words(model, buf.getvalue(), chunk_seconds=1.0, context_seconds=0.5)
+            msgs, code = asyncio.run(stream(url, s16.tobytes(), step=3200))
+            assert code == 1000 and msgs[-1] == {"type": "done"}
+            assert " ".join(m["text"] for m in finals(msgs)) == want["text"], n
+            assert same_words([w for m in finals(msgs) for w in m["words"]], want["words"]), n
+
+
 @pytest.mark.parametrize("max_batch", [8, 1])
 def test_concurrent_streams_and_requests_equal_solo(model, pcm, real_mini, max_batch):
     """Six streams and an upload at once: each stream's finals are those it gets alone, the same
@@ -227,6 +251,45 @@ def test_concurrent_streams_and_requests_equal_solo(model, pcm, real_mini, max_b
             assert (g["start"], g["end"]) == (w["start"], w["end"])
             assert g["words"] == w["words"] if max_batch == 1 else same_words(g["words"], w["words"])
     assert same_words(rest.json()["words"], solo_words(model, wav_bytes)["words"])
+
+
+def test_a_stream_behind_the_model_keeps_its_connection(model, pcm, monkeypatch):
+    """A model slower than the client sends: the server still reads the socket (into the stream's
+    own buffer), so the client's keepalive pings are answered, the connection is not closed with
+    1011 "keepalive ping timeout", and the finals are those of the whole file."""
+    import time
+
+    from w2vcli.decode.emissions import Emitter
+
+    raw, wav_bytes = pcm
+    want = solo_words(model, wav_bytes, chunk_seconds=1.0, context_seconds=0.5)
+    batch = Emitter.batch
+
+    def slow(self, wavs):
+        time.sleep(0.2)
+        return batch(self, wavs)
+
+    monkeypatch.setattr(Emitter, "batch", slow)
+
+    async def run(url):  # 10 ms a message, as fast as it goes; a ping every 0.1 s, answered within 1 s
+        async with websockets.connect(f"ws://{url}/v1/stream", ping_interval=0.1, ping_timeout=1.0) as ws:
+            async def sender():
+                for i in range(0, len(raw), 320):
+                    await ws.send(raw[i : i + 320])
+                await ws.send(json.dumps({"type": "end"}))
+
+            task = asyncio.create_task(sender())
+            got = await receive_all(ws)
+            try:
+                await task
+            except websockets.exceptions.ConnectionClosed:
+                pass
+            return got, ws.close_code, ws.close_reason
+
+    with server(model, **STREAM) as url:
+        msgs, code, reason = asyncio.run(run(url))
+    assert code == 1000 and msgs[-1] == {"type": "done"}, (code, reason)
+    assert " ".join(m["text"] for m in finals(msgs)) == want["text"]
 
 
 def test_other_rates_and_float_samples(model, pcm):

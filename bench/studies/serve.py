@@ -27,7 +27,8 @@ wider). The audio is tests/data/real-mini (ten real utterances, 49 s).
    transcript of the file with the server's stream windows.
 
 `--threads`, `--precision` (auto: bf16 on a CPU with native bf16) apply to the server and the
-baseline alike; `--max-batch` is the server's (8, its default; 1: no batching across clients).
+baseline alike; `--max-batch` is the server's (default: the server's own, 8 in fp32 and 1 in
+bf16 or int8; 1: no batching across clients).
 Client and server share the machine's cores (the client process averaged 1.6 % of a core over
 a base-model run). Results: markdown tables on stdout (and --md FILE), one JSON line per level;
 docs/benchmarks.md ("Serving") has the figures and what they mean.
@@ -124,8 +125,8 @@ def start_server(model: Path, port: int, args, log: Path) -> subprocess.Popen:
     cmd = w2v("serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
               "--threads", str(args.threads), "--max-queue", str(2 * max(args.clients)),
               "--max-streams", str(max(args.clients)), "--stream-chunk-seconds", str(args.stream_chunk),
-              "--stream-context-seconds", str(args.stream_context), "--max-batch", str(args.max_batch),
-              "--precision", args.precision)  # fmt: skip
+              "--stream-context-seconds", str(args.stream_context), "--precision", args.precision,
+              *(["--max-batch", str(args.max_batch)] if args.max_batch else []))  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     import urllib.request
 
@@ -346,7 +347,7 @@ def run_preset(preset: str, args, files: list[str], work: Path) -> tuple[list[Ba
 
 
 def markdown(results: dict[str, tuple[list[Baseline], list[dict]]], args) -> str:
-    out = [f"`python bench/studies/serve.py {' '.join(sys.argv[1:])}` (threads {args.threads}, server --max-batch {args.max_batch}), "
+    out = [f"`python bench/studies/serve.py {' '.join(sys.argv[1:])}` (threads {args.threads}, server --max-batch {args.max_batch or 'default'}), "
            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
            f"{os.cpu_count()} cores; load average at the end {load_average()}.", ""]  # fmt: skip
     for preset, (bases, rows) in results.items():
@@ -383,7 +384,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="model threads, for the server and the baseline alike")
     ap.add_argument("--stream-chunk", type=float, default=2.0, help="the server's stream window centre (s), for the solo stream transcripts")
     ap.add_argument("--stream-context", type=float, default=1.0, help="the server's stream window context (s)")
-    ap.add_argument("--max-batch", type=int, default=8, help="the server's --max-batch (8, its default; 1: no batching)")
+    ap.add_argument("--max-batch", type=int, default=None, help="the server's --max-batch (default: the server's, 8 in fp32, "
+                    "1 in bf16 or int8; 1: no batching)")
     ap.add_argument("--precision", default="auto", help="auto | fp32 | bf16, for the server and the baseline alike "
                     "(auto: bf16 on a CPU with native bf16, else fp32)")
     ap.add_argument("--md", type=Path, help="also write the markdown tables here")

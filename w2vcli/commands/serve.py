@@ -29,7 +29,7 @@ def serve(
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Beam-search decoder processes (one core each).", min=1)] = 1,
     api_key: Annotated[Optional[str], typer.Option("--api-key", help=f"Require `Authorization: Bearer KEY` on /v1/ routes (default: ${API_KEY_ENV} if set).", show_default=False)] = None,
     cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="A browser origin allowed to call the API (repeat for more; none by default).", show_default=False)] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", help="Waveforms (requests or stream windows) per forward pass, across clients.", min=1)] = 8,
+    max_batch: Annotated[Optional[int], typer.Option("--max-batch", help="Waveforms (requests or stream windows) per forward pass, across clients (default: 8 in fp32; 1 in bf16, fp16 or int8, where batching can change a transcript).", min=1, show_default=False)] = None,
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="How long the first waiting waveform waits for others to batch with.", min=0)] = 5.0,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests in flight at once; more get 503 with Retry-After.", min=1)] = 32,
     max_streams: Annotated[int, typer.Option("--max-streams", help="Websocket streams open at once; more are closed with 1013.", min=1)] = 16,
@@ -71,7 +71,7 @@ def serve(
     from w2vcli.decode.ctc import DecodingOptions
     from w2vcli.decode.emissions import EmissionOptions
     from w2vcli.decode.transcribe import TranscribeOptions
-    from w2vcli.serve.engine import Engine, ServeOptions
+    from w2vcli.serve.engine import DEFAULT_MAX_BATCH, Engine, ServeOptions
 
     settings = ServeOptions(max_batch, max_wait_ms, max_queue, max_streams, max_upload_mb, max_audio_seconds,
                             request_timeout, max_stream_seconds, idle_seconds, stream_chunk_seconds,
@@ -79,7 +79,7 @@ def serve(
     cpu.set_threads(cpu.inference_threads(cpu.AUTO if threads is None else threads, jobs))
     model = w2vcli.load_ctc_model(model_path, device="cpu", vocab=vocab)
     options = TranscribeOptions(
-        emission=EmissionOptions(max_batch, chunk_seconds, context_seconds, device, precision, quantize=quantize),
+        emission=EmissionOptions(max_batch or DEFAULT_MAX_BATCH, chunk_seconds, context_seconds, device, precision, quantize=quantize),
         decoding=DecodingOptions(beam_size=beam if beam is not None else (50 if lm is not None else 0),
                                  lm=str(lm) if lm else None, alpha=alpha, beta=beta,
                                  unigrams=str(unigrams) if unigrams else None),
@@ -92,6 +92,7 @@ def serve(
     where = f"http://{host}:{port}"
     log(f"serving {model_path} ({engine.emitter.mode}, {options.decoding.method} decoding) on {where}"
         + ("; API key required" if key else ""))
+    log(engine.batching)
     # uvicorn answers SIGTERM and Ctrl-C by finishing the requests in flight, then raises the
     # signal again under the handlers it found: these, so the process ends here with exit code 0
     # after closing the decoder processes, instead of being killed by the repeated signal

@@ -173,6 +173,12 @@ def iter_windows(blocks: Iterable[np.ndarray], chunk: int, context: int) -> Iter
         buf, buf_start = buf[drop:], buf_start + drop
 
 
+def needs_chunking(num_samples: int, chunk: int, context: int) -> bool:
+    """`transcribe`'s rule: audio longer than chunk + context is cut into windows; shorter audio
+    (or any, with chunk 0) runs in one pass over the whole of it."""
+    return chunk > 0 and num_samples > chunk + context
+
+
 def kept_frames(win: Window, log_probs: np.ndarray, frame_stride: int) -> np.ndarray:
     """The frames of a window's kept centre [keep_from, keep_to) out of its log-probabilities [T,V]."""
     first = (win.keep_from - win.start) // frame_stride  # local index of the first kept frame
@@ -222,7 +228,7 @@ class Emitter:
         return self.frame_stride / SAMPLE_RATE
 
     def needs_chunking(self, num_samples: int) -> bool:
-        return self.chunk > 0 and num_samples > self.chunk + self.context
+        return needs_chunking(num_samples, self.chunk, self.context)
 
     def sub_batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices into `lengths` grouped into forward passes that compute (almost) no padding.

@@ -198,7 +198,7 @@ def create_app(engine: Engine, api_key: str | None = None, cors_origins: tuple[s
     async def health():
         return {"status": "ok", "model": engine.model_id, "requests": admission.inflight,
                 "streams": app.state.streams, "forward_passes": engine.batcher.passes,
-                "waveforms": engine.batcher.waveforms}
+                "waveforms": engine.batcher.waveforms, "max_batch": engine.max_batch}
 
     @app.get("/v1/models")
     async def models():

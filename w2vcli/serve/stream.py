@@ -1,10 +1,12 @@
 """A live stream over a websocket: PCM in, partial and final results out (protocol: docs/serve.md).
 
-The audio is cut into the windows `w2v transcribe` stitches (w2vcli/decode/emissions.py) with
-the stream's chunk and context: window k is run once the audio reaches its right edge
-`c_k + chunk + context`, and its kept centre adds `chunk` samples of final ("stable") frames. So
-the stable emissions of a stream are exactly those of `transcribe --chunk-seconds CHUNK
---context-seconds CONTEXT` on the whole recording.
+The audio is cut into the windows `w2v transcribe` runs (w2vcli/decode/emissions.py) with the
+stream's chunk and context, by its rule: audio no longer than chunk + context is one pass over the
+whole of it, so a stream that short is run once, at its end; beyond that, window k is run once the
+audio passes chunk + context and reaches the window's right edge `c_k + chunk + context`, and its
+kept centre adds `chunk` samples of final ("stable") frames. So the stable emissions of a stream
+are exactly those of `transcribe --chunk-seconds CHUNK --context-seconds CONTEXT` on the whole
+recording.
 
 Segments are cut on the stable frames, where the model's best unit has been silent (the blank,
 another special, or the word boundary) for `silence_seconds`, and for a letter vocabulary only
@@ -31,7 +33,7 @@ import soxr
 
 from w2vcli.audio import SAMPLE_RATE
 from w2vcli.decode.ctc import Hypothesis
-from w2vcli.decode.emissions import Window, kept_frames
+from w2vcli.decode.emissions import Window, kept_frames, needs_chunking
 from w2vcli.text import SPECIALS, Vocabulary
 
 FORMATS = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
@@ -95,7 +97,14 @@ class StreamState:
 
     def windows(self, eof: bool) -> list[Window]:
         """The windows whose audio has all arrived (at the end: all that are left), in order;
-        the same windows as `iter_windows` cuts from the whole recording."""
+        the same windows as `transcribe` runs for the whole recording (Emitter.windows): a stream
+        no longer than chunk + context is one pass over all of it, run at its end; a longer one,
+        the windows `iter_windows` cuts, from the moment it passes that length."""
+        if self.k == 0 and not needs_chunking(self.total, self.chunk, self.context):
+            if not eof or not self.total:  # short so far: wait for the end, or for more audio
+                return []
+            self.k = 1
+            return [Window(0, 0, None, self.buf[: self.total].copy())]
         out = []
         while True:
             c = self.k * self.chunk
@@ -228,8 +237,12 @@ def pcm_samples(data: bytes, fmt: str) -> np.ndarray:
 
 class Stream:
     """One websocket stream: reads the client's messages and sends its results (docs/serve.md).
-    Each stream waits for its own model and decoder work before it reads on, so a client that
-    sends faster than the server runs is slowed by TCP, not queued without bound."""
+
+    A reader task takes every message off the socket as it arrives, into the stream's own queue,
+    so the socket is always read: the client's keepalive pings are answered however far the
+    model is behind (a socket left unread while the model works closes with 1011 "keepalive ping
+    timeout"). The queue holds at most `--max-stream-seconds` of audio, the stream's limit, checked
+    as the audio arrives. The stream's work (model, decoder, results) takes the queued audio in order."""
 
     def __init__(self, ws, engine):
         self.ws, self.engine, self.opts = ws, engine, engine.serve
@@ -242,27 +255,23 @@ class Stream:
                                  math.ceil(self.opts.max_segment_seconds / em.frame_seconds))
         self.fmt, self.rate, self.resampler = "pcm_s16le", SAMPLE_RATE, None
         self.last_partial = 0  # samples at the last partial
+        self.inbox: asyncio.Queue = asyncio.Queue()  # audio [S] at `rate`, then None at the client's "end"
+        self.error: BaseException | None = None  # what ended the reader (bad input, the client left)
 
     async def send(self, msg: dict) -> None:
         """Send one message; a client that does not read for `idle_seconds` is given up."""
         await asyncio.wait_for(self.ws.send_text(json.dumps(msg)), self.opts.idle_seconds)
 
-    async def run(self, stopping: asyncio.Event | None = None) -> bool:
-        """Serve the stream until the client's "end" (then True, after "done"), or until `stopping`
-        is set (the server is shutting down: then False, after the finals of the audio received)."""
-        started = False
-        stop = asyncio.ensure_future((stopping or asyncio.Event()).wait())
+    async def read(self) -> None:
+        """Read the client's messages into `inbox` until its "end" (then None), or until bad input
+        or its leaving (then `error`, and None to wake the stream)."""
+        started, seconds = False, 0.0
         try:
             while True:
-                receive = asyncio.ensure_future(self.ws.receive())
-                done, _ = await asyncio.wait({receive, stop}, timeout=self.opts.idle_seconds,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if receive not in done:
-                    receive.cancel()
-                    if stop in done:
-                        break
-                    raise StreamError(f"no message for {self.opts.idle_seconds:g} s")
-                message = receive.result()
+                try:
+                    message = await asyncio.wait_for(self.ws.receive(), self.opts.idle_seconds)
+                except asyncio.TimeoutError:
+                    raise StreamError(f"no message for {self.opts.idle_seconds:g} s") from None
                 if message["type"] == "websocket.disconnect":
                     raise ConnectionResetError("client left")
                 if message.get("text") is not None:
@@ -273,10 +282,44 @@ class Stream:
                     self.fmt, self.rate = msg.get("format", self.fmt), msg.get("sample_rate", self.rate)
                 elif message.get("bytes") is not None:
                     started = True
-                    await self.audio(pcm_samples(message["bytes"], self.fmt))
-                if stop.done():  # shutting down: what is read is finished, the rest is not read
+                    samples = pcm_samples(message["bytes"], self.fmt)
+                    seconds += len(samples) / self.rate
+                    if seconds > self.opts.max_stream_seconds:
+                        raise StreamError(f"the stream is longer than this server's --max-stream-seconds "
+                                          f"{self.opts.max_stream_seconds:g}")
+                    self.inbox.put_nowait(samples)
+        except Exception as exc:  # noqa: BLE001 - raised by the stream's own task (run), which answers for it
+            self.error = exc
+        self.inbox.put_nowait(None)
+
+    async def run(self, stopping: asyncio.Event | None = None) -> bool:
+        """Serve the stream until the client's "end" (then True, after "done"), or until `stopping`
+        is set (the server is shutting down: then False, after the finals of the audio received)."""
+        reader = asyncio.ensure_future(self.read())
+        stop = asyncio.ensure_future((stopping or asyncio.Event()).wait())
+        try:
+            while True:
+                get = asyncio.ensure_future(self.inbox.get())
+                done, _ = await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if get not in done:
+                    get.cancel()
                     break
+                samples = get.result()
+                if self.error is not None:  # bad input or a client gone: the audio still queued is not run
+                    raise self.error
+                if samples is None:
+                    break
+                await self.audio(samples)
+                if stop.done():
+                    break
+            if stop.done():  # shutting down: the audio read so far gets its finals, nothing more is read
+                reader.cancel()
+                while not self.inbox.empty():
+                    samples = self.inbox.get_nowait()
+                    if samples is not None:
+                        self.add(samples)
         finally:
+            reader.cancel()
             stop.cancel()
         if self.resampler is not None:
             self.state.add(self.resampler.resample_chunk(np.zeros(0, np.float32), last=True))
@@ -286,15 +329,16 @@ class Stream:
         await self.send({"type": "done"})
         return True
 
-    async def audio(self, samples: np.ndarray) -> None:
+    def add(self, samples: np.ndarray) -> None:
+        """Audio at the stream's rate, resampled to 16 kHz, into the stream's state."""
         if self.rate != SAMPLE_RATE:
             if self.resampler is None:
                 self.resampler = soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
             samples = self.resampler.resample_chunk(samples, last=False)
         self.state.add(np.ascontiguousarray(samples, dtype=np.float32))
-        if self.state.total > self.opts.max_stream_seconds * SAMPLE_RATE:
-            raise StreamError(f"the stream is longer than this server's --max-stream-seconds "
-                              f"{self.opts.max_stream_seconds:g}")
+
+    async def audio(self, samples: np.ndarray) -> None:
+        self.add(samples)
         await self.advance(eof=False)
 
     async def advance(self, eof: bool) -> None:
