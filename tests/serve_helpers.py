@@ -8,24 +8,9 @@ import threading
 import time
 from typing import Iterator
 
-import torch
-
-from w2vcli.text import SPECIALS, Vocabulary
-
-VOCAB = Vocabulary(list(SPECIALS) + list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ"))
 
 
-def tiny_model(seed: int = 0):
-    """The tiny preset with random weights that give varied letters (as tests/test_transcribe.py)."""
-    from w2vcli.model.checkpoint import build_model
-    from w2vcli.model.config import tiny
-
-    torch.manual_seed(seed)
-    model = build_model("ctc", tiny(), VOCAB)
-    with torch.no_grad():
-        model.head.weight.normal_(0, 2.0)
-        model.head.bias[VOCAB.index["|"]] += 1.0
-    return model.eval()
+from tiny_models import VOCAB, tiny_model  # noqa: F401 (the serve tests import both from here)
 
 
 def same_words(got: list[dict], want: list[dict], tolerance: float = 1e-3) -> bool:

@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from typer.testing import CliRunner
 
 from w2vcli.cli import app
-from w2vcli.text import SPECIALS, Vocabulary
+
+from tiny_models import tiny_checkpoint  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -58,7 +58,6 @@ pytestmark = [
     pytest.mark.skipif(selenium is None, reason="needs selenium (pip install -e '.[dev]')"),
 ]
 
-VOCAB = Vocabulary(list(SPECIALS) + list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ"))
 TIME_TOLERANCE = 0.011  # s: the server and the CLI may round word times differently by one ms
 # the server's stream windows (kept centre, context each side): a stream's words are those of
 # `w2v transcribe --chunk-seconds STREAM_CHUNK --context-seconds STREAM_CONTEXT` (w2vcli/serve/stream.py)
@@ -69,17 +68,7 @@ KEY = "page-test-key"
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     """A w2v CTC checkpoint of the tiny preset with random weights (varied output)."""
-    from w2vcli.model.checkpoint import build_model, save_checkpoint
-    from w2vcli.model.config import tiny
-
-    torch.manual_seed(0)
-    model = build_model("ctc", tiny(), VOCAB)
-    with torch.no_grad():
-        model.head.weight.normal_(0, 2.0)
-        model.head.bias[VOCAB.index["|"]] += 1.0
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")

@@ -12,26 +12,14 @@ from typer.testing import CliRunner
 
 from w2vcli.cli import app
 from w2vcli.decode.formats import cues, render, timestamp
-from w2vcli.text import SPECIALS, Vocabulary
 
-VOCAB = Vocabulary(list(SPECIALS) + list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ"))
+from tiny_models import tiny_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A w2v CTC checkpoint of the tiny preset with random weights (varied output)."""
-    from w2vcli.model.build import build_model
-    from w2vcli.model.checkpoint import save_checkpoint
-    from w2vcli.model.config import tiny
-
-    torch.manual_seed(0)
-    model = build_model("ctc", tiny(), VOCAB)
-    with torch.no_grad():
-        model.head.weight.normal_(0, 2.0)
-        model.head.bias[VOCAB.index["|"]] += 1.0
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, model)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")

@@ -20,24 +20,12 @@ from w2vcli.decode.transcribe import TranscribeOptions, Transcriber
 from w2vcli.errors import W2VError
 from w2vcli.text import SPECIALS, Vocabulary
 
-VOCAB = Vocabulary(list(SPECIALS) + list("|ETAONIHSRDLUMWCFGYPBVK'XJQZ"))
-
-
-def tiny_ctc(seed: int):
-    from w2vcli.model.checkpoint import build_model
-    from w2vcli.model.config import tiny
-
-    torch.manual_seed(seed)
-    model = build_model("ctc", tiny(), VOCAB)
-    with torch.no_grad():
-        model.head.weight.normal_(0, 2.0)
-        model.head.bias[VOCAB.index["|"]] += 1.0
-    return model.eval()
+from tiny_models import VOCAB, tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_ctc(0)
+    return tiny_model(0)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +53,7 @@ def test_long_array_is_chunked_like_the_file(model, real_mini, tmp_path):
 
 
 def test_two_transcribers_side_by_side(model, flac):
-    other = tiny_ctc(1)
+    other = tiny_model(1)
     wav = load_audio(flac)
     with Transcriber(model) as a, Transcriber(other) as b:
         ta, tb, ta2 = a(wav).hyp.text, b(wav).hyp.text, a(wav).hyp.text
