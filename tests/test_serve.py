@@ -75,22 +75,24 @@ def test_openai_client_unchanged(url, files, solo):
     assert [m.id for m in c.models.list()] == ["tiny"]
 
 
+def post_verbose(url: str, path: str) -> dict:
+    """One upload with word times (verbose_json); a 200 is required."""
+    with open(path, "rb") as fh:
+        r = httpx.post(f"http://{url}/v1/audio/transcriptions", files={"file": fh},
+                       data={"model": "tiny", "response_format": "verbose_json", "timestamp_granularities[]": "word"},
+                       timeout=60)  # fmt: skip
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def test_concurrent_requests_equal_solo_and_are_batched(model, files, solo):
     """16 clients at once, the same file several times (equal lengths share forward passes) and
     different files: every transcript equals its solo transcription, words and times (and
     confidences to the float rounding of a batched pass)."""
     jobs = [files[i % 3] for i in range(16)]
 
-    def one(url: str, f: str) -> dict:
-        with open(f, "rb") as fh:
-            r = httpx.post(f"http://{url}/v1/audio/transcriptions", files={"file": fh},
-                           data={"model": "tiny", "response_format": "verbose_json", "timestamp_granularities[]": "word"},
-                           timeout=60)  # fmt: skip
-        assert r.status_code == 200, r.text
-        return r.json()
-
     with server(model, max_wait_ms=300) as url, ThreadPoolExecutor(16) as pool:  # a wait that batches on a busy machine
-        got = list(pool.map(lambda f: one(url, f), jobs))
+        got = list(pool.map(lambda f: post_verbose(url, f), jobs))
         health = httpx.get(f"http://{url}/health").json()
     for f, r in zip(jobs, got):
         assert r["text"] == solo[f]["text"]
@@ -111,16 +113,8 @@ def test_bf16_serves_each_client_alone_by_default(model, files, monkeypatch):
     solo = {f: w2vcli.transcribe(model, f, transcribe_options()).to_dict() for f in files[:3]}
     jobs = [files[i % 3] for i in range(12)]
 
-    def one(url: str, f: str) -> dict:
-        with open(f, "rb") as fh:
-            r = httpx.post(f"http://{url}/v1/audio/transcriptions", files={"file": fh},
-                           data={"model": "tiny", "response_format": "verbose_json", "timestamp_granularities[]": "word"},
-                           timeout=60)  # fmt: skip
-        assert r.status_code == 200, r.text
-        return r.json()
-
     with server(model, max_wait_ms=300) as url, ThreadPoolExecutor(12) as pool:
-        got = list(pool.map(lambda f: one(url, f), jobs))
+        got = list(pool.map(lambda f: post_verbose(url, f), jobs))
         health = httpx.get(f"http://{url}/health").json()
     for f, r in zip(jobs, got):
         assert r["text"] == solo[f]["text"] and r["words"] == solo[f]["words"]  # to the bit: each ran alone
