@@ -333,6 +333,51 @@ def test_sigterm_finishes_the_request_in_flight(model, files, solo, tmp_path):
             proc.wait()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_group_stops_server_and_decoder_processes(model, files, tiny_lm, tmp_path, sig):
+    """`systemctl stop` sends SIGTERM to every process of the service, and Ctrl-C sends SIGINT to
+    the terminal's whole process group: with --jobs 2 the decoder processes get it too. They used
+    to die, be re-forked by the pool and leave the server hanging with three processes; now the
+    server answers, drains and exits 0, and no decoder process outlives it."""
+    from w2vcli.model.checkpoint import save_checkpoint
+
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, model)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "w2vcli", "serve", str(ckpt), "--port", str(port), "--device", "cpu",
+                             "--lm", str(tiny_lm), "--beam", "4", "--jobs", "2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
+            time.sleep(0.1)
+        with open(files[0], "rb") as fh:  # the decoder processes have worked
+            assert httpx.post(f"{base}/v1/audio/transcriptions", files={"file": fh}, data={"model": "m"},
+                              timeout=30).status_code == 200
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                   text=True).stdout.split()]
+        assert len(children) == 2
+        os.killpg(proc.pid, sig)
+        assert proc.wait(30) == 0, proc.stdout.read().decode()
+        time.sleep(0.5)
+        alive = [c for c in children if os.path.exists(f"/proc/{c}") and "Z" not in open(f"/proc/{c}/stat").read().split()[2]]
+        assert not alive, f"decoder processes {alive} outlived the server"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def test_serve_command_checks_its_options_before_loading(tmp_path):
     from typer.testing import CliRunner
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,6 +321,12 @@ class _Worker:
 
 
 def _start_worker(decoder: GreedyDecoder | BeamSearchDecoder) -> None:
+    # The parent owns its workers' lifetime. A Ctrl-C (SIGINT to the terminal's process group) or
+    # `systemctl stop` (SIGTERM to the whole cgroup) also reaches the workers: dying there, they
+    # were re-forked by the pool (inheriting a server's listening socket) and left the parent's
+    # close hanging, so they ignore both; the parent stops them in `DecoderPool.close`.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _Worker.decoder = decoder
 
 
@@ -361,6 +369,7 @@ class DecoderPool:
 
     def __init__(self, decoder: GreedyDecoder | BeamSearchDecoder, jobs: int = 1):
         self.decoder, self.jobs, self._pool = decoder, 1, None
+        self._pending, self._lock = 0, threading.Lock()  # tasks submitted and not yet finished
         if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
             self._pool = multiprocessing.get_context("fork").Pool(jobs, _start_worker, (decoder,))
             self.jobs = jobs
@@ -370,8 +379,10 @@ class DecoderPool:
     def submit(self, log_probs: np.ndarray, weights: tuple[float, float] | None = None, callback=None,
                error_callback=None):
         if self._pool is not None:
-            return self._pool.apply_async(_worker_decode, ((log_probs, weights),), callback=callback,
-                                          error_callback=error_callback)
+            with self._lock:
+                self._pending += 1
+            return self._pool.apply_async(_worker_decode, ((log_probs, weights),), callback=self._finished(callback),
+                                          error_callback=self._finished(error_callback))
         if weights is not None:
             self.decoder.set_lm_weights(*weights)
         try:
@@ -388,11 +399,28 @@ class DecoderPool:
     def map(self, emissions: list[np.ndarray], weights: tuple[float, float] | None = None) -> list[tuple[Hypothesis, float]]:
         return [h.get() for h in [self.submit(lp, weights) for lp in emissions]]
 
+    def _finished(self, then):
+        def done(value) -> None:
+            with self._lock:
+                self._pending -= 1
+            if then is not None:
+                then(value)
+        return done
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        """Stop the workers: at once when tasks are still pending (an error, Ctrl-C: their results
+        are not wanted), else after they take the pool's sentinel. Workers ignore SIGTERM, so a
+        pending pool's are killed (SIGKILL) before multiprocessing's terminate."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        if self._pending == 0:
+            pool.close()
+        else:
+            for worker in list(pool._pool):  # multiprocessing keeps its processes there
+                worker.kill()
+            pool.terminate()
+        pool.join()
 
     def __enter__(self) -> "DecoderPool":
         return self
