@@ -22,6 +22,7 @@ import pytest
 import soundfile as sf
 
 import w2vcli
+from w2vcli.decode.emissions import Emitter
 from serve_helpers import same_words, server, tiny_model, transcribe_options
 
 pytest.importorskip("fastapi")
@@ -331,6 +332,29 @@ def test_sigterm_finishes_the_request_in_flight(model, files, solo, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_bf16_long_upload_runs_its_windows_as_transcribe_does(model, files, monkeypatch, tmp_path):
+    """A long upload's windows go through in transcribe's groups of `batch_size` (here 3 windows
+    a pass), never split, even where the server batches nothing across clients (bf16): so its
+    transcript is transcribe's to the bit, whatever a batch does to a row's rounding."""
+    from w2vcli import cpu
+
+    monkeypatch.setattr(cpu, "cpu_features", lambda: cpu.CpuFeatures(bf16=True, amx=True, vnni=True, capability="AVX512"))
+    monkeypatch.delenv("W2V_CPU_MODE", raising=False)  # tests pin fp32 (conftest): let auto choose bf16
+    wav = np.concatenate([sf.read(f, dtype="float32")[0] for f in files[:3]])  # ~20 s
+    long = tmp_path / "long.wav"
+    sf.write(long, wav, 16000)
+    options = transcribe_options(chunk_seconds=2.0, context_seconds=1.0, batch_size=3)
+    want = w2vcli.transcribe(model, str(long), options).to_dict()
+    windows = len(Emitter(model, options.emission).windows(wav))
+    assert windows > 6
+    with server(model, options=options) as url:
+        got = post_verbose(url, str(long))
+        health = httpx.get(f"http://{url}/health").json()
+    assert got["text"] == want["text"] and got["words"] == want["words"]
+    assert health["max_batch"] == 1 and health["waveforms"] == windows
+    assert health["forward_passes"] == -(-windows // 3)  # the groups of transcribe, not one window a pass
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

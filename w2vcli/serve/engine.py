@@ -97,29 +97,38 @@ class Batcher:
         self.waveforms = 0
 
     async def run(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
-        """Log-probabilities [T_i,V] of each waveform [S_i], computed in batches with other clients'."""
+        """Log-probabilities [T_i,V] of each waveform [S_i] of one client, computed in batches with
+        other clients'. The waveforms go in groups of the emitter's `batch_size`, as `w2v
+        transcribe` runs the windows of a long file, and a group is never split: where a batched
+        row rounds by its batch (bf16), a long upload still gets exactly transcribe's result."""
         futures = [concurrent.futures.Future() for _ in wavs]
-        for wav, fut in zip(wavs, futures):
-            self._queue.put((wav, fut))
+        size = self.emitter.options.batch_size
+        for i in range(0, len(wavs), size):
+            self._queue.put(list(zip(wavs[i:i + size], futures[i:i + size])))
         # a client that goes away (or runs out of time) cancels its waveforms not yet run
         return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
 
     def _loop(self) -> None:
+        held = None  # a group taken from the queue that did not fit the last pass
         while True:
-            first = self._queue.get()
+            first = held if held is not None else self._queue.get()
+            held = None
             if first is None:
                 return
-            items = [first]
+            items = list(first)
             deadline = time.monotonic() + self.max_wait
             while len(items) < self.max_batch:
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    group = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
-                if item is None:
+                if group is None:
                     self._queue.put(None)  # stop after this batch
                     break
-                items.append(item)
+                if len(items) + len(group) > self.max_batch:
+                    held = group  # whole groups only: it starts the next pass
+                    break
+                items.extend(group)
             items = [(w, f) for w, f in items if f.set_running_or_notify_cancel()]
             if not items:
                 continue
