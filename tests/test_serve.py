@@ -263,6 +263,29 @@ def test_page_and_its_files_and_nothing_else(model, monkeypatch, tmp_path):
             assert r.status_code == 404 and "root:" not in r.text
 
 
+def serve_process(ckpt: Path, *args: str, **popen) -> tuple[subprocess.Popen, str]:
+    """`w2v serve CKPT ARGS` in its own process on a free loopback port, once it answers /health:
+    (the process, "http://127.0.0.1:PORT")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "w2vcli", "serve", str(ckpt), "--port", str(port), "--device", "cpu",
+                             *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/health").status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(proc.stdout.read().decode())
+        time.sleep(0.1)
+
+
 def test_sigterm_finishes_the_request_in_flight(model, files, solo, tmp_path):
     """`w2v serve` in its own process: a request held in the batcher when SIGTERM arrives still
     gets its transcript, an open stream gets the finals of the audio it sent and close code 1012,
@@ -274,23 +297,9 @@ def test_sigterm_finishes_the_request_in_flight(model, files, solo, tmp_path):
 
     ckpt = tmp_path / "tiny.pt"
     save_checkpoint(ckpt, model)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-m", "w2vcli", "serve", str(ckpt), "--port", str(port), "--device", "cpu",
-                             "--max-wait-ms", "1000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc, base = serve_process(ckpt, "--max-wait-ms", "1000")
+    port = base.rsplit(":", 1)[1]
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
-            time.sleep(0.1)
         result = {}
 
         def request():
@@ -367,24 +376,8 @@ def test_a_signal_to_the_whole_group_stops_server_and_decoder_processes(model, f
 
     ckpt = tmp_path / "tiny.pt"
     save_checkpoint(ckpt, model)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-m", "w2vcli", "serve", str(ckpt), "--port", str(port), "--device", "cpu",
-                             "--lm", str(tiny_lm), "--beam", "4", "--jobs", "2"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc, base = serve_process(ckpt, "--lm", str(tiny_lm), "--beam", "4", "--jobs", "2", start_new_session=True)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
-            time.sleep(0.1)
         with open(files[0], "rb") as fh:  # the decoder processes have worked
             assert httpx.post(f"{base}/v1/audio/transcriptions", files={"file": fh}, data={"model": "m"},
                               timeout=30).status_code == 200
