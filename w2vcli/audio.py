@@ -108,15 +108,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     """Decode a whole file to float32 mono at `sample_rate`: array of shape [S]."""
     path = str(path)
     _check_file(path)
-    try:
-        with sf.SoundFile(path) as f:
-            sr = f.samplerate
-            wav = _read_mp3_to_end(path) if f.format == "MP3" else None
-            if wav is None:
-                wav = f.read(dtype="float32", always_2d=True)  # [S, C]
-    except _READ_ERRORS as exc:
-        raise W2VError(f"{path}: not readable audio ({_reason(exc)})") from None
-    return _mono_at(wav, sr, sample_rate, path)
+    return _decode(path, path, sample_rate)
 
 
 def load_audio_segment(path: str | os.PathLike, start: int, frames: int) -> np.ndarray:
@@ -140,10 +132,16 @@ def load_audio_bytes(data: bytes, name: str = "audio", sample_rate: int = SAMPLE
     `sample_rate` [S]; a W2VError naming `name` when it is not audio soundfile can read."""
     if not data:
         raise W2VError(f"{name}: empty (no bytes)")
+    return _decode(data, name, sample_rate)
+
+
+def _decode(source: str | bytes, name: str, sample_rate: int) -> np.ndarray:
+    """A whole encoded file (a path, or its bytes) -> float32 mono [S] at `sample_rate`; MP3s
+    without a length header through `_read_mp3_to_end`; a W2VError naming `name`."""
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
+        with sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else source) as f:
             sr = f.samplerate
-            wav = _read_mp3_to_end(data) if f.format == "MP3" else None
+            wav = _read_mp3_to_end(source) if f.format == "MP3" else None
             if wav is None:
                 wav = f.read(dtype="float32", always_2d=True)  # [S, C]
     except _READ_ERRORS as exc:
