@@ -504,7 +504,7 @@ def main() -> None:
     ap.add_argument("--demo", type=Path, default=None, help="the demo recipe's experiment folder: demo mode")
     ap.add_argument("--model", type=Path, default=None, help="demo mode: the checkpoint")
     ap.add_argument("--hyp", type=Path, nargs="*", default=None, help="demo mode: w2v transcribe JSONL outputs")
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", type=lambda p: Path(p).resolve(), default=None)  # absolute: the manifests it writes hold paths
     args = ap.parse_args()
     if args.demo is not None:
         demo_main(args)
