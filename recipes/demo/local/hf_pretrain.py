@@ -104,7 +104,6 @@ def main() -> None:
     lr, warmup, clip = conf["lr"], conf["warmup_updates"], conf.get("clip_norm", 10.0)
     per_batch = conf["max_tokens"] // conf["max_sample_size"]
     hf_dict = config_to_hf(model_conf, "Wav2Vec2ForPreTraining", None)
-    hf_dict["feat_extract_activation"] = "gelu"
     config = Wav2Vec2Config(**{k: v for k, v in hf_dict.items() if k != "model_type"})
 
     torch.manual_seed(args.seed)
