@@ -16,7 +16,8 @@ from w2vcli.errors import W2VError
 kenlm = pytest.importorskip("kenlm")
 
 
-def needs_lmplz() -> None:
+@pytest.fixture
+def lmplz() -> None:
     """Skip where KenLM's programs are not built (the Python module alone cannot build an LM)."""
     try:
         lm_mod.find_kenlm_program("lmplz")
@@ -32,8 +33,7 @@ def test_tiny_lm_loads_and_prefers_corpus_word_order(tiny_lm):
     assert words[0] == "THE" and "WHALE" in words and all(w == w.upper() for w in words)
 
 
-def test_cli_build_arpa_with_exclusion_and_normalisation(tmp_path):
-    needs_lmplz()
+def test_cli_build_arpa_with_exclusion_and_normalisation(tmp_path, lmplz):
     text = tmp_path / "corpus.txt.gz"
     lines = ["The cat sat on the mat.", "A dog, barking!", "the cat sat on the mat", "Keep me out", ""]
     with gzip.open(text, "wt", encoding="utf-8") as f:
@@ -53,8 +53,7 @@ def test_cli_build_arpa_with_exclusion_and_normalisation(tmp_path):
     assert kenlm.Model(str(out)).order == 2
 
 
-def test_prune_is_passed_and_validated(tmp_path, lm_text):
-    needs_lmplz()
+def test_prune_is_passed_and_validated(tmp_path, lm_text, lmplz):
     out = tmp_path / "p.bin"
     res = CliRunner().invoke(
         app, ["lm", "build", str(lm_text), "-n", "3", "-o", str(out), "--prune", "0 0 1", "--memory", "50M"]
@@ -87,8 +86,7 @@ def test_missing_programs_name_the_install_script(tmp_path, lm_text, monkeypatch
     assert not (tmp_path / "x.bin").exists()
 
 
-def test_missing_text_and_empty_corpus(tmp_path):
-    needs_lmplz()
+def test_missing_text_and_empty_corpus(tmp_path, lmplz):
     with pytest.raises(W2VError, match="nope.txt: text file not found"):
         LMBuildConfig(texts=(tmp_path / "nope.txt",), out=tmp_path / "x.bin")
     empty = tmp_path / "empty.txt"
