@@ -141,8 +141,8 @@ else
   suffix=""; [ "$task" = open ] && suffix=-open
   out=${out:-$recipe/exp$suffix}
   results=${results:-$repo/docs/demo-results$suffix.md}
-  train_hours=2              # commands: ~3 passes over it in the 1500 pretraining updates
-  pt_updates=""              # conf/pretrain.toml's (1500)
+  train_hours=2              # commands: ~11 passes over it in the 5000 pretraining updates
+  pt_updates=""              # conf/pretrain.toml's (5000)
   if [ "$task" = open ]; then
     train_hours=4            # ~6 passes over it in 2500 pretraining updates
     pt_updates=2500
