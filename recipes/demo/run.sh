@@ -60,13 +60,13 @@
 #                docs/demo-results-open.md by default
 #   --quick      tiny sizes and configs (conf/quick), labelled amounts 1m/2m/4m
 #   --seeds N    run stages 2-4 and 6 for seeds 0..N-1 (default 1). Each seed costs what these
-#                stages cost once (13.5 of the 14 minutes of the default run of 2026-12-03)
+#                stages cost once (26.6 of the 27.4 minutes of the default run of 2026-12-03)
 #   --labels A   the labelled amount of the main table (default 10m; --quick 2m). An amount is
 #                minutes or hours: 10m, 1h, 0.5h; any amount not yet drawn is drawn in stage 3
 #   --curve [A,A,...]  the label-efficiency curve: stages 3, 4 and 6 also for these amounts
 #                (default 1m,10m,1h; --quick 1m,2m,4m), plotted as test WER against labelled
 #                minutes. Off by default: every amount beside --labels costs about stages 3, 4
-#                and 6 again per seed (8.7 minutes in the run of 2026-12-03): the number of
+#                and 6 again per seed (9.5 minutes in the run of 2026-12-03): the number of
 #                updates, not the amount of labels, sets the fine-tuning time
 #   --results F  where stage 7 writes the page, and its numbers as JSON beside it (F with .json;
 #                default: docs/demo-results.md for the full demo, OUT/results.md under --quick,
@@ -141,8 +141,8 @@ else
   suffix=""; [ "$task" = open ] && suffix=-open
   out=${out:-$recipe/exp$suffix}
   results=${results:-$repo/docs/demo-results$suffix.md}
-  train_hours=2              # commands: ~3 passes over it in the 1500 pretraining updates
-  pt_updates=""              # conf/pretrain.toml's (1500)
+  train_hours=2              # commands: ~11 passes over it in the 5000 pretraining updates
+  pt_updates=""              # conf/pretrain.toml's (5000)
   if [ "$task" = open ]; then
     train_hours=4            # ~6 passes over it in 2500 pretraining updates
     pt_updates=2500
