@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import types
@@ -323,3 +324,32 @@ def test_export_command(tmp_path):
     assert result.exit_code == 0, result.output
     wav, lengths = _batch()
     torch.testing.assert_close(w2vcli.load_model(tmp_path / "back.pt")(wav, lengths)[0], ctc(wav, lengths)[0])
+
+
+def test_export_dtype_float16_halves_the_file_and_loads_back_in_float32(tmp_path):
+    """`w2v export --dtype float16` (how the demo's shipped checkpoint is written): half the bytes,
+    the weights rounded to float16, read back into a float32 model by w2v, and by transformers."""
+    from w2vcli.cli import app
+
+    pt = _tiny("pretrain")
+    save_checkpoint(tmp_path / "pt.pt", pt)
+    for to, out in (("w2v", tmp_path / "half.pt"), ("hf", tmp_path / "half-hf")):
+        result = CliRunner().invoke(app, ["export", str(tmp_path / "pt.pt"), "--to", to, "--dtype", "float16", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert "storing the weights as float16" in result.output
+        again = w2vcli.load_model(out)
+        assert {p.dtype for p in again.parameters()} == {torch.float32}
+        for k, v in pt.state_dict().items():
+            if v.is_floating_point():
+                torch.testing.assert_close(again.state_dict()[k], v.half().float(), rtol=0, atol=0)
+    stored = torch.load(tmp_path / "half.pt", weights_only=True)["model"]
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    full = torch.load(tmp_path / "pt.pt", weights_only=True)["model"]
+    assert sum(v.nbytes for v in stored.values()) < 0.55 * sum(v.nbytes for v in full.values())
+    assert json.loads((tmp_path / "half-hf" / "config.json").read_text())["torch_dtype"] == "float16"
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.Wav2Vec2ForPreTraining.from_pretrained(tmp_path / "half-hf")  # in float16 (v5) or float32 (4.x)
+    torch.testing.assert_close(hf.quantizer.codevectors.view(2, 8, -1).float(), pt.quantizer.codevectors.half().float())
+    # what it refuses
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "pt.pt"), "--dtype", "int8", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "--dtype must be one of float32, float16, bfloat16" in result.output

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 
 from w2vcli.audio import SAMPLE_RATE  # the only rate w2v feeds its models
 from w2vcli.errors import W2VError
@@ -417,10 +418,13 @@ def export_hf(model: Model, out_dir: str | os.PathLike) -> Path:
             value = value.reshape(1, -1, value.shape[-1]).contiguous()
         state[name] = value
     vocab = getattr(model, "vocab", None)
-    _write_json(out / "config.json", config_to_hf(model.config, arch, len(vocab) if vocab is not None else None))
-    tmp = out / ".model.safetensors.tmp"  # written whole, then renamed: an old file is never half-replaced
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / "model.safetensors")
+    hf = config_to_hf(model.config, arch, len(vocab) if vocab is not None else None)
+    stored = {v.dtype for v in state.values() if v.is_floating_point()}
+    if len(stored) == 1:  # `w2v export --dtype float16`: say so, for from_pretrained(torch_dtype="auto")
+        hf["torch_dtype"] = str(stored.pop()).removeprefix("torch.")
+    _write_json(out / "config.json", hf)
+    with atomic_open(out / "model.safetensors", "wb") as f:  # written whole, then renamed: an old file is never half-replaced
+        f.write(save_safetensors(state, metadata={"format": "pt"}))
     features = feature_extractor_dict(model.config.normalize_waveform)
     if vocab is None:
         _write_json(out / "preprocessor_config.json", features)
