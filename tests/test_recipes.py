@@ -250,9 +250,10 @@ def test_librispeech_recipe_trains_decodes_and_scores_with_tiny_overrides(libri_
 def test_demo_help_lists_the_options_and_bad_values_fail():
     result = _run(["bash", str(DEMO / "run.sh"), "--help"])
     for option in ("--stage N", "--stop-stage N", "--out DIR", "--quick", "--seeds N", "--labels A", "--curve",
-                   "--results F", "--force"):
+                   "--results F", "--force", "--pretrain ", "--pretrain-updates N"):
         assert option in result.stdout, option
     for args, message in ((["--seeds", "0"], "--seeds takes a count"), (["--labels", "10x"], "not '10x'"),
+                          (["--pretrain-updates", "5k"], "--pretrain-updates takes a count, not '5k'"),
                           (["--curve", "1m,ten"], "not 'ten'"), (["--bogus"], "unknown option --bogus")):
         bad = subprocess.run(["bash", str(DEMO / "run.sh"), *args, "--out", "/nonexistent/never"], capture_output=True,
                              text=True, env=_env())
@@ -355,6 +356,56 @@ def test_demo_results_json_page_and_plot_from_fake_score_files(tmp_path):
     (exp / "seed-1" / "decode" / "scratch-1m" / "lm.score.json").unlink()
     bad = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     assert bad.returncode != 0 and "missing lm.score.json in" in bad.stderr and "scratch-1m" in bad.stderr
+
+
+def test_demo_results_and_plot_name_the_shipped_checkpoint(tmp_path):
+    """run.sh without --pretrain: every seed fine-tuned the shipped checkpoint, so the page gives its
+    one pretraining run (from the metrics.jsonl shipped beside it), its checksum and date, and says
+    that a seed changes fine-tuning only; the plot draws that run."""
+    exp = tmp_path / "exp"
+    _fake_demo_exp(exp, {(seed, "10m", row, dec): 0.3 for seed in (0, 1) for row in ("pretrained", "scratch")
+                         for dec in ("lm", "greedy")})
+    shipped = tmp_path / "pretrained" / "commands"
+    shipped.mkdir(parents=True)
+    shutil.copy(exp / "seed-0" / "pt" / "metrics.jsonl", shipped / "metrics.jsonl")
+    (shipped / "model.pt").write_bytes(b"x" * 300_000)
+    (shipped / "SHA256SUMS").write_text("ab12cd34ef56" + "0" * 52 + "  model.pt\n")
+    (shipped / "README.md").write_text("# x\n\nmade: 2026-12-03 by hand, seed 0, 20 updates\n")
+    page = tmp_path / "page.md"
+    _run([sys.executable, str(DEMO / "local" / "results.py"), "--exp", str(exp), "--out", str(page), "--seeds", "2",
+          "--pretrained", str(shipped)])
+    r = json.loads(page.with_suffix(".json").read_text())
+    c = r["shipped_checkpoint"]
+    assert c["sha256"].startswith("ab12cd34ef56") and c["made"] == "2026-12-03 by hand, seed 0, 20 updates"
+    assert c["megabytes"] == 0.3 and c["pretraining"]["updates"] == 20 and c["pretraining"]["valid_accuracy_last"] == 0.25
+    assert [s["pretraining"] for s in r["seeds"]] == [None, None]
+    text = page.read_text()
+    assert "Every seed fine-tunes the shipped checkpoint" in text and "(2026-12-03 by hand, seed 0, 20 updates;" in text
+    assert "a seed changes fine-tuning (both rows) only" in text and "Pretraining, seed" not in text
+    pytest.importorskip("matplotlib")
+    _run([sys.executable, str(DEMO / "local" / "plot.py"), "--exp", str(exp), "--out", str(tmp_path / "c.png"),
+          "--seeds", "2", "--pretrained", str(shipped)])
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_stage_2_checks_the_shipped_checkpoint_and_refuses_a_damaged_one(tmp_path):
+    """Without --pretrain, stage 2 only checks the shipped file against SHA256SUMS (a checkout that
+    lacks it, or a Git LFS pointer in its place, stops there with the way out), and says what every
+    seed fine-tunes."""
+    ok = _run(["bash", str(DEMO / "run.sh"), "--stage", "2", "--stop-stage", "2", "--out", str(tmp_path / "ok")])
+    assert "every seed fine-tunes the shipped recipes/demo/pretrained/commands/model.pt (" in ok.stdout, ok.stdout
+    assert (tmp_path / "ok" / ".done" / "2").is_file() and not (tmp_path / "ok" / "seed-0").exists()
+    copy = tmp_path / "repo" / "recipes"
+    shutil.copytree(DEMO, copy / "demo", ignore=shutil.ignore_patterns("exp*"))
+    shutil.copy(DEMO.parent / "stages.sh", copy / "stages.sh")
+    (copy / "demo" / "pretrained" / "commands" / "model.pt").write_text("version https://git-lfs.github.com/spec/v1\n")
+    bad = subprocess.run(["bash", str(copy / "demo" / "run.sh"), "--stage", "2", "--stop-stage", "2", "--out",
+                          str(tmp_path / "bad")], capture_output=True, text=True, env=_env())
+    assert bad.returncode == 1 and "model.pt is missing or damaged" in bad.stderr and "--pretrain" in bad.stderr, bad.stderr
+    # a --pretrain run needs its own folder: its stage 3 starts from another model
+    mixed = subprocess.run(["bash", str(DEMO / "run.sh"), "--pretrain", "--stage", "5", "--stop-stage", "5", "--out",
+                            str(tmp_path / "ok")], capture_output=True, text=True, env=_env())
+    assert mixed.returncode == 1 and "holds a 'default-commands-shipped' run; this is a 'default-commands-pretrain' run" in mixed.stderr
 
 
 @pytest.mark.slow

@@ -11,7 +11,9 @@
 #   open      open-vocabulary English sentences (w2v's shipped public-domain list), 4 h of
 #             speech: far harder than two cores can learn in 45 minutes (docs/demo-results.md)
 #
-#   recipes/demo/run.sh                 # the demo (target: under 45 minutes on 2 CPU cores)
+#   recipes/demo/run.sh                 # the demo (target: under 45 minutes on 2 CPU cores): fine-tunes
+#                                       # the shipped pretrained checkpoint (recipes/demo/pretrained/)
+#   recipes/demo/run.sh --pretrain      # ... and pretrains it first, as the shipped one was made
 #   recipes/demo/run.sh --quick         # every stage on tiny sizes, a smoke test (< 5 minutes)
 #   recipes/demo/run.sh --seeds 3       # stages 2-4 and 6 for seeds 0, 1, 2: mean and spread
 #   recipes/demo/run.sh --curve         # also the label-efficiency curve (1m, 10m, 1h of labels)
@@ -26,7 +28,11 @@
 #                 train-clean (whole utterances, spread over speakers), nested: each drawn from
 #                 the next larger one. Drawn with seed 0 whatever --seeds says, as are the corpus
 #                 and the LM: the seeds vary the training runs only.
-#   2  pretrain   w2v pretrain on all of train-clean, ignoring its transcripts (conf/pretrain.toml)
+#   2  pretrain   w2v pretrain on all of train-clean, ignoring its transcripts (conf/pretrain.toml).
+#                 Without --pretrain (the default for --task commands), the shipped checkpoint
+#                 recipes/demo/pretrained/commands/model.pt stands in for it: made by this stage
+#                 (20 000 updates, ~70 minutes of 2 cores; pretrained/README.md says how and when),
+#                 as users fine-tune a published model. The stage then only checks its checksum
 #   3  finetune   w2v finetune from the pretrained model on the labelled subset (conf/finetune.toml)
 #   4  scratch    the same fine-tuning from a random init: same labels, same updates, same code
 #                 (conf/finetune-scratch.toml)
@@ -42,8 +48,9 @@
 #   corpus/{train-clean,dev-clean,test-clean}/SPK/CHAP/SPK-CHAP-UTT.flac   synthesized speech
 #   data/{train-clean,dev-clean,test-clean}.jsonl, data/train-AMOUNT.jsonl, data/vocab.json
 #   lm/4gram.bin        KenLM binary (+ 4gram.bin.unigrams.txt)
-#   seed-K/pt/          pretraining with seed K: last.pt, best.pt, metrics.jsonl, config.toml
-#   seed-K/ft-pretrained-AMOUNT/  fine-tuned from seed-K/pt/last.pt on data/train-AMOUNT.jsonl:
+#   seed-K/pt/          pretraining with seed K (--pretrain): last.pt, best.pt, metrics.jsonl, config.toml
+#   seed-K/ft-pretrained-AMOUNT/  fine-tuned from seed-K/pt/last.pt (the shipped model without
+#                       --pretrain) on data/train-AMOUNT.jsonl:
 #                       last.pt (decoded), best.pt (by dev WER), metrics.jsonl
 #   seed-K/ft-scratch-AMOUNT/     fine-tuned from random init
 #   seed-K/decode/{pretrained,scratch}-AMOUNT/{greedy,lm}.hyp.jsonl, *.score.json, tune.jsonl,
@@ -58,9 +65,16 @@
 #   --out DIR    the experiment folder
 #   --task T     commands (default) or open (see above); open writes OUT=exp-open and
 #                docs/demo-results-open.md by default
+#   --pretrain   pretrain (stage 2) instead of fine-tuning the shipped checkpoint: OUT defaults
+#                to exp-pretrain, the page to docs/demo-results-pretrain.md. Each seed then
+#                pretrains its own model (~70 minutes of 2 cores each at 20 000 updates).
+#                --quick and --task open always pretrain: no checkpoint is shipped for them
+#   --pretrain-updates N   pretraining updates (default: conf/pretrain.toml's 20 000; 5000 take
+#                ~18 minutes and gave 38.5 % test WER over 3 seeds, docs/demo-results.md)
 #   --quick      tiny sizes and configs (conf/quick), labelled amounts 1m/2m/4m
 #   --seeds N    run stages 2-4 and 6 for seeds 0..N-1 (default 1). Each seed costs what these
-#                stages cost once (26.6 of the 27.4 minutes of the default run of 2026-12-03)
+#                stages cost once; without --pretrain, every seed fine-tunes the one shipped
+#                checkpoint, so a seed changes fine-tuning and the baseline only
 #   --labels A   the labelled amount of the main table (default 10m; --quick 2m). An amount is
 #                minutes or hours: 10m, 1h, 0.5h; any amount not yet drawn is drawn in stage 3
 #   --curve [A,A,...]  the label-efficiency curve: stages 3, 4 and 6 also for these amounts
@@ -94,6 +108,8 @@ labels=""
 curve=""        # the curve's amounts, comma-separated; empty: no curve; "default": the mode's
 results=""
 force=false
+pretrain=false
+pt_updates=""   # --pretrain-updates; empty: conf/pretrain.toml's
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -106,6 +122,8 @@ while [ $# -gt 0 ]; do
     --quick) quick=true; shift ;;
     --task) task=$2; shift 2 ;;
     --seeds) seeds=$2; shift 2 ;;
+    --pretrain) pretrain=true; shift ;;
+    --pretrain-updates) pt_updates=$2; pretrain=true; shift 2 ;;
     --labels) labels=$2; shift 2 ;;
     --curve) if [ $# -gt 1 ] && [ "${2#-}" = "$2" ]; then curve=$2; shift 2; else curve=default; shift; fi ;;
     --results) results=$2; shift 2 ;;
@@ -116,13 +134,15 @@ while [ $# -gt 0 ]; do
 done
 [[ $task =~ ^(commands|open)$ ]] || die "--task is commands or open, not '$task'"
 [[ $seeds =~ ^[1-9][0-9]*$ ]] || die "--seeds takes a count of at least 1, not '$seeds'"
+[ -z "$pt_updates" ] || [[ $pt_updates =~ ^[1-9][0-9]*$ ]] || die "--pretrain-updates takes a count, not '$pt_updates'"
 
 source "$recipe/../stages.sh"  # log, run_stage, finish_stage, resume_flag
 
 # --- sizes -----------------------------------------------------------------------------------
+shipped=""                   # the shipped pretrained checkpoint's folder, when stage 3 starts from it
 if $quick; then
   mode=quick-$task
-  pt_updates=""
+  pretrain=true              # the quick configs' tiny model: no checkpoint shipped for it
   conf=$recipe/conf/quick
   out=${out:-$recipe/exp-quick}
   results=${results:-$out/results.md}
@@ -138,15 +158,22 @@ if $quick; then
 else
   mode=default-$task
   conf=$recipe/conf
-  suffix=""; [ "$task" = open ] && suffix=-open
+  suffix=""
+  train_hours=2              # commands: ~45 passes over it in the 20 000 pretraining updates
+  if [ "$task" = open ]; then
+    suffix=-open
+    pretrain=true            # no checkpoint shipped for the open task
+    train_hours=4            # ~6 passes over it in 2500 pretraining updates
+    pt_updates=${pt_updates:-2500}
+  elif $pretrain; then
+    suffix=-pretrain
+    mode=default-$task-pretrain${pt_updates:+-$pt_updates}  # another --pretrain-updates: another --out
+  else
+    shipped=$recipe/pretrained/$task
+    mode=default-$task-shipped  # an exp folder of a run that pretrained (or of w2v before 2026-12-03) is refused
+  fi
   out=${out:-$recipe/exp$suffix}
   results=${results:-$repo/docs/demo-results$suffix.md}
-  train_hours=2              # commands: ~11 passes over it in the 5000 pretraining updates
-  pt_updates=""              # conf/pretrain.toml's (5000)
-  if [ "$task" = open ]; then
-    train_hours=4            # ~6 passes over it in 2500 pretraining updates
-    pt_updates=2500
-  fi
   dev_minutes=10
   test_minutes=10
   train_speakers=32
@@ -213,7 +240,10 @@ draw_subsets() {
 # finetune ROW SEED AMOUNT: fine-tune ROW (pretrained: from seed-SEED/pt; scratch: random init)
 finetune() {
   local sd=$out/seed-$2 init=none cfg=$conf/finetune-scratch.toml
-  [ "$1" = pretrained ] && init=$sd/pt/last.pt cfg=$conf/finetune.toml
+  if [ "$1" = pretrained ]; then
+    cfg=$conf/finetune.toml init=$sd/pt/last.pt
+    [ -n "$shipped" ] && init=$shipped/model.pt
+  fi
   draw_subsets "$3"
   w2v finetune --config "$cfg" --init "$init" --train "$data/train-$3.jsonl" --valid "$data/dev-clean.jsonl" \
     --seed "$2" --out "$sd/ft-$1-$3" $(resume_flag "$sd/ft-$1-$3")
@@ -269,7 +299,17 @@ if run_stage 1 prepare; then
   finish_stage 1 prepare
 fi
 
+if [ -n "$shipped" ] && run_stage 2 "pretrained checkpoint"; then
+  # the file git carries (a checkout without it, e.g. a Git LFS pointer, fails here, not in stage 3)
+  (cd "$shipped" && sha256sum --check --quiet SHA256SUMS) \
+    || die "$shipped/model.pt is missing or damaged (sha256sum --check SHA256SUMS failed); run with --pretrain to make one"
+  log "every seed fine-tunes the shipped $(realpath --relative-to="$repo" "$shipped/model.pt") ($(sed -n 's/^made: //p' "$shipped/README.md"));" \
+    "--pretrain pretrains instead"
+  finish_stage 2 "pretrained checkpoint"
+fi
+
 for s in $seed_list; do
+  $pretrain || break
   if run_stage 2 pretrain "seed-$s"; then
     mkdir -p "$out/seed-$s/log"
     # the transcripts in train-clean.jsonl are not read by pretraining
@@ -329,10 +369,11 @@ if run_stage 7 score; then
   done
   png=${results%.md}.png
   "$python" "$recipe/local/plot.py" --exp "$out" --out "$png" --seeds "$seeds" --labels "$labels" \
-    --curve "${curve:+$(echo $amounts)}" 2>&1 | tee -a "$out/log/stage-7.log"
+    --curve "${curve:+$(echo $amounts)}" ${shipped:+--pretrained "$shipped"} 2>&1 | tee -a "$out/log/stage-7.log"
   finish_stage 7 score   # before the table, so its own wall time is in it
   "$python" "$recipe/local/results.py" --exp "$out" --out "$results" --plot "$png" --mode "${mode%%-*}" --task "$task" \
-    --seeds "$seeds" --labels "$labels" --curve "${curve:+$(echo $amounts)}" 2>&1 | tee -a "$out/log/stage-7.log"
+    --seeds "$seeds" --labels "$labels" --curve "${curve:+$(echo $amounts)}" ${shipped:+--pretrained "$shipped"} \
+    2>&1 | tee -a "$out/log/stage-7.log"
 fi
 
 log "done; results: $results"

@@ -37,7 +37,11 @@ JUDGE_MIN, JUDGE_MAX = 50, 5000  # updates
 WARMUP_MULTIPLE = 3  # pretraining: judged stuck no earlier than 3 x --warmup-updates (still at most JUDGE_MAX)
 CHANCE_FACTOR = 1.5  # near chance: contrastive accuracy below 1.5 x the chance level
 COLLAPSE_SHARE = 0.1  # collapse: code perplexity per codebook below 1 + 10 % of (V - 1)
-FEATURE_GROWTH = 50.0  # blow-up: conv feature rms above 50 x its first logged value
+FEATURE_GROWTH = 50.0  # blow-up: conv feature rms above 50 x its first logged value, and
+FEATURE_RATE = 1.05  # still growing by more than 5 % per update since the previous row, or
+FEATURE_RUNAWAY = 1000.0  # above 1000 x however slowly it got there. Without a feature penalty the
+# demo's encoder drifts up slowly and trains well (0.59 -> 93 over 20 000 updates, at most 0.9 % per
+# update once past 50 x, in 9 runs); a learning rate that blows it up grows it 1.5-5 x per update
 EMITTED_SHARE = 0.05  # all blank: non-blank greedy frames below 5 % of the target units
 
 
@@ -66,8 +70,9 @@ class Diagnostics:
     def __init__(self, cfg: TrainConfig, model_config: ModelConfig, previous: list[dict] = ()):
         self.cfg, self.mc, self.task = cfg, model_config, cfg.task
         self.fired = {r["diagnostic"] for r in previous if "diagnostic" in r}
-        first = next((r for r in previous if 0 < r.get("feature_rms", 0) < math.inf), None)
-        self.feature_base = (first["update"], first["feature_rms"]) if first else None
+        rms = [(r["update"], r["feature_rms"]) for r in previous if 0 < r.get("feature_rms", 0) < math.inf]
+        self.feature_base = rms[0] if rms else None  # (update, rms) of the first row and of the latest
+        self.feature_last = rms[-1] if rms else None
         frozen = cfg.frozen_updates
         self.after = frozen + judge_after(cfg.max_updates - frozen, JUDGE_FRACTION[self.task])
         if self.task is TaskKind.PRETRAIN:  # not before the learning rate has warmed up for a while
@@ -124,19 +129,23 @@ class Diagnostics:
 
     def _features(self, row: dict) -> Finding | None:
         u, rms = row["update"], row["feature_rms"]
+        last, self.feature_last = self.feature_last, ((u, rms) if 0 < rms < math.inf else self.feature_last)
         if self.feature_base is None:
             if 0 < rms < math.inf:  # the first rms to compare with
                 self.feature_base = (u, rms)
             return None
         u0, base = self.feature_base
-        if not rms > FEATURE_GROWTH * base:
+        rate = (rms / last[1]) ** (1 / (u - last[0])) if last and u > last[0] and rms < math.inf else math.inf
+        if not (rms > FEATURE_GROWTH * base and (rate > FEATURE_RATE or rms > FEATURE_RUNAWAY * base)):
             return None
         return Finding(u, "feature_growth", (
-            f"update {u}: conv feature rms {rms:.3g} is {rms / base:.0f} x its {base:.3g} "
-            f"at update {u0}: the feature encoder's output is blowing up (fp16 overflows at 65504). Use a feature "
+            f"update {u}: conv feature rms {rms:.3g} is {rms / base:.0f} x its {base:.3g} at update {u0}"
+            + (f", up {100 * (rate - 1):.0f} % per update since update {last[0]}" if rate < math.inf else "")
+            + ": the feature encoder's output is blowing up (fp16 overflows at 65504). Use a feature "
             f"penalty ([model] feature_penalty_weight, now {self.mc.feature_penalty_weight:g}; the paper: 10) or a "
             f"lower --lr (now {self.cfg.lr:g})"),
-            {"feature_rms": rms, "first": base, "first_update": u0, "threshold": FEATURE_GROWTH * base})
+            {"feature_rms": rms, "first": base, "first_update": u0, "threshold": FEATURE_GROWTH * base,
+             "per_update": rate if rate < math.inf else None})
 
     # --- fine-tuning ------------------------------------------------------------------------------
     def _fixes(self) -> str:

@@ -4,7 +4,8 @@
     python recipes/demo/local/plot.py --exp recipes/demo/exp --out docs/demo-results.png --seeds 3
 
 Panels, every seed drawn: pretraining (contrastive loss, accuracy of picking the true quantized
-target, code perplexity ÷ G·V; one colour per seed), fine-tuning on the main labelled amount
+target, code perplexity ÷ G·V; one colour per seed, or the shipped checkpoint's one run with
+--pretrained), fine-tuning on the main labelled amount
 (training CTC loss and dev WER per update, pretrained vs from scratch) and, with --curve, the
 label-efficiency curve: test WER (LM and greedy) against labelled minutes on a log axis, each
 seed's point and the mean over seeds. Without matplotlib it says so and exits 0: the plot is optional.
@@ -55,6 +56,8 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 were run")
     p.add_argument("--labels", default="10m", help="the labelled amount whose fine-tuning curves are drawn")
     p.add_argument("--curve", default="", help="the label-efficiency curve's amounts, space- or comma-separated")
+    p.add_argument("--pretrained", type=Path, default=None,
+                   help="the shipped checkpoint's folder (its metrics.jsonl is the one pretraining drawn)")
     args = p.parse_args()
     try:
         import matplotlib
@@ -71,11 +74,14 @@ def main() -> int:
     seed_colours = plt.get_cmap("Dark2").colors  # not the rows' blue and orange
 
     ax, acc = axes[0], axes[0].twinx()
-    gv = _codebook_entries(args.exp)
-    for k in range(args.seeds):
+    # each seed's pretraining, or the one run that made the shipped checkpoint every seed fine-tunes
+    runs = ([(args.pretrained, "shipped checkpoint")] if args.pretrained
+            else [(args.exp / f"seed-{k}" / "pt", f"seed {k}") for k in range(args.seeds)])
+    gv = _codebook_entries(runs[0][0] / "config.toml")
+    for k, (folder, name) in enumerate(runs):
         c = seed_colours[k % len(seed_colours)]
-        train, valid = read_metrics(args.exp / f"seed-{k}" / "pt" / "metrics.jsonl")
-        ax.plot(*series(train, "contrastive"), color=c, label=f"seed {k}")
+        train, valid = read_metrics(folder / "metrics.jsonl")
+        ax.plot(*series(train, "contrastive"), color=c, label=name)
         ax.plot(*series(valid, "valid_contrastive"), "o", color=c, ms=3)
         acc.plot(*series(train, "accuracy"), "--", color=c)
         ppl_u, ppl = series(train, "code_perplexity")
@@ -83,7 +89,7 @@ def main() -> int:
             acc.plot(ppl_u, [x / gv for x in ppl], ":", color=c, alpha=0.7)
     ax.set_xlabel("update")
     ax.set_ylabel("contrastive loss, train (—) and dev (•)")
-    ax.set_title("pretraining")
+    ax.set_title("pretraining" + (" (the shipped checkpoint's run)" if args.pretrained else ""))
     acc.set_ylabel("train accuracy (--), code perplexity ÷ G·V (··)")
     acc.set_ylim(0, 1)
     ax.legend(fontsize=8, loc="center right")
@@ -133,14 +139,14 @@ def main() -> int:
     return 0
 
 
-def _codebook_entries(exp: Path) -> int | None:
-    """G·V of the pretrained model, from seed 0's resolved pretraining config and its preset."""
+def _codebook_entries(config: Path) -> int | None:
+    """G·V of the pretrained model, from a resolved pretraining config.toml and its preset."""
     try:
         sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
         from w2vcli.model.config import get_preset
         from w2vcli.train.config import PretrainConfig, read_toml
 
-        cfg = read_toml(exp / "seed-0" / "pt" / "config.toml", PretrainConfig)
+        cfg = read_toml(config, PretrainConfig)
         model = get_preset(cfg.get("preset", "small")).replace(**cfg.get("model", {}))
         return model.num_codebooks * model.codebook_size
     except Exception:  # the plot is optional; a missing run just leaves the line out

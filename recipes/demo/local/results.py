@@ -124,9 +124,10 @@ def invocations(exp: Path) -> list[dict]:
     return out
 
 
-def pretraining(exp: Path, seed: int) -> dict | None:
-    """Updates, first and last training accuracy, last dev accuracy and code perplexity of a seed's pretraining."""
-    rows = jsonl(exp / f"seed-{seed}" / "pt" / "metrics.jsonl")
+def pretraining(folder: Path) -> dict | None:
+    """Updates, first and last training accuracy, last dev accuracy and code perplexity of the
+    pretraining run whose metrics.jsonl is in `folder` (a seed's pt/, or the shipped checkpoint's)."""
+    rows = jsonl(folder / "metrics.jsonl")
     train = [r for r in rows if "accuracy" in r]
     valid = [r for r in rows if "valid_accuracy" in r]
     if not train:
@@ -176,11 +177,26 @@ def model_summary(exp: Path, amount: str) -> str:
         return f"(not available: {exc})"
 
 
-def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], task: str = "commands") -> dict:
-    """Everything the page shows, as the JSON written beside it."""
+def shipped_checkpoint(folder: Path) -> dict:
+    """What the page says of the shipped pretrained checkpoint: its path, checksum, size, the
+    README's "made:" line, and its pretraining run (from the metrics.jsonl shipped beside it)."""
+    repo = Path(__file__).resolve().parents[3]
+    made = next((line[len("made: "):] for line in (folder / "README.md").read_text().splitlines()
+                 if line.startswith("made: ")), "?") if (folder / "README.md").is_file() else "?"
+    sums = (folder / "SHA256SUMS").read_text().split() if (folder / "SHA256SUMS").is_file() else ["?"]
+    path = folder / "model.pt"
+    return {"path": os.path.relpath(path, repo), "sha256": sums[0], "made": made,
+            "megabytes": round(path.stat().st_size / 1e6, 1) if path.is_file() else None,
+            "pretraining": pretraining(folder)}
+
+
+def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], task: str = "commands",
+            shipped: Path | None = None) -> dict:
+    """Everything the page shows, as the JSON written beside it. `shipped`: the folder of the
+    shipped checkpoint every seed fine-tuned (run.sh without --pretrain), else None."""
     runs = [run_scores(exp, k, labels) for k in range(seeds)]
     for r in runs:
-        r["pretraining"] = pretraining(exp, r["seed"])
+        r["pretraining"] = None if shipped else pretraining(exp / f"seed-{r['seed']}" / "pt")
     points = []
     for amount in sorted(set(curve), key=minutes):
         per_seed = runs if amount == labels else [run_scores(exp, k, amount) for k in range(seeds)]
@@ -190,6 +206,7 @@ def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], tas
     repo = Path(__file__).resolve().parents[3]
     return {
         "mode": mode, "task": task, "labels": labels,
+        "shipped_checkpoint": shipped_checkpoint(shipped) if shipped else None,
         "seeds": runs, "summary": summary(runs), "curve": points, "examples": examples(exp, labels),
         "data": {name: manifest_stats(exp / "data" / f"{name}.jsonl")
                  for name in ("train-clean", f"train-{labels}", "dev-clean", "test-clean")},
@@ -273,6 +290,13 @@ def render(r: dict) -> tuple[str, str]:
             pt_md += (f"- Pretraining, seed {s['seed']}: {p['updates']} updates; training accuracy "
                       f"{p['accuracy_first']:.3f} -> {p['accuracy_last']:.3f}, dev accuracy {dev}, code perplexity "
                       f"{p['code_perplexity_last']:.1f} at the end (`seed-{s['seed']}/pt/metrics.jsonl`).\n")
+    if c := r.get("shipped_checkpoint"):
+        p = c["pretraining"] or {}
+        dev = "—" if p.get("valid_accuracy_last") is None else f"{p['valid_accuracy_last']:.3f}"
+        pt_md += (f"- Pretraining: not run here. Every seed fine-tunes the shipped checkpoint `{c['path']}` "
+                  f"({c['megabytes']} MB, sha256 {c['sha256'][:12]}…), made by the recipe's stage 2 ({c['made']}; "
+                  f"`recipes/demo/pretrained/README.md`): {p.get('updates', '?')} updates, dev accuracy {dev}, "
+                  f"code perplexity {p.get('code_perplexity_last', '?')} at the end. `run.sh --pretrain` pretrains instead.\n")
     weights = "; ".join(f"seed {s['seed']}: pretrained α={s['pretrained']['lm_alpha']} β={s['pretrained']['lm_beta']}, "
                         f"scratch α={s['scratch']['lm_alpha']} β={s['scratch']['lm_beta']}" for s in r["seeds"])
     runs_md = "\n".join(f"- {i['date']}, load average {' '.join(map(str, i['load'])) if i['load'] else '?'} at the start, "
@@ -302,7 +326,7 @@ Task: {task_md}
 - Unlabeled pretraining audio: {d['train-clean']['utterances']} utterances, {d['train-clean']['minutes'] / 60:.2f} h,
   {d['train-clean']['speakers']} speakers (`w2v prepare synth`). Labels: {d[f"train-{r['labels']}"]['utterances']} utterances,
   {d[f"train-{r['labels']}"]['minutes']:.1f} min, {d[f"train-{r['labels']}"]['speakers']} speakers, a subset of it.
-  Corpus, subsets and LM are the same for every seed; a seed changes pretraining and fine-tuning.
+  Corpus, subsets and LM are the same for every seed; a seed changes {'fine-tuning (both rows) only' if r.get('shipped_checkpoint') else 'pretraining and fine-tuning'}.
 - Both rows fine-tune the same network ({r['model']}) with the same labels, the same number
   of updates ({r['finetune_updates'] or '?'}) and the same code; the baseline starts from random weights.
 {pt_md}- LM: 4-gram without the dev/test sentences; beam search (pyctcdecode) with LM weight α and word bonus β
@@ -338,8 +362,11 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 were run")
     p.add_argument("--labels", default="10m", help="the labelled amount of the main table")
     p.add_argument("--curve", default="", help="the label-efficiency curve's amounts, space- or comma-separated")
+    p.add_argument("--pretrained", type=Path, default=None,
+                   help="the shipped checkpoint's folder, when every seed fine-tuned it (run.sh without --pretrain)")
     args = p.parse_args()
-    result = collect(args.exp, args.mode, args.seeds, args.labels, args.curve.replace(",", " ").split(), args.task)
+    result = collect(args.exp, args.mode, args.seeds, args.labels, args.curve.replace(",", " ").split(), args.task,
+                     args.pretrained)
     if args.plot is not None and args.plot.is_file():
         result["plot"] = os.path.relpath(args.plot, args.out.parent)
     console, page = render(result)
