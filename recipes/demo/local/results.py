@@ -20,6 +20,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 TASKS = {
@@ -214,11 +215,32 @@ def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], tas
         "model": model_summary(exp, labels),
         "finetune_updates": max((r["update"] for r in jsonl(exp / "seed-0" / f"ft-scratch-{labels}" / "metrics.jsonl")
                                  if "loss" in r), default=None),
+        "augmentation": augmentation(exp, labels),
         "stages": stages, "total_seconds": sum(t["seconds"] for t in stages),
         "invocations": invocations(exp),
         "written": {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "commit": git_commit(repo),
                     "cpus": os.cpu_count(), "cpu": cpu_name()},
     }
+
+
+def augmentation(exp: Path, labels: str) -> dict[str, str]:
+    """Each row's waveform augmentation, in words, from its seed-0 run's config.toml."""
+    out = {}
+    for row in ROWS:
+        path = exp / "seed-0" / f"ft-{row}-{labels}" / "config.toml"
+        if not path.is_file():
+            out[row] = "?"
+            continue
+        with open(path, "rb") as f:
+            cfg = tomllib.load(f)
+        parts = []
+        if cfg.get("speed_perturb"):
+            parts.append("speed " + "/".join(f"{x:g}" for x in cfg["speed_perturb"]))
+        if cfg.get("noise"):
+            lo, hi = cfg.get("noise_snr", ("?", "?"))
+            parts.append(f"{cfg['noise']} noise at {lo:g}-{hi:g} dB SNR on {cfg.get('noise_prob', 0):.0%} of utterances")
+        out[row] = ", ".join(parts) or "none"
+    return out
 
 
 def pct(x: float | None) -> str:
@@ -283,6 +305,9 @@ def render(r: dict) -> tuple[str, str]:
     time_table = "\n".join(time_lines)
 
     d, w = r["data"], r["written"]
+    aug = r.get("augmentation") or {}
+    augment_md = (f"{aug.get('pretrained', '?')} for both rows" if len(set(aug.values())) <= 1
+                  else "; ".join(f"{row} {aug.get(row, '?')}" for row in ROWS) + " (the rows differ)")
     pt_md = ""
     for s in r["seeds"]:
         if p := s["pretraining"]:
@@ -329,6 +354,7 @@ Task: {task_md}
   Corpus, subsets and LM are the same for every seed; a seed changes {'fine-tuning (both rows) only' if r.get('shipped_checkpoint') else 'pretraining and fine-tuning'}.
 - Both rows fine-tune the same network ({r['model']}) with the same labels, the same number
   of updates ({r['finetune_updates'] or '?'}) and the same code; the baseline starts from random weights.
+  Waveform augmentation of the training audio: {augment_md}.
 {pt_md}- LM: 4-gram without the dev/test sentences; beam search (pyctcdecode) with LM weight α and word bonus β
   {'fixed' if quick else 'tuned on dev'}: {weights}.
 - Test WER/CER come from each model at the end of its fine-tuning schedule (`last.pt`).
