@@ -296,6 +296,7 @@ def _fake_demo_exp(exp: Path, wers: dict) -> None:
         ft.mkdir(parents=True, exist_ok=True)
         (ft / "metrics.jsonl").write_text(json.dumps({"update": 10, "loss": 5.0}) + "\n"
                                           + json.dumps({"update": 10, "valid_loss": 4.0, "valid_wer": 0.9}) + "\n")
+        (ft / "config.toml").write_text("max_updates = 10\nspeed_perturb = [0.9, 1.0, 1.1]\nnoise = \"\"\n")
     for seed in (0, 1):
         (exp / f"seed-{seed}" / "pt").mkdir(parents=True)
         (exp / f"seed-{seed}" / "pt" / "metrics.jsonl").write_text(
@@ -346,6 +347,8 @@ def test_demo_results_json_page_and_plot_from_fake_score_files(tmp_path):
     assert "**25.0** (20.0–30.0, sd 7.1)" in text and "0.40, 0.75 times" in text
     assert "- reference: REF 2\n- pretrained (WER 20 %): PRETRAINED 2\n- scratch (WER 50 %): SCRATCH 2" in text
     assert "| 2 pretrain | 1:40 / 1:41 (seeds 0, 1) |" in text and "load average 1.5 0.8 0.3" in text
+    assert "Waveform augmentation of the training audio: speed 0.9/1/1.1 for both rows." in text
+    assert r["augmentation"] == {"pretrained": "speed 0.9/1/1.1", "scratch": "speed 0.9/1/1.1"}
     assert "old table" not in text and text.endswith("kept when the recipe rewrites this page -->\nMY NOTE\n")
     # the plot reads the same files, every seed and the curve
     pytest.importorskip("matplotlib")
@@ -371,6 +374,7 @@ def test_demo_results_and_plot_name_the_shipped_checkpoint(tmp_path):
     (shipped / "model.pt").write_bytes(b"x" * 300_000)
     (shipped / "SHA256SUMS").write_text("ab12cd34ef56" + "0" * 52 + "  model.pt\n")
     (shipped / "README.md").write_text("# x\n\nmade: 2026-12-03 by hand, seed 0, 20 updates\n")
+    (exp / "seed-0" / "ft-scratch-10m" / "config.toml").write_text("max_updates = 10\n")  # not augmented: said
     page = tmp_path / "page.md"
     _run([sys.executable, str(DEMO / "local" / "results.py"), "--exp", str(exp), "--out", str(page), "--seeds", "2",
           "--pretrained", str(shipped)])
@@ -380,6 +384,7 @@ def test_demo_results_and_plot_name_the_shipped_checkpoint(tmp_path):
     assert c["megabytes"] == 0.3 and c["pretraining"]["updates"] == 20 and c["pretraining"]["valid_accuracy_last"] == 0.25
     assert [s["pretraining"] for s in r["seeds"]] == [None, None]
     text = page.read_text()
+    assert "Waveform augmentation of the training audio: pretrained speed 0.9/1/1.1; scratch none (the rows differ)." in text
     assert "Every seed fine-tunes the shipped checkpoint" in text and "(2026-12-03 by hand, seed 0, 20 updates;" in text
     assert "a seed changes fine-tuning (both rows) only" in text and "Pretraining, seed" not in text
     pytest.importorskip("matplotlib")
