@@ -375,6 +375,8 @@ def test_demo_results_and_plot_name_the_shipped_checkpoint(tmp_path):
     (shipped / "SHA256SUMS").write_text("ab12cd34ef56" + "0" * 52 + "  model.pt\n")
     (shipped / "README.md").write_text("# x\n\nmade: 2026-12-03 by hand, seed 0, 20 updates\n")
     (exp / "seed-0" / "ft-scratch-10m" / "config.toml").write_text("max_updates = 10\n")  # not augmented: said
+    with open(exp / "seed-0" / "timings.tsv", "a") as f:  # a --curve run on the same folder: not this page's
+        f.write("3-1m\tfinetune\t70\n")
     page = tmp_path / "page.md"
     _run([sys.executable, str(DEMO / "local" / "results.py"), "--exp", str(exp), "--out", str(page), "--seeds", "2",
           "--pretrained", str(shipped)])
@@ -387,6 +389,7 @@ def test_demo_results_and_plot_name_the_shipped_checkpoint(tmp_path):
     assert "Waveform augmentation of the training audio: pretrained speed 0.9/1/1.1; scratch none (the rows differ)." in text
     assert "Every seed fine-tunes the shipped checkpoint" in text and "(2026-12-03 by hand, seed 0, 20 updates;" in text
     assert "a seed changes fine-tuning (both rows) only" in text and "Pretraining, seed" not in text
+    assert "| 3-10m finetune |" in text and "3-1m" not in text and r["total_seconds"] == 30 + 5 + 100 + 101 + 50 + 50
     pytest.importorskip("matplotlib")
     _run([sys.executable, str(DEMO / "local" / "plot.py"), "--exp", str(exp), "--out", str(tmp_path / "c.png"),
           "--seeds", "2", "--pretrained", str(shipped)])

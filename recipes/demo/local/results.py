@@ -105,12 +105,15 @@ def examples(exp: Path, amount: str, n: int = N_EXAMPLES) -> list[dict]:
             for i in pick]
 
 
-def timings(exp: Path, seeds: int) -> list[dict]:
-    """Wall seconds per stage: the shared ones (seed None), then each seed's."""
+def timings(exp: Path, seeds: int, amounts: set[str]) -> list[dict]:
+    """Wall seconds per stage: the shared ones (seed None), then each seed's; of a per-amount stage
+    (3-10m, 6-1h) only the page's amounts: a --curve run on the same folder adds its own."""
     out = []
     for seed, f in [(None, exp / "timings.tsv")] + [(k, exp / f"seed-{k}" / "timings.tsv") for k in range(seeds)]:
         for line in f.read_text().splitlines() if f.is_file() else []:
             key, name, secs = line.split("\t")
+            if "-" in key and key.split("-", 1)[1] not in amounts:
+                continue
             out.append({"stage": key, "name": name, "seed": seed, "seconds": int(secs)})
     return sorted(out, key=lambda t: (int(t["stage"].split("-")[0]), t["stage"], t["seed"] or 0))
 
@@ -203,7 +206,7 @@ def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], tas
         per_seed = runs if amount == labels else [run_scores(exp, k, amount) for k in range(seeds)]
         points.append({"labels": amount, "minutes": manifest_stats(exp / "data" / f"train-{amount}.jsonl")["minutes"],
                        "seeds": [{k: r[k] for k in ("seed", *ROWS)} for r in per_seed], "summary": summary(per_seed)})
-    stages = timings(exp, seeds)
+    stages = timings(exp, seeds, {labels, *curve})
     repo = Path(__file__).resolve().parents[3]
     return {
         "mode": mode, "task": task, "labels": labels,
