@@ -70,7 +70,8 @@
 #                pretrains its own model (~70 minutes of 2 cores each at 20 000 updates).
 #                --quick and --task open always pretrain: no checkpoint is shipped for them
 #   --pretrain-updates N   pretraining updates (default: conf/pretrain.toml's 20 000; 5000 take
-#                ~18 minutes and gave 38.5 % test WER over 3 seeds, docs/demo-results.md)
+#                ~18 minutes and gave 38.5 % test WER over 3 seeds with the fine-tuning of
+#                that day, before speed perturbation; docs/demo-results.md)
 #   --quick      tiny sizes and configs (conf/quick), labelled amounts 1m/2m/4m
 #   --seeds N    run stages 2-4 and 6 for seeds 0..N-1 (default 1). Each seed costs what these
 #                stages cost once; without --pretrain, every seed fine-tunes the one shipped
@@ -80,7 +81,7 @@
 #   --curve [A,A,...]  the label-efficiency curve: stages 3, 4 and 6 also for these amounts
 #                (default 1m,10m,1h; --quick 1m,2m,4m), plotted as test WER against labelled
 #                minutes. Off by default: every amount beside --labels costs about stages 3, 4
-#                and 6 again per seed (9.5 minutes in the run of 2026-12-03): the number of
+#                and 6 again per seed (~23 minutes in the run of 2026-12-03): the number of
 #                updates, not the amount of labels, sets the fine-tuning time
 #   --results F  where stage 7 writes the page, and its numbers as JSON beside it (F with .json;
 #                default: docs/demo-results.md for the full demo, OUT/results.md under --quick,
