@@ -87,6 +87,7 @@ def main() -> int:
         ppl_u, ppl = series(train, "code_perplexity")
         if gv and ppl:
             acc.plot(ppl_u, [x / gv for x in ppl], ":", color=c, alpha=0.7)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5, integer=True))  # 20 000 updates: labels apart
     ax.set_xlabel("update")
     ax.set_ylabel("contrastive loss, train (—) and dev (•)")
     ax.set_title("pretraining" + (" (the shipped checkpoint's run)" if args.pretrained else ""))
@@ -123,7 +124,7 @@ def main() -> int:
                     ax.scatter([m for m, w in pts for _ in w], [x for _, w in pts for x in w], color=c, s=10, alpha=0.4)
         ax.set_xscale("log")
         ticks = [m for m, _ in curve_points(args.exp, args.seeds, amounts, "pretrained", "greedy")]
-        ax.set_xticks(ticks, [f"{m:.3g}" for m in ticks])
+        ax.set_xticks(ticks, [f"{m:.1f}".rstrip("0").rstrip(".") for m in ticks])  # 0.987 min of "1m": 1
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("labelled minutes")
         ax.set_ylabel("test WER %")
