@@ -23,8 +23,9 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+from w2vcli.train.config import PretrainConfig, read_toml
 
 
 def last_row(path: Path, key: str) -> dict:
@@ -42,8 +43,7 @@ def main() -> int:
     p.add_argument("--updates", type=int, default=300)
     p.add_argument("--out", type=Path, default=Path("/tmp/w2v-plateau"))
     args = p.parse_args()
-    with open(args.config, "rb") as f:
-        schedule = tomllib.load(f).get("max_updates", args.updates)
+    schedule = read_toml(args.config, PretrainConfig).get("max_updates", args.updates)
     left = total = 0
     for threads in args.threads:
         for seed in args.seeds:

@@ -179,10 +179,15 @@ class Augment:
 
     def describe(self, max_tokens: int) -> str:
         """One line saying what is done to the training audio (the run logs it)."""
+        return "augmenting the training audio: " + self.summary(max_tokens) + " (validation is not augmented)"
+
+    def summary(self, max_tokens: int | None = None) -> str:
+        """What is done to the training audio, in words; with `max_tokens`, which utterances the
+        slowest speed makes too long (the demo's results page says it without)."""
         parts = []
         if self.speeds:
             line = f"speed {'/'.join(f'{s:g}' for s in self.speeds)}"
-            if self.slowest < 1:
+            if self.slowest < 1 and max_tokens is not None:
                 line += (f" (utterances over {self.longest_input(max_tokens)} samples are skipped, so that "
                          f"×{self.slowest:g} fits --max-tokens {max_tokens})")
             parts.append(line)
@@ -191,4 +196,4 @@ class Augment:
                       else f"noise from {len(self.noise_files)} files in {self.noise}")
             snr = f"{self.snr[0]:g}-{self.snr[1]:g} dB" if self.snr[1] > self.snr[0] else f"{self.snr[0]:g} dB"
             parts.append(f"{source} at {snr} SNR on {self.noise_prob:.0%} of utterances")
-        return "augmenting the training audio: " + "; ".join(parts) + " (validation is not augmented)"
+        return "; ".join(parts)

@@ -20,7 +20,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 TASKS = {
@@ -227,22 +226,22 @@ def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], tas
 
 
 def augmentation(exp: Path, labels: str) -> dict[str, str]:
-    """Each row's waveform augmentation, in words, from its seed-0 run's config.toml."""
+    """Each row's waveform augmentation, in the words `w2v finetune` logs it with, from its seed-0
+    run's config.toml (read as w2v reads it: tomllib, or tomli on Python 3.10)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from w2vcli.data.augment import Augment
+    from w2vcli.train.config import FinetuneConfig, read_toml
+
     out = {}
     for row in ROWS:
         path = exp / "seed-0" / f"ft-{row}-{labels}" / "config.toml"
         if not path.is_file():
             out[row] = "?"
             continue
-        with open(path, "rb") as f:
-            cfg = tomllib.load(f)
-        parts = []
-        if cfg.get("speed_perturb"):
-            parts.append("speed " + "/".join(f"{x:g}" for x in cfg["speed_perturb"]))
-        if cfg.get("noise"):
-            lo, hi = cfg.get("noise_snr", ("?", "?"))
-            parts.append(f"{cfg['noise']} noise at {lo:g}-{hi:g} dB SNR on {cfg.get('noise_prob', 0):.0%} of utterances")
-        out[row] = ", ".join(parts) or "none"
+        cfg = read_toml(path, FinetuneConfig)
+        aug = Augment.from_options(0, cfg.get("speed_perturb", ()), cfg.get("noise", ""), cfg.get("noise_snr", (10.0, 30.0)),
+                                   cfg.get("noise_prob", 0.5), quiet=True)
+        out[row] = aug.summary() if aug else "none"
     return out
 
 
