@@ -29,13 +29,19 @@ run_stage() {
 }
 
 # finish_stage N NAME [DIR [KEY]]: the .done marker and the wall time, as a line
-# "KEY<tab>NAME<tab>SECONDS" of DIR's timings.tsv (replacing an earlier line for KEY)
+# "KEY<tab>NAME<tab>SECONDS<tab>END" of DIR's timings.tsv (END: when the stage ended, in seconds
+# since 1970, so that stages run side by side count once in a total; an earlier line for KEY is
+# replaced). Stages that run side by side may finish together: the file is rewritten under a lock
 finish_stage() {
-  local n=$1 name=$2 dir=$out${3:+/$3} key=${4:-$1} unit=${3:+ [$3${4:+ $4}]} secs=$(( $(date +%s) - stage_start ))
+  local n=$1 name=$2 dir=$out${3:+/$3} key=${4:-$1} unit=${3:+ [$3${4:+ $4}]} end secs
+  end=$(date +%s) secs=$(( end - stage_start ))
   mkdir -p "$dir/.done"
   touch "$dir/.done/$key"
-  { grep -v "^$key	" "$dir/timings.tsv" 2>/dev/null || true; printf '%s\t%s\t%s\n' "$key" "$name" "$secs"; } \
-    | sort -n > "$dir/timings.tsv.tmp" && mv "$dir/timings.tsv.tmp" "$dir/timings.tsv"
+  (
+    flock 9
+    { grep -v "^$key	" "$dir/timings.tsv" 2>/dev/null || true; printf '%s\t%s\t%s\t%s\n' "$key" "$name" "$secs" "$end"; } \
+      | sort -n > "$dir/timings.tsv.tmp" && mv "$dir/timings.tsv.tmp" "$dir/timings.tsv"
+  ) 9> "$dir/.done/.timings.lock"
   log "Stage $n ($name)$unit done in ${secs} s"
 }
 

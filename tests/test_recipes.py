@@ -396,6 +396,31 @@ def test_demo_results_and_plot_name_the_shipped_checkpoint(tmp_path):
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_demo_results_count_stages_run_side_by_side_once(tmp_path):
+    """run.sh --jobs 2 fine-tunes both rows at once: timings.tsv records when each stage ended, and
+    the page's total is the wall time (the union of the stages' spans), not the sum, and says why;
+    a timings.tsv without end times (before --jobs) still adds up."""
+    exp = tmp_path / "exp"
+    _fake_demo_exp(exp, {(0, "10m", row, dec): 0.3 for row in ("pretrained", "scratch") for dec in ("lm", "greedy")})
+    # prepare 870-900; finetune 950-1000 beside scratch 950-1030; lm 1035-1040; decode 1040-1060
+    (exp / "timings.tsv").write_text("1\tprepare\t30\t900\n5\tlm\t5\t1040\n")
+    (exp / "seed-0" / "timings.tsv").write_text("3-10m\tfinetune\t50\t1000\n4-10m\tscratch\t80\t1030\n"
+                                               "6-10m\tdecode\t20\t1060\n")
+    page = tmp_path / "page.md"
+    _run([sys.executable, str(DEMO / "local" / "results.py"), "--exp", str(exp), "--out", str(page), "--seeds", "1"])
+    r = json.loads(page.with_suffix(".json").read_text())
+    assert r["total_seconds"] == 30 + 80 + 5 + 20 and r["side_by_side"] is True
+    text = page.read_text()
+    assert "| 3-10m finetune | 0:50 |" in text and "| 4-10m scratch | 1:20 |" in text and "| total | 2:15 |" in text
+    assert "Stages 3 and 4 ran side by side" in text
+    (exp / "seed-0" / "timings.tsv").write_text("3-10m\tfinetune\t50\t1000\n4-10m\tscratch\t30\t1030\n"
+                                               "6-10m\tdecode\t20\t1060\n")  # one after the other
+    _run([sys.executable, str(DEMO / "local" / "results.py"), "--exp", str(exp), "--out", str(page), "--seeds", "1"])
+    r = json.loads(page.with_suffix(".json").read_text())
+    assert r["total_seconds"] == 30 + 50 + 30 + 5 + 20 and r["side_by_side"] is False
+    assert "side by side" not in page.read_text()
+
+
 def test_demo_stage_2_checks_the_shipped_checkpoint_and_refuses_a_damaged_one(tmp_path):
     """Without --pretrain, stage 2 only checks the shipped file against SHA256SUMS (a checkout that
     lacks it, or a Git LFS pointer in its place, stops there with the way out), and says what every
@@ -429,6 +454,8 @@ def test_demo_quick_end_to_end(tmp_path):
     assert "| pretrained + fine-tuned | 0 |" in result.stdout and "| from scratch (random init) | 0 |" in result.stdout
     page = (out / "results.md").read_text()
     assert "Smoke test" in page and "| 7 score |" in page and "## Label efficiency" in page
+    if len(os.sched_getaffinity(0)) >= 2:  # --jobs 2 by default: the rows fine-tune side by side
+        assert "[scratch] update" in result.stdout and "Stages 3 and 4 ran side by side" in page
     r = json.loads((out / "results.json").read_text())
     assert [p["labels"] for p in r["curve"]] == ["1m", "2m"] and len(r["examples"]) == 5
     for amount in ("1m", "2m"):
@@ -451,9 +478,12 @@ def test_demo_quick_end_to_end(tmp_path):
     again = _run(["bash", str(DEMO / "run.sh"), "--quick", "--out", str(out), "--stop-stage", "6"])
     assert again.stdout.count("already done") == 6
     second = _run(["bash", str(DEMO / "run.sh"), "--quick", "--out", str(out), "--seeds", "2", "--stage", "2",
-                   "--stop-stage", "2"])
-    assert second.stdout.count("already done") == 1 and (out / "seed-1" / "pt" / "last.pt").is_file()
-    assert (out / "seed-1" / ".done" / "2").is_file()
+                   "--stop-stage", "4", "--labels", "1m", "--jobs", "1"])
+    assert second.stdout.count("already done") == 3 and (out / "seed-1" / "pt" / "last.pt").is_file()
+    assert (out / "seed-1" / ".done" / "2").is_file() and "[scratch]" not in second.stdout
+    spans = {k: (int(e) - int(t), int(e)) for k, _, t, e in
+             (line.split("\t") for line in (out / "seed-1" / "timings.tsv").read_text().splitlines())}
+    assert spans["4-1m"][0] >= spans["3-1m"][1]  # --jobs 1: the baseline after the pretrained row
     mixed = subprocess.run(["bash", str(DEMO / "run.sh"), "--out", str(out), "--stage", "5", "--stop-stage", "5"],
                            capture_output=True, text=True, env=_env())
     assert mixed.returncode == 1 and "quick" in mixed.stderr

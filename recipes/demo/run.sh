@@ -88,6 +88,11 @@
 #                so a smoke test never touches docs/).
 #                Notes by hand below the line "<!-- notes by hand below: kept when the recipe
 #                rewrites this page -->" survive the rewrite
+#   --jobs N     fine-tunings run at once (default 2 on a machine with 2 or more cores, else 1):
+#                stages 3 and 4 of a seed and amount run side by side, each with 1/N of the
+#                cores (--threads), their output prefixed [pretrained] / [scratch] (the full
+#                logs in seed-K/log/). The small demo model hardly uses a second thread, so this
+#                cuts the demo's wall time by about a third; --jobs 1 runs them one after the other
 #   --force      run the stages in range even when done (a training stage whose folder holds a
 #                last.pt resumes from it: delete the folder, e.g. OUT/seed-0/pt, to train again)
 #
@@ -111,6 +116,8 @@ results=""
 force=false
 pretrain=false
 pt_updates=""   # --pretrain-updates; empty: conf/pretrain.toml's
+cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1)  # the usable cores (nproc alone would follow OMP_NUM_THREADS)
+jobs=$(( cores >= 2 ? 2 : 1 ))
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -128,6 +135,7 @@ while [ $# -gt 0 ]; do
     --labels) labels=$2; shift 2 ;;
     --curve) if [ $# -gt 1 ] && [ "${2#-}" = "$2" ]; then curve=$2; shift 2; else curve=default; shift; fi ;;
     --results) results=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
     --force) force=true; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -135,6 +143,7 @@ while [ $# -gt 0 ]; do
 done
 [[ $task =~ ^(commands|open)$ ]] || die "--task is commands or open, not '$task'"
 [[ $seeds =~ ^[1-9][0-9]*$ ]] || die "--seeds takes a count of at least 1, not '$seeds'"
+[[ $jobs =~ ^[12]$ ]] || die "--jobs is 1 or 2 (the two rows of a seed), not '$jobs'"
 [ -z "$pt_updates" ] || [[ $pt_updates =~ ^[1-9][0-9]*$ ]] || die "--pretrain-updates takes a count, not '$pt_updates'"
 
 source "$recipe/../stages.sh"  # log, run_stage, finish_stage, resume_flag
@@ -238,16 +247,16 @@ draw_subsets() {
   done
 }
 
-# finetune ROW SEED AMOUNT: fine-tune ROW (pretrained: from seed-SEED/pt; scratch: random init)
+# finetune ROW SEED AMOUNT: fine-tune ROW (pretrained: from seed-SEED/pt; scratch: random init);
+# the subset must be drawn already (two rows side by side must not draw it twice)
 finetune() {
   local sd=$out/seed-$2 init=none cfg=$conf/finetune-scratch.toml
   if [ "$1" = pretrained ]; then
     cfg=$conf/finetune.toml init=$sd/pt/last.pt
     [ -n "$shipped" ] && init=$shipped/model.pt
   fi
-  draw_subsets "$3"
   w2v finetune --config "$cfg" --init "$init" --train "$data/train-$3.jsonl" --valid "$data/dev-clean.jsonl" \
-    --seed "$2" --out "$sd/ft-$1-$3" $(resume_flag "$sd/ft-$1-$3")
+    --seed "$2" --out "$sd/ft-$1-$3" $(resume_flag "$sd/ft-$1-$3") ${threads:+--threads $threads}
 }
 
 # decode SEED AMOUNT: both rows on the test set, greedy and with the 4-gram
@@ -322,17 +331,35 @@ for s in $seed_list; do
   fi
 done
 
-# stage 3 fine-tunes the pretrained row, stage 4 the baseline: each for every seed and amount
-for spec in "3 finetune pretrained" "4 scratch scratch"; do
-  read -r n name row <<< "$spec"
-  for s in $seed_list; do
-    for a in $amounts; do
-      if run_stage "$n" "$name" "seed-$s" "$n-$a"; then
-        mkdir -p "$out/seed-$s/log"
-        finetune "$row" "$s" "$a" 2>&1 | tee "$out/seed-$s/log/stage-$n-$a.log"
-        finish_stage "$n" "$name" "seed-$s" "$n-$a"
-      fi
-    done
+# stage 3 fine-tunes the pretrained row, stage 4 the baseline: for every seed and amount, side by
+# side with --jobs 2 (each on half the cores), else one after the other
+threads=""
+[ "$jobs" -gt 1 ] && threads=$(( cores / jobs > 1 ? cores / jobs : 1 ))
+# finetune_stage N NAME ROW SEED AMOUNT: one row's stage, with its .done marker and log
+finetune_stage() {
+  run_stage "$1" "$2" "seed-$4" "$1-$5" || return 0
+  mkdir -p "$out/seed-$4/log"
+  if [ "$jobs" -gt 1 ]; then
+    finetune "$3" "$4" "$5" 2>&1 | tee "$out/seed-$4/log/stage-$1-$5.log" | sed -u "s/^/[$3] /"
+  else
+    finetune "$3" "$4" "$5" 2>&1 | tee "$out/seed-$4/log/stage-$1-$5.log"
+  fi
+  finish_stage "$1" "$2" "seed-$4" "$1-$5"
+}
+for s in $seed_list; do
+  for a in $amounts; do
+    if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 3 ]; then draw_subsets "$a"; fi
+    if [ "$jobs" -gt 1 ]; then
+      finetune_stage 3 finetune pretrained "$s" "$a" & p3=$!
+      finetune_stage 4 scratch scratch "$s" "$a" & p4=$!
+      failed=""
+      wait "$p3" || failed="3 (finetune)"
+      wait "$p4" || failed="${failed:+$failed and }4 (scratch)"
+      [ -z "$failed" ] || die "stage $failed failed for seed $s, $a: see $out/seed-$s/log/"
+    else
+      finetune_stage 3 finetune pretrained "$s" "$a"
+      finetune_stage 4 scratch scratch "$s" "$a"
+    fi
   done
 done
 

@@ -110,11 +110,29 @@ def timings(exp: Path, seeds: int, amounts: set[str]) -> list[dict]:
     out = []
     for seed, f in [(None, exp / "timings.tsv")] + [(k, exp / f"seed-{k}" / "timings.tsv") for k in range(seeds)]:
         for line in f.read_text().splitlines() if f.is_file() else []:
-            key, name, secs = line.split("\t")
+            key, name, secs, *end = line.split("\t")  # END (when it ended) since 2026-12-03
             if "-" in key and key.split("-", 1)[1] not in amounts:
                 continue
-            out.append({"stage": key, "name": name, "seed": seed, "seconds": int(secs)})
+            out.append({"stage": key, "name": name, "seed": seed, "seconds": int(secs),
+                        "end": int(end[0]) if end else None})
     return sorted(out, key=lambda t: (int(t["stage"].split("-")[0]), t["stage"], t["seed"] or 0))
+
+
+def wall_seconds(stages: list[dict]) -> tuple[int, bool]:
+    """The stages' total wall time and whether some of them ran side by side (run.sh --jobs 2):
+    the length of the union of their [end - seconds, end] spans, so overlapping time counts once.
+    Without every stage's end time (timings.tsv before 2026-12-03), the plain sum."""
+    if not stages or any(t.get("end") is None for t in stages):
+        return sum(t["seconds"] for t in stages), False
+    total, reach, overlap = 0, None, False
+    for start, end in sorted((t["end"] - t["seconds"], t["end"]) for t in stages):
+        if reach is not None and start < reach:
+            overlap = True
+            total += max(0, end - reach)
+        else:
+            total += end - start
+        reach = end if reach is None else max(reach, end)
+    return total, overlap
 
 
 def invocations(exp: Path) -> list[dict]:
@@ -206,6 +224,7 @@ def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], tas
         points.append({"labels": amount, "minutes": manifest_stats(exp / "data" / f"train-{amount}.jsonl")["minutes"],
                        "seeds": [{k: r[k] for k in ("seed", *ROWS)} for r in per_seed], "summary": summary(per_seed)})
     stages = timings(exp, seeds, {labels, *curve})
+    total, side_by_side = wall_seconds(stages)
     repo = Path(__file__).resolve().parents[3]
     return {
         "mode": mode, "task": task, "labels": labels,
@@ -218,7 +237,7 @@ def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], tas
         "finetune_updates": max((r["update"] for r in jsonl(exp / "seed-0" / f"ft-scratch-{labels}" / "metrics.jsonl")
                                  if "loss" in r), default=None),
         "augmentation": augmentation(exp, labels),
-        "stages": stages, "total_seconds": sum(t["seconds"] for t in stages),
+        "stages": stages, "total_seconds": total, "side_by_side": side_by_side,
         "invocations": invocations(exp),
         "written": {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "commit": git_commit(repo),
                     "cpus": os.cpu_count(), "cpu": cpu_name()},
@@ -305,6 +324,9 @@ def render(r: dict) -> tuple[str, str]:
         time_lines.append(f"| {key} {name} | {' / '.join(fmt_time(t['seconds']) for t in ts)}{seeds} |")
     time_lines.append(f"| total | {fmt_time(r['total_seconds'])} |")
     time_table = "\n".join(time_lines)
+    if r.get("side_by_side"):
+        time_table += ("\n\nStages 3 and 4 ran side by side (`run.sh --jobs 2`, each on half the cores): each "
+                       "row's time is its own, and the total is the wall time, which counts their overlap once.")
 
     d, w = r["data"], r["written"]
     aug = r.get("augmentation") or {}

@@ -73,7 +73,7 @@ def main() -> int:
     if timings.is_file():
         rows = [line.split("\t") for line in timings.read_text().splitlines() if line.strip()]
         times = "\n## Wall time per stage (measured)\n\n| stage | hours |\n|---|---:|\n" + "".join(
-            f"| {n} {name} | {float(secs) / 3600:.2f} |\n" for n, name, secs in rows)
+            f"| {n} {name} | {float(secs) / 3600:.2f} |\n" for n, name, secs, *_end in rows)
     page = f"""# wav2vec 2.0 {args.model.upper()} on LibriSpeech: w2v vs the paper
 
 WER %. "w2v" rows: `recipes/librispeech/run.sh` (pretrained on LS-960 unless `--pretrained`
