@@ -73,8 +73,10 @@ def test_demo_configs_load_and_the_baseline_matches(conf):
     ft_layer, ft, _ = _load(d / "finetune.toml", FinetuneConfig)
     sc_layer, sc, sc_model = _load(d / "finetune-scratch.toml", FinetuneConfig)
     assert pt.max_updates >= 1 and ft.max_updates >= 1
-    # the baseline differs only in what a random init needs: same labels/updates/schedule/masking
-    extra = {"preset", "freeze_feature_encoder", "reinit_layers", "model"}
+    # the baseline differs only in what a random init needs and in its masking, which each row
+    # takes from its own dev WER (finetune.toml): same labels/updates/schedule/augmentation
+    masking = {"mask_time_prob", "mask_channel_prob"}
+    extra = {"preset", "freeze_feature_encoder", "reinit_layers", "model"} | masking
     assert {k: v for k, v in sc_layer.items() if k not in extra} == {k: v for k, v in ft_layer.items() if k not in extra}
     assert sc.preset == pt.preset and sc.freeze_feature_encoder is False
     assert sc_model.feature_grad_mult == 1.0
@@ -92,7 +94,7 @@ def test_demo_configs_load_and_the_baseline_matches(conf):
     pretrained_net = pt_model.replace(**ctc_overrides(ft)).to_dict()
     scratch_net = get_preset(sc.preset).replace(**ctc_overrides(sc)).to_dict()
     differ = {k for k in pretrained_net if pretrained_net[k] != scratch_net[k]} - PRETRAIN_ONLY
-    assert differ <= {"feature_grad_mult"}, {k: (pretrained_net[k], scratch_net[k]) for k in differ}
+    assert differ <= {"feature_grad_mult"} | masking, {k: (pretrained_net[k], scratch_net[k]) for k in differ}
     # and the network runs: one pretraining forward/backward on 2 s of noise
     import torch
 
@@ -296,7 +298,8 @@ def _fake_demo_exp(exp: Path, wers: dict) -> None:
         ft.mkdir(parents=True, exist_ok=True)
         (ft / "metrics.jsonl").write_text(json.dumps({"update": 10, "loss": 5.0}) + "\n"
                                           + json.dumps({"update": 10, "valid_loss": 4.0, "valid_wer": 0.9}) + "\n")
-        (ft / "config.toml").write_text("max_updates = 10\nspeed_perturb = [0.9, 1.0, 1.1]\nnoise = \"\"\n")
+        mask = "mask_time_prob = 0.3\nmask_channel_prob = 0.1\n" if row == "pretrained" else "mask_time_prob = 0.05\n"
+        (ft / "config.toml").write_text("max_updates = 10\nspeed_perturb = [0.9, 1.0, 1.1]\nnoise = \"\"\n" + mask)
     for seed in (0, 1):
         (exp / f"seed-{seed}" / "pt").mkdir(parents=True)
         (exp / f"seed-{seed}" / "pt" / "metrics.jsonl").write_text(
@@ -349,6 +352,8 @@ def test_demo_results_json_page_and_plot_from_fake_score_files(tmp_path):
     assert "| 2 pretrain | 1:40 / 1:41 (seeds 0, 1) |" in text and "load average 1.5 0.8 0.3" in text
     assert "Waveform augmentation of the training audio: speed 0.9/1/1.1 for both rows." in text
     assert r["augmentation"] == {"pretrained": "speed 0.9/1/1.1", "scratch": "speed 0.9/1/1.1"}
+    assert r["masking"] == {"pretrained": "time 0.3, channel 0.1", "scratch": "time 0.05, channel as the preset"}
+    assert "pretrained (time 0.3, channel 0.1), scratch (time 0.05, channel as the preset); the rows differ." in text
     assert "old table" not in text and text.endswith("kept when the recipe rewrites this page -->\nMY NOTE\n")
     # the plot reads the same files, every seed and the curve
     pytest.importorskip("matplotlib")
@@ -386,7 +391,7 @@ def test_demo_results_and_plot_name_the_shipped_checkpoint(tmp_path):
     assert c["megabytes"] == 0.3 and c["pretraining"]["updates"] == 20 and c["pretraining"]["valid_accuracy_last"] == 0.25
     assert [s["pretraining"] for s in r["seeds"]] == [None, None]
     text = page.read_text()
-    assert "Waveform augmentation of the training audio: pretrained speed 0.9/1/1.1; scratch none (the rows differ)." in text
+    assert "Waveform augmentation of the training audio: pretrained (speed 0.9/1/1.1), scratch (none); the rows differ." in text
     assert "Every seed fine-tunes the shipped checkpoint" in text and "(2026-12-03 by hand, seed 0, 20 updates;" in text
     assert "a seed changes fine-tuning (both rows) only" in text and "Pretraining, seed" not in text
     assert "| 3-10m finetune |" in text and "3-1m" not in text and r["total_seconds"] == 30 + 5 + 100 + 101 + 50 + 50

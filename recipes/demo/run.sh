@@ -35,7 +35,8 @@
 #                 as users fine-tune a published model. The stage then only checks its checksum
 #   3  finetune   w2v finetune from the pretrained model on the labelled subset (conf/finetune.toml)
 #   4  scratch    the same fine-tuning from a random init: same labels, same updates, same code
-#                 (conf/finetune-scratch.toml)
+#                 (conf/finetune-scratch.toml; its masking is its own, as each row's is chosen
+#                 on its dev WER). Runs beside stage 3 of the same seed and amount (--jobs)
 #   5  lm         w2v lm build: a 4-gram on w2v's shipped public-domain sentence list, with the
 #                 dev and test sentences removed (--exclude)
 #   6  decode     w2v transcribe the test set with both models: greedy, and with the 4-gram

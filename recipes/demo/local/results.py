@@ -236,7 +236,7 @@ def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], tas
         "model": model_summary(exp, labels),
         "finetune_updates": max((r["update"] for r in jsonl(exp / "seed-0" / f"ft-scratch-{labels}" / "metrics.jsonl")
                                  if "loss" in r), default=None),
-        "augmentation": augmentation(exp, labels),
+        "augmentation": augmentation(exp, labels), "masking": masking(exp, labels),
         "stages": stages, "total_seconds": total, "side_by_side": side_by_side,
         "invocations": invocations(exp),
         "written": {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "commit": git_commit(repo),
@@ -261,6 +261,22 @@ def augmentation(exp: Path, labels: str) -> dict[str, str]:
         aug = Augment.from_options(0, cfg.get("speed_perturb", ()), cfg.get("noise", ""), cfg.get("noise_snr", (10.0, 30.0)),
                                    cfg.get("noise_prob", 0.5), quiet=True)
         out[row] = aug.summary() if aug else "none"
+    return out
+
+
+def masking(exp: Path, labels: str) -> dict[str, str]:
+    """Each row's fine-tuning masking (fairseq convention: the expected fraction of frames, of
+    channels), from its seed-0 run's config.toml; "preset" where the run left it to the network."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from w2vcli.train.config import FinetuneConfig, read_toml
+
+    out = {}
+    for row in ROWS:
+        path = exp / "seed-0" / f"ft-{row}-{labels}" / "config.toml"
+        cfg = read_toml(path, FinetuneConfig) if path.is_file() else None
+        out[row] = "?" if cfg is None else ", ".join(
+            f"{what} {cfg[key]:g}" if cfg.get(key) is not None else f"{what} as the preset"
+            for what, key in (("time", "mask_time_prob"), ("channel", "mask_channel_prob")))
     return out
 
 
@@ -331,7 +347,10 @@ def render(r: dict) -> tuple[str, str]:
     d, w = r["data"], r["written"]
     aug = r.get("augmentation") or {}
     augment_md = (f"{aug.get('pretrained', '?')} for both rows" if len(set(aug.values())) <= 1
-                  else "; ".join(f"{row} {aug.get(row, '?')}" for row in ROWS) + " (the rows differ)")
+                  else ", ".join(f"{row} ({aug.get(row, '?')})" for row in ROWS) + "; the rows differ")
+    mask = r.get("masking") or {}
+    mask_md = (f"{mask.get('pretrained', '?')} for both rows" if len(set(mask.values())) <= 1
+               else ", ".join(f"{row} ({mask.get(row, '?')})" for row in ROWS) + "; the rows differ")
     pt_md = ""
     for s in r["seeds"]:
         if p := s["pretraining"]:
@@ -378,7 +397,8 @@ Task: {task_md}
   Corpus, subsets and LM are the same for every seed; a seed changes {'fine-tuning (both rows) only' if r.get('shipped_checkpoint') else 'pretraining and fine-tuning'}.
 - Both rows fine-tune the same network ({r['model']}) with the same labels, the same number
   of updates ({r['finetune_updates'] or '?'}) and the same code; the baseline starts from random weights.
-  Waveform augmentation of the training audio: {augment_md}.
+  Waveform augmentation of the training audio: {augment_md}. Masking (the expected fraction of
+  frames, of channels): {mask_md}.
 {pt_md}- LM: 4-gram without the dev/test sentences; beam search (pyctcdecode) with LM weight α and word bonus β
   {'fixed' if quick else 'tuned on dev'}: {weights}.
 - Test WER/CER come from each model at the end of its fine-tuning schedule (`last.pt`).
