@@ -283,9 +283,9 @@ def test_the_demos_pretraining_is_not_called_stuck_while_it_leaves_chance():
 
 def test_the_demos_slow_feature_drift_is_not_called_a_blow_up():
     """The shipped demo model's own pretraining (no feature penalty, 20 000 updates): its conv feature
-    rms drifted from 0.59 to 113, past 50 x by update ~1000, at under 1 % per update, and it
-    trained well (docs/demo-results.md). Replayed row by row, no check fires; the same rows grown
-    1000 x are named, however slowly."""
+    rms drifted from 0.60 to 44, past 50 x by update 2500, at under 1 % per update, and it trained
+    well (docs/demo-results.md; the model shipped before, with lr 3e-3, drifted to 190 x). Replayed
+    row by row, no check fires; the same rows grown 1000 x are named, however slowly."""
     from pathlib import Path
 
     from w2vcli.model.config import get_preset
@@ -296,7 +296,7 @@ def test_the_demos_slow_feature_drift_is_not_called_a_blow_up():
     mc = get_preset(cfg.preset).replace(**cfg.model)
     rows = [json.loads(line) for line in (demo / "pretrained" / "commands" / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "feature_rms" in r]
-    assert max(r["feature_rms"] for r in rows) > 100 * rows[0]["feature_rms"] and rows[-1]["update"] == cfg.max_updates
+    assert max(r["feature_rms"] for r in rows) > 50 * rows[0]["feature_rms"] and rows[-1]["update"] == cfg.max_updates
     stats = type("S", (), {"sample_size": 400.0, "batches": 1.0})
     diag = Diagnostics(cfg, mc)
     assert [f for r in rows for f in diag.check_train(r, stats)] == []
