@@ -225,6 +225,7 @@ def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], tas
                        "seeds": [{k: r[k] for k in ("seed", *ROWS)} for r in per_seed], "summary": summary(per_seed)})
     stages = timings(exp, seeds, {labels, *curve})
     total, side_by_side = wall_seconds(stages)
+    configs = row_configs(exp, labels)
     repo = Path(__file__).resolve().parents[3]
     return {
         "mode": mode, "task": task, "labels": labels,
@@ -236,7 +237,7 @@ def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], tas
         "model": model_summary(exp, labels),
         "finetune_updates": max((r["update"] for r in jsonl(exp / "seed-0" / f"ft-scratch-{labels}" / "metrics.jsonl")
                                  if "loss" in r), default=None),
-        "augmentation": augmentation(exp, labels), "masking": masking(exp, labels),
+        "augmentation": augmentation(configs), "masking": masking(configs),
         "stages": stages, "total_seconds": total, "side_by_side": side_by_side,
         "invocations": invocations(exp),
         "written": {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "commit": git_commit(repo),
@@ -244,40 +245,38 @@ def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], tas
     }
 
 
-def augmentation(exp: Path, labels: str) -> dict[str, str]:
-    """Each row's waveform augmentation, in the words `w2v finetune` logs it with, from its seed-0
-    run's config.toml (read as w2v reads it: tomllib, or tomli on Python 3.10)."""
+def row_configs(exp: Path, labels: str) -> dict[str, dict | None]:
+    """Each row's seed-0 fine-tuning config.toml (None where missing), read as w2v reads it:
+    tomllib, or tomli on Python 3.10."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from w2vcli.data.augment import Augment
     from w2vcli.train.config import FinetuneConfig, read_toml
 
+    paths = {row: exp / "seed-0" / f"ft-{row}-{labels}" / "config.toml" for row in ROWS}
+    return {row: read_toml(path, FinetuneConfig) if path.is_file() else None for row, path in paths.items()}
+
+
+def augmentation(configs: dict[str, dict | None]) -> dict[str, str]:
+    """Each row's waveform augmentation, in the words `w2v finetune` logs it with."""
+    from w2vcli.data.augment import Augment
+
     out = {}
-    for row in ROWS:
-        path = exp / "seed-0" / f"ft-{row}-{labels}" / "config.toml"
-        if not path.is_file():
+    for row, cfg in configs.items():
+        if cfg is None:
             out[row] = "?"
             continue
-        cfg = read_toml(path, FinetuneConfig)
         aug = Augment.from_options(0, cfg.get("speed_perturb", ()), cfg.get("noise", ""), cfg.get("noise_snr", (10.0, 30.0)),
                                    cfg.get("noise_prob", 0.5), quiet=True)
         out[row] = aug.summary() if aug else "none"
     return out
 
 
-def masking(exp: Path, labels: str) -> dict[str, str]:
+def masking(configs: dict[str, dict | None]) -> dict[str, str]:
     """Each row's fine-tuning masking (fairseq convention: the expected fraction of frames, of
-    channels), from its seed-0 run's config.toml; "preset" where the run left it to the network."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-    from w2vcli.train.config import FinetuneConfig, read_toml
-
-    out = {}
-    for row in ROWS:
-        path = exp / "seed-0" / f"ft-{row}-{labels}" / "config.toml"
-        cfg = read_toml(path, FinetuneConfig) if path.is_file() else None
-        out[row] = "?" if cfg is None else ", ".join(
-            f"{what} {cfg[key]:g}" if cfg.get(key) is not None else f"{what} as the preset"
-            for what, key in (("time", "mask_time_prob"), ("channel", "mask_channel_prob")))
-    return out
+    channels); "as the preset" where the run left it to the network."""
+    return {row: "?" if cfg is None else ", ".join(
+                f"{what} {cfg[key]:g}" if cfg.get(key) is not None else f"{what} as the preset"
+                for what, key in (("time", "mask_time_prob"), ("channel", "mask_channel_prob")))
+            for row, cfg in configs.items()}
 
 
 def pct(x: float | None) -> str:
@@ -345,12 +344,12 @@ def render(r: dict) -> tuple[str, str]:
                        "row's time is its own, and the total is the wall time, which counts their overlap once.")
 
     d, w = r["data"], r["written"]
-    aug = r.get("augmentation") or {}
-    augment_md = (f"{aug.get('pretrained', '?')} for both rows" if len(set(aug.values())) <= 1
-                  else ", ".join(f"{row} ({aug.get(row, '?')})" for row in ROWS) + "; the rows differ")
-    mask = r.get("masking") or {}
-    mask_md = (f"{mask.get('pretrained', '?')} for both rows" if len(set(mask.values())) <= 1
-               else ", ".join(f"{row} ({mask.get(row, '?')})" for row in ROWS) + "; the rows differ")
+    def per_row(values: dict[str, str]) -> str:  # one row's words when they agree, else each row's
+        if len(set(values.values())) <= 1:
+            return f"{values.get('pretrained', '?')} for both rows"
+        return ", ".join(f"{row} ({values.get(row, '?')})" for row in ROWS) + "; the rows differ"
+
+    augment_md, mask_md = per_row(r.get("augmentation") or {}), per_row(r.get("masking") or {})
     pt_md = ""
     for s in r["seeds"]:
         if p := s["pretraining"]:
