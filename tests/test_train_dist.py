@@ -11,9 +11,9 @@ from w2vcli.cli import app
 LEN = 12000  # samples per utterance: all equal, so padding cannot differ between the two runs
 
 DETERMINISTIC = """
-mask_prob = 0.0
+mask_time_prob = 0.0
 mask_channel_prob = 0.0
-layerdrop = 0.0
+layer_drop = 0.0
 lr_schedule = "polynomial"
 warmup_updates = 0
 [model]

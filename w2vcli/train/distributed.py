@@ -11,6 +11,7 @@ Inside `fn`, `setup(cfg)` joins the process group and returns this process's `Di
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import tempfile
@@ -71,9 +72,19 @@ def setup(cfg: TrainConfig) -> Dist:
     return Dist(rank, world, local_rank, device)
 
 
-def cleanup() -> None:
-    if torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+def cleanup(finished: bool = True) -> None:
+    """Leave the process group. After a finished run every process first waits for the others
+    (a gloo process that tears its connections down while a peer is still in its last collective
+    can abort the peer), and the group's last owners (DDP) are collected while the interpreter is
+    still whole: a group freed during interpreter shutdown can abort the process (SIGABRT,
+    "terminate called without an active exception"). After an error there is no waiting: a
+    failed peer would never arrive."""
+    if not torch_dist.is_initialized():
+        return
+    if finished:
+        torch_dist.barrier()
+    gc.collect()
+    torch_dist.destroy_process_group()
 
 
 def all_reduce_sum(t: torch.Tensor, dist: Dist) -> torch.Tensor:

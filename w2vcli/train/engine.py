@@ -80,15 +80,18 @@ def refuse_to_replace(out: Path, resume: bool) -> None:
 
 def _run(cfg: TrainConfig, init_model: torch.nn.Module | None = None) -> None:
     dist = distributed.setup(cfg)
-    trainer = None
+    trainer, finished = None, False
     try:
         set_threads(cfg, dist)
         trainer = Trainer(cfg, dist, init_model)
         trainer.run()
+        finished = True
     finally:
         if trainer is not None:
             trainer.close()  # the loader workers ignore signals: stop them on every way out
-        distributed.cleanup()
+        # DDP holds the process group: let it go here, not while the interpreter shuts down
+        trainer = None
+        distributed.cleanup(finished)
 
 
 def set_threads(cfg: TrainConfig, dist: Dist) -> None:
