@@ -242,6 +242,13 @@ def test_resume_with_nothing_to_resume_starts_fresh(corpus, tmp_path):
                     "--num-workers", 0, "--resume")
     assert code == 0, err
     assert f"resuming from {out / 'last.pt'}: update 2" in err.replace("\n", "")
+    # --train may be left out when resuming: the run's config.toml names it
+    code, err = cli("finetune", "--out", out, "--max-updates", 4, "--resume")
+    assert code == 0, err
+    assert torch.load(out / "last.pt", weights_only=True)["update"] == 4
+    # but not when there is nothing to resume
+    code, err = cli("finetune", "--init", "none", "--out", tmp_path / "new", *ARGS, "--resume")
+    assert code == 1 and one_error_line(err) == "error: --train is required (--resume takes it from OUT/config.toml)"
 
 
 def test_empty_manifest_is_one_line(tmp_path):

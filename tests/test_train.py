@@ -113,7 +113,8 @@ def test_exact_resume_is_bit_identical(corpus, tmp_path):
               "--warmup-updates", 5, "--schedule-updates", 20, "--valid-interval", 7, "--log-interval", 5]
     w2v(*common, "--out", tmp_path / "one", "--max-updates", 20)
     w2v(*common, "--out", tmp_path / "two", "--max-updates", 10)
-    w2v(*common, "--out", tmp_path / "two", "--max-updates", 20, "--resume")
+    # --resume takes --train and --valid from two/config.toml
+    w2v("pretrain", *common[5:], "--out", tmp_path / "two", "--max-updates", 20, "--resume")
     a, b = load(tmp_path / "one" / "last.pt"), load(tmp_path / "two" / "last.pt")
     assert a["update"] == b["update"] == 20 and a["data"] == b["data"]
     assert a["model"].keys() == b["model"].keys()

@@ -16,8 +16,8 @@ from w2vcli.errors import W2VError
 
 
 def finetune(
-    train: Manifest,
     out: Out,
+    train: Manifest = None,
     init: Annotated[Optional[str], typer.Option("--init", help="Required (or --from-scratch). Pretrained model: a w2v .pt, a Hugging Face save_pretrained folder, a fairseq .pt, or `none` (random init from --preset, a baseline).", rich_help_panel="Model and units")] = None,
     from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Same as --init none.", rich_help_panel="Model and units")] = False,
     valid: Valid = None,

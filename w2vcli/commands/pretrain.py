@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-Manifest = Annotated[Path, typer.Option("--train", help="Training manifest (.jsonl or fairseq .tsv).", exists=True, dir_okay=False, rich_help_panel="Data")]
+Manifest = Annotated[Optional[Path], typer.Option("--train", help="Training manifest (.jsonl or fairseq .tsv). Required, except with --resume (OUT/config.toml names it).", exists=True, dir_okay=False, rich_help_panel="Data")]
 Valid = Annotated[Optional[Path], typer.Option("--valid", help="Validation manifest: validated every --valid-interval updates; best.pt keeps the best.", exists=True, dir_okay=False, rich_help_panel="Data")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder: last.pt, best.pt, metrics.jsonl, config.toml.", file_okay=False, rich_help_panel="Data")]
 Preset = Annotated[Optional[str], typer.Option("--preset", help="Model preset: tiny, small, base, large (default small).", rich_help_panel="Model and units")]
@@ -27,7 +27,7 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed (data o
 Precision = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 (autocast), fp16 (autocast + dynamic loss scaling) or auto (CPU: bf16 where native, else fp32; CUDA: bf16, else fp16).", rich_help_panel="Run")]
 Gpus = Annotated[Optional[int], typer.Option("--gpus", help="Start one process per GPU (NCCL). Under torchrun, leave it out.", min=0, rich_help_panel="Run")]
 Nproc = Annotated[Optional[int], typer.Option("--nproc", help="CPU processes (gloo) when not using GPUs.", min=1, rich_help_panel="Run")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt exactly (its config.toml, then --config and these options, apply).", rich_help_panel="Run")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt exactly (its config.toml, then --config and these options, apply; --train and --valid may be left out).", rich_help_panel="Run")]
 ValidInterval = Annotated[Optional[int], typer.Option("--valid-interval", help="Validate, and write checkpoints, every N updates.", min=1, rich_help_panel="Run")]
 LogInterval = Annotated[Optional[int], typer.Option("--log-interval", help="A metrics line and metrics.jsonl row every N updates.", min=1, rich_help_panel="Run")]
 NumWorkers = Annotated[Optional[int], typer.Option("--num-workers", help="DataLoader worker processes per device (0 = main process).", min=0, rich_help_panel="Run")]
@@ -71,8 +71,8 @@ def run(cfg_cls, preset: str | None, config: Path | None, out: Path, resume: boo
 
 
 def pretrain(
-    train: Manifest,
     out: Out,
+    train: Manifest = None,
     init: Annotated[Optional[str], typer.Option("--init", help="Continue pretraining this checkpoint: a w2v pretraining .pt, a Hugging Face Wav2Vec2ForPreTraining folder, or a fairseq wav2vec 2.0 pretraining .pt. Keeps its architecture; fresh optimizer and schedule.", rich_help_panel="Model and units")] = None,
     valid: Valid = None,
     preset: Preset = None,

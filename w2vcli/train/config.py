@@ -96,7 +96,7 @@ class TrainConfig:
     def check(self) -> None:
         """Raise W2VError naming the option at fault."""
         if not self.train:
-            raise W2VError("--train is required")
+            raise W2VError("--train is required (--resume takes it from OUT/config.toml)")
         if not self.out:
             raise W2VError("--out is required")
         if self.precision not in PRECISIONS:
