@@ -248,7 +248,7 @@ def test_resume_with_nothing_to_resume_starts_fresh(corpus, tmp_path):
     assert torch.load(out / "last.pt", weights_only=True)["update"] == 4
     # but not when there is nothing to resume
     code, err = cli("finetune", "--init", "none", "--out", tmp_path / "new", *ARGS, "--resume")
-    assert code == 1 and one_error_line(err) == "error: --train is required (--resume takes it from OUT/config.toml)"
+    assert code == 2 and one_error_line(err) == "error: missing option '--train' (see w2v finetune --help)"
 
 
 def test_empty_manifest_is_one_line(tmp_path):

@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from w2vcli.commands.layout import click
+
 Manifest = Annotated[Optional[Path], typer.Option("--train", help="Training manifest (.jsonl or fairseq .tsv). Required, except with --resume (OUT/config.toml names it).", exists=True, dir_okay=False, rich_help_panel="Data")]
 Valid = Annotated[Optional[Path], typer.Option("--valid", help="Validation manifest: validated every --valid-interval updates; best.pt keeps the best.", exists=True, dir_okay=False, rich_help_panel="Data")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder: last.pt, best.pt, metrics.jsonl, config.toml.", file_okay=False, rich_help_panel="Data")]
@@ -58,6 +60,9 @@ def run(cfg_cls, preset: str | None, config: Path | None, out: Path, resume: boo
     if config is not None:
         layers.append(read_toml(config, cfg_cls))
     layers.append({**cli, "out": str(out.resolve()), "resume": resume})
+    if not any(layer.get("train") for layer in layers):  # optional only for a run that names it
+        ctx = click.globals.get_current_context()
+        raise click.exceptions.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "train"))
     check_options(cfg_cls, layers)  # before torch loads: a bad option is reported at once
 
     # lazy: the command's work only: --help and option errors answer before torch (1.3 s) / audio libraries load
