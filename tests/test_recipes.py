@@ -298,7 +298,8 @@ def _fake_demo_exp(exp: Path, wers: dict) -> None:
         ft.mkdir(parents=True, exist_ok=True)
         (ft / "metrics.jsonl").write_text(json.dumps({"update": 10, "loss": 5.0}) + "\n"
                                           + json.dumps({"update": 10, "valid_loss": 4.0, "valid_wer": 0.9}) + "\n")
-        mask = "mask_time_prob = 0.3\nmask_channel_prob = 0.1\n" if row == "pretrained" else "mask_time_prob = 0.05\n"
+        mask = ("mask_time_prob = 0.3\nmask_channel_prob = 0.1\nlr = 0.005\n" if row == "pretrained"
+                else "mask_time_prob = 0.05\n")
         (ft / "config.toml").write_text("max_updates = 10\nspeed_perturb = [0.9, 1.0, 1.1]\nnoise = \"\"\n" + mask)
     for seed in (0, 1):
         (exp / f"seed-{seed}" / "pt").mkdir(parents=True)
@@ -354,6 +355,8 @@ def test_demo_results_json_page_and_plot_from_fake_score_files(tmp_path):
     assert r["augmentation"] == {"pretrained": "speed 0.9/1/1.1", "scratch": "speed 0.9/1/1.1"}
     assert r["masking"] == {"pretrained": "time 0.3, channel 0.1", "scratch": "time 0.05, channel as the preset"}
     assert "pretrained (time 0.3, channel 0.1), scratch (time 0.05, channel as the preset); the rows differ." in text
+    assert r["lr"] == {"pretrained": "0.005", "scratch": "as the preset"}
+    assert "Peak learning rate: pretrained (0.005), scratch (as the preset); the rows differ." in text
     assert "old table" not in text and text.endswith("kept when the recipe rewrites this page -->\nMY NOTE\n")
     # the plot reads the same files, every seed and the curve
     pytest.importorskip("matplotlib")

@@ -237,7 +237,7 @@ def collect(exp: Path, mode: str, seeds: int, labels: str, curve: list[str], tas
         "model": model_summary(exp, labels),
         "finetune_updates": max((r["update"] for r in jsonl(exp / "seed-0" / f"ft-scratch-{labels}" / "metrics.jsonl")
                                  if "loss" in r), default=None),
-        "augmentation": augmentation(configs), "masking": masking(configs),
+        "augmentation": augmentation(configs), "masking": masking(configs), "lr": peak_lr(configs),
         "stages": stages, "total_seconds": total, "side_by_side": side_by_side,
         "invocations": invocations(exp),
         "written": {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "commit": git_commit(repo),
@@ -276,6 +276,12 @@ def masking(configs: dict[str, dict | None]) -> dict[str, str]:
     return {row: "?" if cfg is None else ", ".join(
                 f"{what} {cfg[key]:g}" if cfg.get(key) is not None else f"{what} as the preset"
                 for what, key in (("time", "mask_time_prob"), ("channel", "mask_channel_prob")))
+            for row, cfg in configs.items()}
+
+
+def peak_lr(configs: dict[str, dict | None]) -> dict[str, str]:
+    """Each row's peak fine-tuning learning rate ("as the preset" where the run left it)."""
+    return {row: "?" if cfg is None else f"{cfg['lr']:g}" if cfg.get("lr") is not None else "as the preset"
             for row, cfg in configs.items()}
 
 
@@ -349,7 +355,7 @@ def render(r: dict) -> tuple[str, str]:
             return f"{values.get('pretrained', '?')} for both rows"
         return ", ".join(f"{row} ({values.get(row, '?')})" for row in ROWS) + "; the rows differ"
 
-    augment_md, mask_md = per_row(r.get("augmentation") or {}), per_row(r.get("masking") or {})
+    augment_md, mask_md, lr_md = (per_row(r.get(key) or {}) for key in ("augmentation", "masking", "lr"))
     pt_md = ""
     for s in r["seeds"]:
         if p := s["pretraining"]:
@@ -397,7 +403,7 @@ Task: {task_md}
 - Both rows fine-tune the same network ({r['model']}) with the same labels, the same number
   of updates ({r['finetune_updates'] or '?'}) and the same code; the baseline starts from random weights.
   Waveform augmentation of the training audio: {augment_md}. Masking (the expected fraction of
-  frames, of channels): {mask_md}.
+  frames, of channels): {mask_md}. Peak learning rate: {lr_md}.
 {pt_md}- LM: 4-gram without the dev/test sentences; beam search (pyctcdecode) with LM weight α and word bonus β
   {'fixed' if quick else 'tuned on dev'}: {weights}.
 - Test WER/CER come from each model at the end of its fine-tuning schedule (`last.pt`).
