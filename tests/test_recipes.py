@@ -73,10 +73,10 @@ def test_demo_configs_load_and_the_baseline_matches(conf):
     ft_layer, ft, _ = _load(d / "finetune.toml", FinetuneConfig)
     sc_layer, sc, sc_model = _load(d / "finetune-scratch.toml", FinetuneConfig)
     assert pt.max_updates >= 1 and ft.max_updates >= 1
-    # the baseline differs only in what a random init needs and in its masking, which each row
-    # takes from its own dev WER (finetune.toml): same labels/updates/schedule/augmentation
+    # the baseline differs only in what a random init needs and in its masking and peak lr, which
+    # each row takes from its own dev WER (finetune.toml): same labels/updates/schedule/augmentation
     masking = {"mask_time_prob", "mask_channel_prob"}
-    extra = {"preset", "freeze_feature_encoder", "reinit_layers", "model"} | masking
+    extra = {"preset", "freeze_feature_encoder", "reinit_layers", "model", "lr"} | masking
     assert {k: v for k, v in sc_layer.items() if k not in extra} == {k: v for k, v in ft_layer.items() if k not in extra}
     assert sc.preset == pt.preset and sc.freeze_feature_encoder is False
     assert sc_model.feature_grad_mult == 1.0
