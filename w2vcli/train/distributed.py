@@ -73,11 +73,12 @@ def setup(cfg: TrainConfig) -> Dist:
 
 
 def cleanup(finished: bool = True) -> None:
-    """Leave the process group. After a finished run every process first waits for the others
-    (a gloo process that tears its connections down while a peer is still in its last collective
-    can abort the peer), and the group's last owners (DDP) are collected while the interpreter is
-    still whole: a group freed during interpreter shutdown can abort the process (SIGABRT,
-    "terminate called without an active exception"). After an error there is no waiting: a
+    """Leave the process group, in step. After a finished run every process first waits for the
+    others, so that none tears its connections down while a peer may still be in its last
+    collective; then the group's last owners (DDP) are collected while the interpreter is still
+    whole, since a group freed during interpreter shutdown can abort the process. (A CI run saw
+    rank 1 abort, "terminate called without an active exception", after its last update; not
+    reproduced since, these guard against both causes.) After an error there is no waiting: a
     failed peer would never arrive."""
     if not torch_dist.is_initialized():
         return
