@@ -270,19 +270,22 @@ def augmentation(configs: dict[str, dict | None]) -> dict[str, str]:
     return out
 
 
+def setting(cfg: dict, key: str) -> str:
+    """One number of a run's config.toml; "as the preset" where the run left it to the preset."""
+    return f"{cfg[key]:g}" if cfg.get(key) is not None else "as the preset"
+
+
 def masking(configs: dict[str, dict | None]) -> dict[str, str]:
     """Each row's fine-tuning masking (fairseq convention: the expected fraction of frames, of
-    channels); "as the preset" where the run left it to the network."""
+    channels)."""
     return {row: "?" if cfg is None else ", ".join(
-                f"{what} {cfg[key]:g}" if cfg.get(key) is not None else f"{what} as the preset"
-                for what, key in (("time", "mask_time_prob"), ("channel", "mask_channel_prob")))
+                f"{what} {setting(cfg, key)}" for what, key in (("time", "mask_time_prob"), ("channel", "mask_channel_prob")))
             for row, cfg in configs.items()}
 
 
 def peak_lr(configs: dict[str, dict | None]) -> dict[str, str]:
-    """Each row's peak fine-tuning learning rate ("as the preset" where the run left it)."""
-    return {row: "?" if cfg is None else f"{cfg['lr']:g}" if cfg.get("lr") is not None else "as the preset"
-            for row, cfg in configs.items()}
+    """Each row's peak fine-tuning learning rate."""
+    return {row: "?" if cfg is None else setting(cfg, "lr") for row, cfg in configs.items()}
 
 
 def pct(x: float | None) -> str:
