@@ -82,7 +82,7 @@
 #   --curve [A,A,...]  the label-efficiency curve: stages 3, 4 and 6 also for these amounts
 #                (default 1m,10m,1h; --quick 1m,2m,4m), plotted as test WER against labelled
 #                minutes. Off by default: every amount beside --labels costs about stages 3, 4
-#                and 6 again per seed (~23 minutes in the run of 2026-12-03): the number of
+#                and 6 again per seed (~19 minutes at 2500 updates, 2026-12-04): the number of
 #                updates, not the amount of labels, sets the fine-tuning time
 #   --results F  where stage 7 writes the page, and its numbers as JSON beside it (F with .json;
 #                default: docs/demo-results.md for the full demo, OUT/results.md under --quick,
